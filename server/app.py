@@ -1,0 +1,120 @@
+"""App factory. ``create_app(settings)`` loads the real runtime in the background;
+``create_app(settings, runtime=...)`` serves an injected one (unit tests use fakes)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from rewards.spec import RewardSpec
+from search.engines.default_model import DEFAULT_MODEL_NAME
+from server.chat.router import router as chat_router
+from server.chat.serving import ChatService
+from server.errors import error_body, install_error_handlers
+from server.metrics import ServerMetrics, TimedReward
+from server.runtime import Runtime, load_runtime
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+RuntimeLoader = Callable[[Settings], Awaitable[Runtime]]
+
+
+def create_app(
+    settings: Settings, *, runtime: Runtime | None = None, loader: RuntimeLoader = load_runtime
+) -> FastAPI:
+    metrics = ServerMetrics()
+
+    def install(rt: Runtime) -> None:
+        rt.reward = TimedReward(rt.reward, RewardSpec.parse(settings.reward).kind, metrics)
+        app.state.runtime = rt
+        app.state.chat_service = ChatService(rt, settings, metrics)
+
+    async def load() -> None:
+        try:
+            install(await loader(settings))
+            logger.info("ready: serving %s", app.state.runtime.model_name)
+        except Exception as exc:  # the server stays up to report it on /ready and /health
+            app.state.load_error = f"{type(exc).__name__}: {exc}"
+            logger.exception("loading the runtime failed")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loading = None if runtime is not None else asyncio.create_task(load())
+        try:
+            yield
+        finally:
+            if loading is not None and not loading.done():
+                loading.cancel()
+            if app.state.runtime is not None:
+                await app.state.runtime.close()
+
+    app = FastAPI(title="alignserve", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.runtime = None
+    app.state.chat_service = None
+    app.state.load_error = None
+    app.state.started = int(time.time())
+    if runtime is not None:
+        install(runtime)
+    install_error_handlers(app)
+    app.include_router(chat_router)
+
+    def model_name() -> str:
+        rt = app.state.runtime
+        return (
+            rt.model_name
+            if rt
+            else (settings.served_model_name or settings.model or DEFAULT_MODEL_NAME)
+        )
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, object]:
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": model_name(),
+                    "object": "model",
+                    "created": app.state.started,
+                    "owned_by": "alignserve",
+                }
+            ],
+        }
+
+    @app.get("/health")
+    async def health() -> Response:
+        rt: Runtime | None = app.state.runtime
+        if app.state.load_error:
+            return unavailable(f"loading failed: {app.state.load_error}")
+        if rt is not None and rt.health_check is not None:
+            try:
+                await rt.health_check()
+            except Exception as exc:
+                return unavailable(f"engine unhealthy: {exc}")
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        if app.state.load_error:
+            return unavailable(f"loading failed: {app.state.load_error}")
+        if app.state.runtime is None:
+            return unavailable("loading the model")
+        return JSONResponse({"status": "ready", "model": model_name()})
+
+    @app.get("/metrics")
+    async def prometheus(_: Request) -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app
+
+
+def unavailable(message: str) -> JSONResponse:
+    return JSONResponse(error_body(message, "service_unavailable", 503), status_code=503)

@@ -1,0 +1,282 @@
+"""Chat completions, as a template method:
+
+    prepare   validate the request and convert it: search strategy, sampling config,
+              prompt token ids (the chat template is rendered once, here)
+    run       the strategy searches with the runtime's generator and reward model
+    respond   a ``chat.completion`` (or its ``chat.completion.chunk`` stream) with honest
+              usage and a ``search`` report of what the search spent
+
+Nothing here knows which algorithm runs; the registry does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from search.errors import AlignserveError, EngineUnavailable, InvalidRequest, ModelNotFound
+from search.protocols import ChatTokenizer
+from search.registry import parse_strategy
+from search.strategy import SearchContext, SearchStrategy, top_distinct
+from search.types import Candidate, SearchResult
+from server.errors import sse_error
+from server.metrics import ServerMetrics
+from server.protocol import ChatCompletionRequest
+from server.runtime import Runtime
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    request: ChatCompletionRequest
+    strategy: SearchStrategy
+    return_candidates: bool
+    context: SearchContext
+    completion_id: str
+    created: int
+    model: str
+
+    @property
+    def algorithm(self) -> str:
+        return self.strategy.name
+
+
+class ChatService:
+    def __init__(self, runtime: Runtime, settings: Settings, metrics: ServerMetrics) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.metrics = metrics
+
+    # -- prepare ---------------------------------------------------------------------
+    def search_options(self, request: ChatCompletionRequest) -> tuple[SearchStrategy, bool]:
+        options: dict[str, Any] = {
+            "algorithm": self.settings.default_algorithm,
+            "n": self.settings.default_n,
+        }
+        options.update(request.search or {})
+        return_candidates = options.pop("return_candidates", False)
+        if not isinstance(return_candidates, bool):
+            raise InvalidRequest(
+                "search.return_candidates must be a boolean", param="search.return_candidates"
+            )
+        strategy = parse_strategy(options)
+        if strategy.n > self.settings.max_n:
+            raise InvalidRequest(
+                f"search.n must be at most {self.settings.max_n}", param="search.n"
+            )
+        if request.n > strategy.n:
+            raise InvalidRequest(
+                f"n ({request.n}) cannot exceed the number of candidates search.n ({strategy.n})",
+                param="n",
+            )
+        return strategy, return_candidates
+
+    def prepare(self, request: ChatCompletionRequest) -> Prepared:
+        if request.unknown_fields():
+            logger.info("ignoring unknown request fields: %s", ", ".join(request.unknown_fields()))
+        request.reject_unsupported()
+        runtime = self.runtime
+        if request.model is not None and request.model != runtime.model_name:
+            raise ModelNotFound(
+                f"model {request.model!r} is not served here; use {runtime.model_name!r}",
+                param="model",
+            )
+        strategy, return_candidates = self.search_options(request)
+        conversation = request.conversation()
+        prompt_ids = runtime.tokenizer.render_chat(conversation)
+        sampling = request.sampling_config(
+            self.settings.default_max_tokens, logprobs=strategy.needs_logprobs
+        )
+        if len(prompt_ids) + sampling.max_tokens > runtime.max_model_len:
+            raise InvalidRequest(
+                f"the prompt ({len(prompt_ids)} tokens) plus max_tokens ({sampling.max_tokens}) "
+                f"exceeds the model's context length ({runtime.max_model_len})",
+                param="max_tokens" if len(prompt_ids) < runtime.max_model_len else "messages",
+            )
+        context = SearchContext(
+            generator=runtime.generator,
+            reward=runtime.reward,
+            tokenizer=runtime.tokenizer,
+            conversation=conversation,
+            prompt_ids=prompt_ids,
+            sampling=sampling,
+        )
+        return Prepared(
+            request=request,
+            strategy=strategy,
+            return_candidates=return_candidates,
+            context=context,
+            completion_id=f"chatcmpl-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            model=runtime.model_name,
+        )
+
+    # -- run ------------------------------------------------------------------------
+    async def run(self, prepared: Prepared) -> SearchResult:
+        start = time.perf_counter()
+        result = await prepared.strategy.run(prepared.context)
+        result.budget.phase_seconds["total"] = time.perf_counter() - start
+        if not result.ranked:
+            raise EngineUnavailable("the search produced no candidates")
+        self.metrics.record_search(prepared.algorithm, result)
+        return result
+
+    # -- respond ----------------------------------------------------------------------
+    def report(self, prepared: Prepared, result: SearchResult) -> dict[str, Any]:
+        budget = result.budget
+        report: dict[str, Any] = {
+            "algorithm": prepared.algorithm,
+            "candidates_generated": len(result.candidates),
+            "generated_tokens": budget.generated_tokens,
+            "engine_calls": budget.engine_calls,
+            "reward_calls": budget.reward_calls,
+            "chosen_reward": result.best.reward,
+            "chosen_index": index_of(result.candidates, result.best),
+            "timings": {k: round(v, 4) for k, v in budget.phase_seconds.items()},
+        }
+        if prepared.return_candidates:
+            report["candidates"] = [
+                {
+                    "index": i,
+                    "text": c.text,
+                    "reward": c.reward,
+                    "finish_reason": finish_reason(c),
+                    "tokens": c.completion.num_tokens,
+                }
+                for i, c in enumerate(result.candidates)
+            ]
+        return report
+
+    def chosen(self, prepared: Prepared, result: SearchResult) -> list[Candidate]:
+        return top_distinct(result.ranked, prepared.request.n)
+
+    def usage(self, prepared: Prepared, chosen: Sequence[Candidate]) -> dict[str, int]:
+        prompt = len(prepared.context.prompt_ids)
+        completion = sum(c.completion.num_tokens for c in chosen)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
+    def response(self, prepared: Prepared, result: SearchResult) -> dict[str, Any]:
+        chosen = self.chosen(prepared, result)
+        return {
+            "id": prepared.completion_id,
+            "object": "chat.completion",
+            "created": prepared.created,
+            "model": prepared.model,
+            "choices": [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": c.text},
+                    "logprobs": None,
+                    "finish_reason": finish_reason(c),
+                }
+                for i, c in enumerate(chosen)
+            ],
+            "usage": self.usage(prepared, chosen),
+            "search": self.report(prepared, result),
+        }
+
+    async def stream(self, prepared: Prepared) -> AsyncIterator[str]:
+        """SSE: keep-alive comments while the search runs, then the answer in token-sized
+        chunks. If the client leaves, the generator is closed and the search cancelled."""
+        search = asyncio.ensure_future(self.run(prepared))
+        try:
+            while not search.done():
+                done, _ = await asyncio.wait({search}, timeout=self.settings.keepalive_s)
+                if not done:
+                    yield ": keep-alive\n\n"
+            try:
+                result = search.result()
+            except AlignserveError as exc:
+                yield sse_error(exc)
+                yield "data: [DONE]\n\n"
+                return
+            for event in self.chunks(prepared, result):
+                yield f"data: {json.dumps(event)}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:
+            if not search.done():
+                search.cancel()
+                await asyncio.gather(search, return_exceptions=True)
+
+    def chunks(self, prepared: Prepared, result: SearchResult) -> Iterator[dict[str, Any]]:
+        chosen = self.chosen(prepared, result)
+
+        def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+            return {
+                "id": prepared.completion_id,
+                "object": "chat.completion.chunk",
+                "created": prepared.created,
+                "model": prepared.model,
+                "choices": choices,
+                **extra,
+            }
+
+        tokenizer = prepared.context.tokenizer
+        for i, cand in enumerate(chosen):
+            yield chunk(
+                [
+                    {
+                        "index": i,
+                        "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ]
+            )
+            for piece in token_pieces(tokenizer, cand.completion.token_ids, cand.text):
+                yield chunk(
+                    [
+                        {
+                            "index": i,
+                            "delta": {"content": piece},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                    ]
+                )
+            yield chunk(
+                [{"index": i, "delta": {}, "logprobs": None, "finish_reason": finish_reason(cand)}]
+            )
+        report = {"search": self.report(prepared, result)}
+        options = prepared.request.stream_options
+        if options is not None and options.include_usage:
+            yield chunk([], usage=self.usage(prepared, chosen), **report)
+        else:
+            yield chunk([], **report)
+
+
+def finish_reason(candidate: Candidate) -> str:
+    return "length" if candidate.completion.finish_reason == "length" else "stop"
+
+
+def index_of(candidates: Sequence[Candidate], target: Candidate) -> int:
+    return next(i for i, c in enumerate(candidates) if c is target)
+
+
+def token_pieces(tokenizer: ChatTokenizer, token_ids: Sequence[int], text: str) -> Iterator[str]:
+    """Split ``text`` at token boundaries. Decoding growing prefixes keeps multi-byte
+    characters whole; clipping to ``text`` drops a stop string the engine cut off. The
+    pieces always join to exactly ``text``."""
+    sent = ""
+    for end in range(1, len(token_ids) + 1):
+        prefix = tokenizer.decode(token_ids[:end])
+        if prefix.endswith("\ufffd"):
+            continue
+        prefix = prefix[: len(text)]
+        if len(prefix) > len(sent) and text.startswith(prefix):
+            yield prefix[len(sent) :]
+            sent = prefix
+    if sent != text:
+        yield text[len(sent) :]

@@ -1,0 +1,96 @@
+"""``alignserve`` console script. ``serve`` flags mirror the Settings fields one to one
+(``--default-n`` sets ``default_n``); unset flags fall back to ``ALIGNSERVE_*`` variables."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import types
+from collections.abc import Sequence
+from typing import Any, Union, get_args, get_origin
+
+from server.settings import Settings
+
+
+def _scalar_type(annotation: Any) -> Any:
+    if get_origin(annotation) in (Union, types.UnionType):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def _engine_arg(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--engine-arg wants KEY=VALUE, got {text!r}")
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.replace("-", "_"), value
+
+
+def serve_parser(parser: argparse.ArgumentParser) -> None:
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        kind = _scalar_type(field.annotation)
+        if name == "engine_args":
+            parser.add_argument(
+                "--engine-arg",
+                dest=name,
+                action="append",
+                type=_engine_arg,
+                default=None,
+                metavar="KEY=VALUE",
+                help="any other vLLM engine argument, VALUE parsed as JSON when it is JSON",
+            )
+        elif kind is bool:
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None
+            )
+        else:
+            parser.add_argument(
+                flag,
+                dest=name,
+                type=kind,
+                default=None,
+                help=f"(env ALIGNSERVE_{name.upper()}; default {field.default!r})",
+            )
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    given = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    if "engine_args" in given:
+        given["engine_args"] = dict(given["engine_args"])
+    return Settings(**given)
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from server.app import create_app
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="alignserve", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser(commands.add_parser("serve", help="run the OpenAI-compatible server"))
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        serve(settings_from_args(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The loaded models behind the API: generator, tokenizer, reward. Built in the background
+after the HTTP server is up, so /health answers and /ready says 503 while loading."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search.protocols import ChatTokenizer, Generator, RewardModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    generator: Generator
+    tokenizer: ChatTokenizer
+    reward: RewardModel
+    model_name: str
+    max_model_len: int
+    health_check: Callable[[], Awaitable[None]] | None = None
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for close in reversed(self.closers):
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+
+
+def resolve_model(model: str | None, cache_dir: str | None) -> str:
+    if model:
+        return model
+    from search.engines.default_model import ensure_default_model
+
+    return str(ensure_default_model(Path(cache_dir) if cache_dir else None))
+
+
+async def load_runtime(settings: Any) -> Runtime:
+    """Start the engine (in-process or remote) and the reward model the settings name."""
+    from rewards.spec import RewardSpec, build_reward
+    from search.engines.default_model import DEFAULT_MODEL_NAME
+    from search.engines.tokenizer import HFChatTokenizer
+
+    model = await asyncio.to_thread(resolve_model, settings.model, settings.model_cache_dir)
+    tokenizer = await asyncio.to_thread(HFChatTokenizer.load, model)
+    closers: list[Callable[[], Any]] = []
+    generator: Any
+    if settings.remote_engine_url:
+        from search.engines.remote import RemoteGenerator
+
+        generator = RemoteGenerator(
+            settings.remote_engine_url, model, api_key=settings.remote_api_key
+        )
+        closers.append(generator.aclose)
+        max_model_len = settings.max_model_len or tokenizer_context(model)
+    else:
+        from search.engines.vllm_local import EngineConfig, VLLMGenerator
+
+        config = EngineConfig(
+            model=model,
+            dtype=settings.dtype,
+            max_model_len=settings.max_model_len,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            tensor_parallel_size=settings.tensor_parallel_size,
+            pipeline_parallel_size=settings.pipeline_parallel_size,
+            enforce_eager=settings.enforce_eager,
+            extra=dict(settings.engine_args),
+        )
+        generator = await asyncio.to_thread(VLLMGenerator.start, config)
+        closers.append(generator.shutdown)
+        max_model_len = generator.max_model_len
+    spec = RewardSpec.parse(settings.reward)
+    reward = await asyncio.to_thread(
+        build_reward, spec, generator, tokenizer, api_key=settings.remote_api_key
+    )
+    if hasattr(reward, "aclose"):
+        closers.append(reward.aclose)
+    return Runtime(
+        generator=generator,
+        tokenizer=tokenizer,
+        reward=reward,
+        model_name=settings.served_model_name or settings.model or DEFAULT_MODEL_NAME,
+        max_model_len=max_model_len,
+        health_check=generator.check_health,
+        closers=closers,
+    )
+
+
+def tokenizer_context(model: str) -> int:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model)
+    return int(getattr(config, "max_position_embeddings", 4096))

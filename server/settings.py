@@ -1,0 +1,51 @@
+"""All configuration in one object: CLI flags override ``ALIGNSERVE_*`` environment variables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rewards.spec import RewardSpec
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ALIGNSERVE_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+
+    # The policy model: a Hugging Face folder or hub id; None is the embedded default.
+    model: str | None = None
+    served_model_name: str | None = None
+    model_cache_dir: str | None = None
+
+    # In-process engine arguments (None keeps vLLM's or the CPU defaults).
+    dtype: str | None = None
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int | None = None
+    pipeline_parallel_size: int | None = None
+    enforce_eager: bool | None = None
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+
+    # Remote engine: a vLLM OpenAI server; the model then names its served model and
+    # the tokenizer alignserve renders the chat template with.
+    remote_engine_url: str | None = None
+    remote_api_key: str | None = None
+
+    reward: str = "judge"
+
+    default_algorithm: str = "bon"
+    default_n: int = Field(default=4, ge=1)
+    max_n: int = Field(default=64, ge=1)
+    default_max_tokens: int = Field(default=256, ge=1)
+    keepalive_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("reward")
+    @classmethod
+    def _reward_spec_parses(cls, value: str) -> str:
+        RewardSpec.parse(value)
+        return value
