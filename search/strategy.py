@@ -39,7 +39,7 @@ class SearchStrategy(BaseModel):
     # Strategies that need per-token logprobs from the engine set this.
     needs_logprobs: ClassVar[bool] = False
 
-    n: int = Field(default=4, ge=1, description="number of candidate responses")
+    n: int = Field(default=4, ge=1, strict=True, description="number of candidate responses")
 
     async def run(self, ctx: SearchContext) -> SearchResult:
         raise NotImplementedError

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,8 +32,10 @@ def create_app(
 ) -> FastAPI:
     metrics = ServerMetrics()
 
-    def install(rt: Runtime) -> None:
-        rt.reward = TimedReward(rt.reward, RewardSpec.parse(settings.reward).kind, metrics)
+    def install(loaded: Runtime) -> None:
+        # A copy, so the runtime given in stays unwrapped and can serve another app.
+        label = RewardSpec.parse(settings.reward).kind
+        rt = dataclasses.replace(loaded, reward=TimedReward(loaded.reward, label, metrics))
         app.state.runtime = rt
         app.state.chat_service = ChatService(rt, settings, metrics)
 

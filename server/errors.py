@@ -41,6 +41,8 @@ def validation_error_response(exc: RequestValidationError) -> JSONResponse:
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     param = ".".join(loc) or None
     if first.get("type") == "json_invalid":
+        # Its location is a character offset, not a parameter.
+        param = None
         message = "the request body is not valid JSON"
     else:
         message = f"{param or 'body'}: {first.get('msg', 'invalid value')}"

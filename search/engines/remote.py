@@ -97,12 +97,18 @@ class RemoteGenerator:
             response = await self._client.post("/v1/completions", json=body)
         except httpx.HTTPError as exc:
             raise EngineUnavailable(f"remote engine unreachable: {exc!r}") from exc
-        if 400 <= response.status_code < 500:
+        if response.status_code in (400, 422):
             raise InvalidRequest(f"remote engine rejected the request: {_error_text(response)}")
-        if response.status_code >= 500:
-            raise EngineUnavailable(f"remote engine failed: {_error_text(response)}")
-        choices = sorted(response.json()["choices"], key=lambda c: c["index"])
-        return [parse_choice(c, params) for c in choices]
+        if response.status_code != 200:
+            # Auth, routing and overload problems are the server's, not the client's.
+            raise EngineUnavailable(
+                f"remote engine answered HTTP {response.status_code}: {_error_text(response)}"
+            )
+        try:
+            choices = sorted(response.json()["choices"], key=lambda c: c["index"])
+            return [parse_choice(c, params) for c in choices]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EngineUnavailable(f"remote engine sent a malformed reply: {exc!r}") from exc
 
     async def check_health(self) -> None:
         try:
@@ -118,4 +124,4 @@ def _error_text(response: httpx.Response) -> str:
     try:
         return str(response.json()["error"]["message"])
     except Exception:
-        return f"HTTP {response.status_code}"
+        return response.text[:200] or "(empty body)"

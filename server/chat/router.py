@@ -11,9 +11,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from search.errors import AlignserveError, EngineUnavailable
-from server.chat.serving import ChatService
+from search.registry import STRATEGIES
+from server.chat.serving import ChatService, Prepared
 from server.metrics import ServerMetrics
 from server.protocol import ChatCompletionRequest
+from server.settings import Settings
 
 router = APIRouter()
 T = TypeVar("T")
@@ -45,6 +47,13 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     return task.result()
 
 
+def metric_label(algorithm: object, settings: Settings) -> str:
+    """Only known names become label values: clients must not mint new series."""
+    if algorithm is None:
+        return settings.default_algorithm
+    return algorithm if isinstance(algorithm, str) and algorithm in STRATEGIES else "unknown"
+
+
 def chat_service(request: Request) -> ChatService:
     service: ChatService | None = request.app.state.chat_service
     if service is None:
@@ -55,7 +64,7 @@ def chat_service(request: Request) -> ChatService:
 @router.post("/v1/chat/completions")
 async def create_chat_completion(body: ChatCompletionRequest, raw: Request) -> Response:
     metrics: ServerMetrics = raw.app.state.metrics
-    algorithm = str((body.search or {}).get("algorithm", raw.app.state.settings.default_algorithm))
+    algorithm = metric_label((body.search or {}).get("algorithm"), raw.app.state.settings)
     start = time.perf_counter()
     status = 500
     try:
@@ -65,7 +74,7 @@ async def create_chat_completion(body: ChatCompletionRequest, raw: Request) -> R
         if body.stream:
             status = 200
             return StreamingResponse(
-                counted_stream(service.stream(prepared), metrics, algorithm, start),
+                counted_stream(service.stream(prepared), prepared, metrics, start),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
@@ -84,12 +93,12 @@ async def create_chat_completion(body: ChatCompletionRequest, raw: Request) -> R
 
 
 async def counted_stream(
-    events: AsyncIterator[str], metrics: ServerMetrics, algorithm: str, start: float
+    events: AsyncIterator[str], prepared: Prepared, metrics: ServerMetrics, start: float
 ) -> AsyncIterator[str]:
-    status = 499
+    status = 499  # unless the stream runs to its end, the client left
     try:
         async for event in events:
             yield event
-        status = 200
+        status = prepared.stream_error_status or 200
     finally:
-        metrics.record_request(algorithm, status, time.perf_counter() - start)
+        metrics.record_request(prepared.algorithm, status, time.perf_counter() - start)

@@ -43,6 +43,8 @@ class Prepared:
     completion_id: str
     created: int
     model: str
+    # Set when a stream ends in an error after its 200 headers went out.
+    stream_error_status: int | None = None
 
     @property
     def algorithm(self) -> str:
@@ -71,6 +73,13 @@ class ChatService:
         if strategy.n > self.settings.max_n:
             raise InvalidRequest(
                 f"search.n must be at most {self.settings.max_n}", param="search.n"
+            )
+        if request.temperature == 0 and strategy.n > 1:
+            # Greedy decoding has one answer; vLLM rejects n > 1 with it rather than repeat it.
+            raise InvalidRequest(
+                "temperature 0 (greedy) yields a single candidate: use search.n = 1 "
+                "or a temperature above 0",
+                param="temperature",
             )
         if request.n > strategy.n:
             raise InvalidRequest(
@@ -198,8 +207,10 @@ class ChatService:
                     yield ": keep-alive\n\n"
             try:
                 result = search.result()
-            except AlignserveError as exc:
-                yield sse_error(exc)
+            except Exception as exc:
+                error = exc if isinstance(exc, AlignserveError) else internal_error(exc)
+                prepared.stream_error_status = error.status_code
+                yield sse_error(error)
                 yield "data: [DONE]\n\n"
                 return
             for event in self.chunks(prepared, result):
@@ -255,6 +266,11 @@ class ChatService:
             yield chunk([], usage=self.usage(prepared, chosen), **report)
         else:
             yield chunk([], **report)
+
+
+def internal_error(exc: Exception) -> AlignserveError:
+    logger.error("search failed", exc_info=exc)
+    return AlignserveError("internal server error")
 
 
 def finish_reason(candidate: Candidate) -> str:

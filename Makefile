@@ -1,0 +1,28 @@
+# make serve   create .venv if needed, convert the default model on first use, start the server
+# make test    create .venv if needed, run ruff, mypy and every test (unit, integration, e2e)
+# make bench   the Best-of-8 overhead benchmark (HTTP server vs the raw engine, same run)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: env serve test unit lint bench
+
+env:
+	@scripts/setup_env.sh cpu
+
+serve: env
+	$(VENV)/bin/alignserve serve $(ARGS)
+
+lint: env
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: env
+	$(PY) -m pytest $(ARGS)
+
+unit: env
+	$(PY) -m pytest tests/unit $(ARGS)
+
+bench: env
+	$(PY) bench/overhead.py $(ARGS)

