@@ -1,0 +1,113 @@
+"""Best-of-8 overhead: the HTTP server against the raw engine doing the same work.
+
+In one process and on one engine: for each MT-Bench first turn, (a) raw: one n=8
+generation on the engine plus one judge call scoring the 8 responses; (b) the same request
+through the HTTP server (uvicorn on 127.0.0.1) with the official openai client. Both use
+the same seed, so they generate the same tokens and score the same texts; each starts with
+an empty prefix cache, and the order of (a) and (b) alternates. Prints each pair and the
+median ratio (HTTP / raw). Ratios, not absolute times: this machine is shared and noisy.
+
+    .venv/bin/python bench/overhead.py [--questions 10] [--max-tokens 64] [--n 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+MT_BENCH = ROOT.parent / "shared" / "data" / "mt_bench_questions.jsonl"
+
+
+def first_turns(skip: int, limit: int) -> list[str]:
+    rows = [json.loads(line) for line in MT_BENCH.read_text().splitlines() if line.strip()]
+    return [row["turns"][0] for row in rows][skip : skip + limit]
+
+
+async def main(args: argparse.Namespace) -> None:
+    import openai
+    import uvicorn
+
+    from rewards.judge import JudgeReward
+    from search.engines.default_model import DEFAULT_MODEL_NAME, ensure_default_model
+    from search.engines.tokenizer import HFChatTokenizer
+    from search.engines.vllm_local import EngineConfig, VLLMGenerator
+    from search.types import SamplingConfig
+    from server.app import create_app
+    from server.runtime import Runtime
+    from server.settings import Settings
+    from tests.conftest import free_port
+
+    model = str(ensure_default_model())
+    engine = VLLMGenerator.start(EngineConfig(model=model, max_model_len=4096))
+    tokenizer = HFChatTokenizer.load(model)
+    judge = JudgeReward(engine, tokenizer)
+    runtime = Runtime(engine, tokenizer, judge, DEFAULT_MODEL_NAME, engine.max_model_len)
+    port = free_port()
+    settings = Settings(port=port)
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, runtime=runtime), port=port, log_level="warning")
+    )
+    serving = asyncio.ensure_future(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x")
+
+    async def cold() -> None:
+        # The second run of a pair would find the first's judge prompts in the prefix
+        # cache; start both from an empty cache so they do the same work.
+        await engine.engine.reset_prefix_cache()
+
+    async def raw(question: str, seed: int) -> float:
+        await cold()
+        start = time.perf_counter()
+        conversation = [{"role": "user", "content": question}]
+        ids = tokenizer.render_chat(conversation)
+        params = SamplingConfig(max_tokens=args.max_tokens, seed=seed)
+        completions = await engine.generate(ids, params, args.n)
+        await judge.score(conversation, [c.text for c in completions])
+        return time.perf_counter() - start
+
+    async def http(question: str, seed: int) -> float:
+        await cold()
+        start = time.perf_counter()
+        await client.chat.completions.create(
+            model=DEFAULT_MODEL_NAME, messages=[{"role": "user", "content": question}],
+            max_tokens=args.max_tokens, seed=seed,
+            extra_body={"search": {"algorithm": "bon", "n": args.n}},
+        )
+        return time.perf_counter() - start
+
+    await raw("Hello!", 0)  # warm-up: first engine steps are slow
+    await http("Hello!", 0)
+    ratios = []
+    print(f"Best-of-{args.n}, {args.max_tokens} tokens, MT-Bench first turns")
+    print(f"{'q':>3} {'raw s':>7} {'http s':>7} {'ratio':>6}")
+    for i, question in enumerate(first_turns(args.skip, args.questions)):
+        seed = 1000 + i
+        if i % 2 == 0:
+            t_raw, t_http = await raw(question, seed), await http(question, seed)
+        else:
+            t_http, t_raw = await http(question, seed), await raw(question, seed)
+        ratios.append(t_http / t_raw)
+        print(f"{i:>3} {t_raw:7.2f} {t_http:7.2f} {ratios[-1]:6.3f}")
+    print(f"median ratio HTTP/raw: {statistics.median(ratios):.3f} "
+          f"(min {min(ratios):.3f}, max {max(ratios):.3f}, {len(ratios)} pairs)")
+    server.should_exit = True
+    await serving
+    engine.shutdown()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", type=int, default=10)
+    parser.add_argument("--skip", type=int, default=0, help="index of the first MT-Bench question")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--n", type=int, default=8)
+    asyncio.run(main(parser.parse_args()))
