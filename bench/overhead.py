@@ -78,8 +78,10 @@ async def main(args: argparse.Namespace) -> None:
         await cold()
         start = time.perf_counter()
         await client.chat.completions.create(
-            model=DEFAULT_MODEL_NAME, messages=[{"role": "user", "content": question}],
-            max_tokens=args.max_tokens, seed=seed,
+            model=DEFAULT_MODEL_NAME,
+            messages=[{"role": "user", "content": question}],
+            max_tokens=args.max_tokens,
+            seed=seed,
             extra_body={"search": {"algorithm": "bon", "n": args.n}},
         )
         return time.perf_counter() - start
@@ -97,8 +99,10 @@ async def main(args: argparse.Namespace) -> None:
             t_http, t_raw = await http(question, seed), await raw(question, seed)
         ratios.append(t_http / t_raw)
         print(f"{i:>3} {t_raw:7.2f} {t_http:7.2f} {ratios[-1]:6.3f}")
-    print(f"median ratio HTTP/raw: {statistics.median(ratios):.3f} "
-          f"(min {min(ratios):.3f}, max {max(ratios):.3f}, {len(ratios)} pairs)")
+    print(
+        f"median ratio HTTP/raw: {statistics.median(ratios):.3f} "
+        f"(min {min(ratios):.3f}, max {max(ratios):.3f}, {len(ratios)} pairs)"
+    )
     server.should_exit = True
     await serving
     engine.shutdown()

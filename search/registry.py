@@ -8,9 +8,14 @@ from pydantic import ValidationError
 
 from search.bon import BestOfN
 from search.errors import InvalidRequest
+from search.majority import MajorityVote
+from search.rbon_kl import RegularizedBoNKL
+from search.srbon import StochasticRBoN
 from search.strategy import SearchStrategy
 
-STRATEGIES: dict[str, type[SearchStrategy]] = {cls.name: cls for cls in (BestOfN,)}
+STRATEGIES: dict[str, type[SearchStrategy]] = {
+    cls.name: cls for cls in (BestOfN, RegularizedBoNKL, StochasticRBoN, MajorityVote)
+}
 
 
 def parse_strategy(options: dict[str, Any], *, param_prefix: str = "search") -> SearchStrategy:

@@ -1,0 +1,132 @@
+"""Majority vote over final answers (``majority``), i.e. self-consistency.
+
+Paper: Wang, Wei, Schuurmans, Le, Chi, Narang, Chowdhery, Zhou 2022, "Self-Consistency
+Improves Chain of Thought Reasoning in Language Models" (arXiv 2203.11171).
+
+Rule: sample N complete responses in one engine call and extract each one's final answer.
+Every candidate with an answer adds 1 (``weighting="none"``) or its reward
+(``weighting="reward"``) to its answer's tally. The winning answer has the largest tally,
+ties going to the answer that appeared first in generation order. The reply is the
+highest-reward candidate with the winning answer (the earliest on ties). If no candidate
+yields an answer, the reply is the highest-reward candidate (the first, unweighted).
+
+Extraction: with ``answer_regex`` (exactly one group), the group of its last match;
+otherwise the last ``\\boxed{...}`` value (braces balanced), else the last number in the
+text. Numbers lose their thousands commas ("1,234.50" -> "1234.50") and are otherwise kept
+as written, so "3" and "3.0" are different answers. Empty answers count as none.
+
+Defaults: ``answer_regex=None``, ``weighting="none"``. Reward weighting sums raw rewards,
+so it assumes a reward model with non-negative scores: a negative reward subtracts.
+
+Ranking: the chosen candidate first, then the rest by their answer's tally (answers in
+order of first appearance on ties, candidates without an answer last), then by reward.
+
+Budget: one engine call of N samples. One reward call of N responses only with
+``weighting="reward"``; unweighted, the reward model is never called, ``reward_calls``
+stays 0 and every ``Candidate.reward`` is 0.0.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import field_validator
+
+from search.strategy import SearchContext, SearchStrategy, rank_candidates, sample_and_score
+from search.types import Candidate, SearchResult
+
+BOXED = "\\boxed{"
+NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
+
+
+def boxed_value(text: str) -> str | None:
+    """Content of the last complete ``\\boxed{...}``; nested braces (\\frac{1}{2}) balance."""
+    start = text.rfind(BOXED)
+    while start != -1:
+        depth, pos = 1, start + len(BOXED)
+        while pos < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[pos], 0)
+            pos += 1
+        if depth == 0:
+            return text[start + len(BOXED) : pos - 1]
+        # Unclosed (a truncated response): an earlier box may still be whole.
+        start = text.rfind(BOXED, 0, start)
+    return None
+
+
+def default_answer(text: str) -> str | None:
+    boxed = boxed_value(text)
+    if boxed is not None and boxed.strip():
+        value = boxed.strip()
+        return value.replace(",", "") if NUMBER.fullmatch(value) else value
+    numbers = NUMBER.findall(text)
+    return numbers[-1].replace(",", "") if numbers else None
+
+
+class MajorityVote(SearchStrategy):
+    name = "majority"
+
+    answer_regex: str | None = None
+    weighting: Literal["none", "reward"] = "none"
+
+    @field_validator("answer_regex")
+    @classmethod
+    def _one_group(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            groups = re.compile(value).groups
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        if groups != 1:
+            raise ValueError(f"must have exactly one capturing group, not {groups}")
+        return value
+
+    def extract(self, text: str) -> str | None:
+        if self.answer_regex is None:
+            return default_answer(text)
+        # re caches compiled patterns, so compiling per call is cheap.
+        matches = list(re.finditer(self.answer_regex, text))
+        # An optional group that did not take part gives None; a blank one counts as none.
+        answer = (matches[-1].group(1) or "").strip() if matches else ""
+        return answer or None
+
+    def votes(self, candidates: Sequence[Candidate]) -> dict[str, float]:
+        """Answer -> tally, in order of first appearance (the tie-break order)."""
+        tally: dict[str, float] = {}
+        for cand in candidates:
+            answer = self.extract(cand.text)
+            if answer is not None:
+                weight = cand.reward if self.weighting == "reward" else 1.0
+                tally[answer] = tally.get(answer, 0.0) + weight
+        return tally
+
+    async def run(self, ctx: SearchContext) -> SearchResult:
+        if self.weighting == "reward":
+            candidates = await sample_and_score(ctx, self.n)
+        else:
+            # Unweighted votes never read a reward, so the reward model is not called.
+            with ctx.budget.phase("generate"):
+                completions = await ctx.generator.generate(ctx.prompt_ids, ctx.sampling, self.n)
+            ctx.budget.count_generation(completions)
+            candidates = [Candidate(c, 0.0) for c in completions]
+        tally = self.votes(candidates)
+        if not tally:
+            # No answer anywhere: fall back to the best reward (the first, unweighted).
+            ranked = rank_candidates(candidates)
+            return SearchResult(ranked=ranked, candidates=candidates, budget=ctx.budget)
+        answers = [self.extract(c.text) for c in candidates]
+        appearance = {answer: k for k, answer in enumerate(tally)}
+
+        def key(i: int) -> tuple[bool, float, int, float, int]:
+            answer = answers[i]
+            if answer is None:
+                return (True, 0.0, 0, -candidates[i].reward, i)
+            return (False, -tally[answer], appearance[answer], -candidates[i].reward, i)
+
+        # The first key is the rule's choice: the largest tally, the answer seen first on equal
+        # tallies, then within that answer the highest reward, the earliest on ties.
+        ranked = [candidates[i] for i in sorted(range(len(candidates)), key=key)]
+        return SearchResult(ranked=ranked, candidates=candidates, budget=ctx.budget)

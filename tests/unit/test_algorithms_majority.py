@@ -1,0 +1,277 @@
+"""Majority vote (self-consistency, Wang et al. 2022): extraction, votes, ties, weighting."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from search.errors import InvalidRequest
+from search.fakes import CharTokenizer, ScriptedGenerator, TableReward, completion_of
+from search.majority import MajorityVote, boxed_value, default_answer
+from search.registry import STRATEGIES, parse_strategy
+from search.strategy import SearchContext
+from search.types import Candidate, SamplingConfig, SearchResult
+
+CONV = [{"role": "user", "content": "hi"}]
+URL = "/v1/chat/completions"
+
+
+def context(generator: ScriptedGenerator, reward: TableReward) -> SearchContext:
+    tok = CharTokenizer()
+    return SearchContext(
+        generator=generator,
+        reward=reward,
+        tokenizer=tok,
+        conversation=CONV,
+        prompt_ids=tok.render_chat(CONV),
+        sampling=SamplingConfig(max_tokens=100),
+    )
+
+
+async def vote(
+    strategy: MajorityVote, texts: Sequence[str], rewards: dict[str, float] | None = None
+) -> tuple[SearchResult, TableReward]:
+    reward = TableReward(rewards or {})
+    result = await strategy.run(context(ScriptedGenerator([list(texts)]), reward))
+    return result, reward
+
+
+def texts(cands: Sequence[Candidate]) -> list[str]:
+    return [c.text for c in cands]
+
+
+def cand(text: str, reward: float = 0.0) -> Candidate:
+    return Candidate(completion_of(text), reward)
+
+
+# -- extraction --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("The answer is 42.", "42"),
+        ("so 6 apples, then 7", "7"),
+        ("It costs 1,234.50 dollars", "1234.50"),
+        ("x = 3.0", "3.0"),
+        ("from 5 down to -7", "-7"),
+        ("1,000,000 people", "1000000"),
+        ("\\boxed{17}, checked against 3", "17"),
+        ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
+        ("\\boxed{ 1,000 }", "1000"),
+        ("\\boxed{x = 2, y = 3}", "x = 2, y = 3"),
+        ("first \\boxed{2} then \\boxed{3}", "3"),
+        ("\\boxed{4} then a cut-off \\boxed{5", "4"),
+        ("an empty \\boxed{ } and 8", "8"),
+        ("no numbers here", None),
+        ("", None),
+    ],
+)
+def test_default_extraction(text: str, answer: str | None) -> None:
+    assert default_answer(text) == answer
+    assert MajorityVote().extract(text) == answer
+
+
+def test_boxed_value_balances_braces() -> None:
+    assert boxed_value("a \\boxed{{x}^{2}} b") == "{x}^{2}"
+    assert boxed_value("\\boxed{") is None
+    assert boxed_value("nothing") is None
+
+
+@pytest.mark.parametrize(
+    ("regex", "text", "answer"),
+    [
+        (r"Answer:\s*(\w+)", "Answer: yes. On reflection, Answer: no", "no"),
+        (r"Answer:\s*(\w+)", "I cannot tell; 42", None),
+        (r"Answer:\s*(\w+)", "Answer:   maybe  ", "maybe"),
+        (r"\[\[(.*?)\]\]", "pick [[ B ]]", "B"),
+        # An optional group that does not take part, and a blank one, give no answer.
+        (r"Answer:(\d+)?", "Answer: later", None),
+        (r"Answer:(\s*)$", "Answer:  ", None),
+    ],
+)
+def test_regex_extraction(regex: str, text: str, answer: str | None) -> None:
+    assert MajorityVote(answer_regex=regex).extract(text) == answer
+
+
+# -- votes and selection -----------------------------------------------------------------
+
+
+def test_votes_table_in_order_of_first_appearance() -> None:
+    cands = [cand("so 5"), cand("so 4"), cand("hmm"), cand("4 it is"), cand("5? no, 4")]
+    table = MajorityVote().votes(cands)
+    assert table == {"5": 1.0, "4": 3.0}
+    assert list(table) == ["5", "4"]
+
+
+def test_votes_weighted_by_reward() -> None:
+    cands = [cand("a 4", 0.2), cand("b 4", 0.3), cand("c 9", 0.9), cand("none", 5.0)]
+    assert MajorityVote(weighting="reward").votes(cands) == pytest.approx({"4": 0.5, "9": 0.9})
+    assert MajorityVote(weighting="none").votes(cands) == {"4": 2.0, "9": 1.0}
+
+
+async def test_majority_picks_the_most_common_answer() -> None:
+    result, _ = await vote(MajorityVote(n=4), ["it is 7", "7", "maybe 3", "so 7."])
+    assert result.best.text == "it is 7"
+    # The winner's group first, then the other answers, by tally.
+    assert texts(result.ranked) == ["it is 7", "7", "so 7.", "maybe 3"]
+    assert texts(result.candidates) == ["it is 7", "7", "maybe 3", "so 7."]
+
+
+async def test_majority_tie_goes_to_the_answer_reached_first() -> None:
+    result, _ = await vote(MajorityVote(n=5), ["so 4", "so 5", "so 5", "so 4", "hmm"])
+    # 4 and 5 have two votes each; 4 appeared first. Unanswered candidates rank last.
+    assert texts(result.ranked) == ["so 4", "so 4", "so 5", "so 5", "hmm"]
+    assert result.best is result.candidates[0]
+
+
+async def test_majority_unweighted_never_calls_the_reward_model() -> None:
+    result, reward = await vote(MajorityVote(n=3), ["1", "2", "2"], {"1": 0.9, "2": 0.1})
+    assert reward.calls == []
+    assert [c.reward for c in result.candidates] == [0.0, 0.0, 0.0]
+    assert result.best is result.candidates[1]
+    budget = result.budget
+    assert (budget.engine_calls, budget.reward_calls, budget.scored_responses) == (1, 0, 0)
+    assert budget.generated_tokens == 3
+    assert set(budget.phase_seconds) == {"generate"}
+
+
+async def test_reward_weighting_flips_the_winner() -> None:
+    sampled = ["a: 4", "b: 4", "c: 9"]
+    rewards = {"a: 4": 0.2, "b: 4": 0.3, "c: 9": 0.9}
+    # Unweighted, 4 wins two votes to one.
+    plain, _ = await vote(MajorityVote(n=3), sampled, rewards)
+    assert plain.best.text == "a: 4"
+    # Weighted, 9 has 0.9 against 0.2 + 0.3 = 0.5.
+    weighted, reward = await vote(MajorityVote(n=3, weighting="reward"), sampled, rewards)
+    assert texts(weighted.ranked) == ["c: 9", "b: 4", "a: 4"]
+    assert [c.reward for c in weighted.candidates] == [0.2, 0.3, 0.9]
+    assert reward.calls == [(sampled, False)]
+    budget = weighted.budget
+    assert (budget.engine_calls, budget.reward_calls, budget.scored_responses) == (1, 1, 3)
+
+
+async def test_weighted_chooses_the_best_reward_within_the_winning_answer() -> None:
+    # 4 has 0.2 + 0.7 = 0.9 against 9's 0.8: the answer is "y 4", not the best-reward "z 9".
+    sampled = ["x 4", "y 4", "z 9"]
+    result, _ = await vote(
+        MajorityVote(n=3, weighting="reward"), sampled, {"x 4": 0.2, "y 4": 0.7, "z 9": 0.8}
+    )
+    assert texts(result.ranked) == ["y 4", "x 4", "z 9"]
+
+
+async def test_weighted_reward_tie_inside_the_group_goes_to_the_earlier() -> None:
+    sampled = ["p 1", "q 1", "r 1"]
+    rewards = {"p 1": 0.2, "q 1": 0.5, "r 1": 0.5}
+    result, _ = await vote(MajorityVote(n=3, weighting="reward"), sampled, rewards)
+    assert texts(result.ranked) == ["q 1", "r 1", "p 1"]
+
+
+async def test_regex_votes_end_to_end() -> None:
+    strategy = MajorityVote(n=4, answer_regex=r"Answer:\s*([A-D])")
+    sampled = ["Answer: B", "42 Answer: C", "Answer: C", "Answer: B or so"]
+    result, _ = await vote(strategy, sampled)
+    assert strategy.votes(result.candidates) == {"B": 2.0, "C": 2.0}
+    assert texts(result.ranked) == ["Answer: B", "Answer: B or so", "42 Answer: C", "Answer: C"]
+
+
+async def test_boxed_answers_vote_together_with_plain_numbers() -> None:
+    sampled = ["so \\boxed{1,200}", "total 1200", "about 12"]
+    result, _ = await vote(MajorityVote(n=3), sampled)
+    assert result.best.text == "so \\boxed{1,200}"
+    assert MajorityVote().votes(result.candidates) == {"1200": 2.0, "12": 1.0}
+
+
+async def test_no_answer_falls_back_to_the_first_unweighted() -> None:
+    result, _ = await vote(MajorityVote(n=2), ["hmm", "no idea"], {"no idea": 0.6})
+    assert texts(result.ranked) == ["hmm", "no idea"]
+
+
+async def test_no_answer_falls_back_to_the_best_reward_weighted() -> None:
+    result, _ = await vote(
+        MajorityVote(n=3, weighting="reward"), ["hmm", "no idea", "pass"], {"no idea": 0.6}
+    )
+    assert texts(result.ranked) == ["no idea", "hmm", "pass"]
+    assert result.best.reward == 0.6
+
+
+# -- options -----------------------------------------------------------------------------
+
+
+def test_majority_defaults_and_registry() -> None:
+    strategy = parse_strategy({"algorithm": "majority", "n": 5})
+    assert isinstance(strategy, MajorityVote)
+    assert (strategy.n, strategy.answer_regex, strategy.weighting) == (5, None, "none")
+    assert MajorityVote.needs_logprobs is False
+    assert STRATEGIES["majority"] is MajorityVote
+
+
+@pytest.mark.parametrize(
+    ("regex", "why"),
+    [
+        ("(", "not a valid regular expression"),
+        (r"\d+", "exactly one capturing group, not 0"),
+        (r"(a)(b)", "exactly one capturing group, not 2"),
+        (r"(?P<x>a)(?:b)(c)", "exactly one capturing group, not 2"),
+    ],
+)
+def test_bad_answer_regex(regex: str, why: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse_strategy({"algorithm": "majority", "answer_regex": regex})
+    assert info.value.param == "search.answer_regex"
+    assert info.value.status_code == 400
+    assert why in info.value.message
+
+
+def test_one_group_regex_accepted() -> None:
+    strategy = parse_strategy({"algorithm": "majority", "answer_regex": r"(?:x)=(\d+)"})
+    assert isinstance(strategy, MajorityVote)
+
+
+@pytest.mark.parametrize(
+    ("options", "param"),
+    [({"weighting": "softmax"}, "search.weighting"), ({"answer_regex": 3}, "search.answer_regex")],
+)
+def test_bad_majority_options(options: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse_strategy({"algorithm": "majority", **options})
+    assert info.value.param == param
+
+
+# -- through the server ------------------------------------------------------------------
+
+
+def body(**search: Any) -> dict[str, Any]:
+    return {"model": "m", "messages": CONV, "search": search}
+
+
+async def test_http_majority_answers_with_the_vote(
+    serve_app: Any, runtime_of: Any, script: Any
+) -> None:
+    reward = TableReward({"so 5": 0.9})
+    runtime = runtime_of(script(["so 5", "so 4", "so 4", "so 6"]), reward)
+    async with serve_app(runtime) as client:
+        r = await client.post(URL, json=body(algorithm="majority", n=4))
+    assert r.status_code == 200
+    data = r.json()
+    assert data["choices"][0]["message"]["content"] == "so 4"
+    report = data["search"]
+    assert (report["algorithm"], report["chosen_index"]) == ("majority", 1)
+    assert (report["engine_calls"], report["reward_calls"], report["chosen_reward"]) == (1, 0, 0.0)
+    assert reward.calls == []
+
+
+async def test_http_majority_weighted_and_bad_regex(
+    serve_app: Any, runtime_of: Any, script: Any
+) -> None:
+    reward = TableReward({"so 5": 0.9, "so 4": 0.1})
+    runtime = runtime_of(script(["so 5", "so 4", "so 4", "so 6"]), reward)
+    async with serve_app(runtime) as client:
+        weighted = await client.post(URL, json=body(algorithm="majority", weighting="reward"))
+        bad = await client.post(URL, json=body(algorithm="majority", answer_regex="(a"))
+    assert weighted.json()["choices"][0]["message"]["content"] == "so 5"
+    assert weighted.json()["search"]["reward_calls"] == 1
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "search.answer_regex"

@@ -1,0 +1,376 @@
+"""Regularised Best-of-N: ``rbon_kl`` (Jinnai et al. 2024) and ``srbon`` (Ichihara et al. 2025).
+
+The fakes give every completion log pi_ref(y|x) = -0.1 per character (one token each).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from search.errors import EngineUnavailable, InvalidRequest
+from search.fakes import CharTokenizer, ScriptedGenerator, TableReward
+from search.rbon_kl import RegularizedBoNKL
+from search.registry import STRATEGIES, parse_strategy
+from search.srbon import StochasticRBoN, draw_index, kl_probabilities
+from search.strategy import SearchContext, SearchStrategy
+from search.types import Candidate, Completion, SamplingConfig, SearchResult
+
+CONV = [{"role": "user", "content": "hi"}]
+URL = "/v1/chat/completions"
+
+# rbon_kl: "short" (5 tokens, log pi_ref -0.5, R 0.5) against "a much longer answer"
+# (20 tokens, log pi_ref -2.0, R 0.8). Objective 0.5 - 0.5 beta vs 0.8 - 2.0 beta:
+# the longer one wins below beta = 0.2, the shorter one above.
+SHORT, LONG = "short", "a much longer answer"
+PAIR_REWARDS = {SHORT: 0.5, LONG: 0.8}
+
+# srbon kl: log pi_ref -0.1, -0.2, -0.3 and equal rewards, so with beta 1
+# p ∝ e^-0.1, e^-0.2, e^-0.3 = 0.3672, 0.3322, 0.3006 (cumulative 0.3672, 0.6994, 1).
+# random.Random(seed).random(): seed 0 -> 0.844 (ccc), 1 -> 0.134 (a), 5 -> 0.623 (bb).
+ABC = ["a", "bb", "ccc"]
+
+
+def context(
+    generator: Any, reward: TableReward, *, seed: int | None = None, logprobs: bool = True
+) -> SearchContext:
+    tok = CharTokenizer()
+    return SearchContext(
+        generator=generator,
+        reward=reward,
+        tokenizer=tok,
+        conversation=CONV,
+        prompt_ids=tok.render_chat(CONV),
+        sampling=SamplingConfig(max_tokens=50, seed=seed, logprobs=logprobs),
+    )
+
+
+class NoLogprobs:
+    """An engine that ignores the logprobs request."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self.texts = list(texts)
+
+    async def generate(
+        self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
+    ) -> list[Completion]:
+        return [Completion(tuple(ord(ch) for ch in t), t, "stop") for t in self.texts[:n]]
+
+
+async def run_texts(
+    strategy: SearchStrategy, texts: Sequence[str], rewards: dict[str, float], **kw: Any
+) -> SearchResult:
+    gen = ScriptedGenerator([list(texts)])
+    return await strategy.run(context(gen, TableReward(rewards), **kw))
+
+
+def texts(cands: Sequence[Candidate]) -> list[str]:
+    return [c.text for c in cands]
+
+
+# -- rbon_kl -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("beta", "winner"),
+    [(0.0, LONG), (0.1, LONG), (0.19, LONG), (0.21, SHORT), (1.0, SHORT)],
+)
+async def test_rbon_kl_regularisation_flips_the_choice(beta: float, winner: str) -> None:
+    result = await run_texts(RegularizedBoNKL(n=2, beta=beta), [SHORT, LONG], PAIR_REWARDS)
+    assert result.best.text == winner
+    # The report shows raw rewards, not the objective.
+    assert result.best.reward == PAIR_REWARDS[winner]
+    assert texts(result.candidates) == [SHORT, LONG]
+
+
+async def test_rbon_kl_default_beta_keeps_the_highest_reward_here() -> None:
+    assert RegularizedBoNKL().beta == 0.1
+    result = await run_texts(RegularizedBoNKL(n=2), [SHORT, LONG], PAIR_REWARDS)
+    assert result.best.text == LONG  # 0.8 - 0.2 = 0.6 against 0.5 - 0.05 = 0.45
+
+
+async def test_rbon_kl_ranks_by_objective_keeping_raw_rewards() -> None:
+    # beta 1: "a" 0.1 - 0.1 = 0.0, "bbb" 0.9 - 0.3 = 0.6, "cc" 0.5 - 0.2 = 0.3.
+    rewards = {"a": 0.1, "bbb": 0.9, "cc": 0.5}
+    result = await run_texts(RegularizedBoNKL(n=3, beta=1.0), ["a", "bbb", "cc"], rewards)
+    assert [(c.text, c.reward) for c in result.ranked] == [("bbb", 0.9), ("cc", 0.5), ("a", 0.1)]
+    # beta 3: "a" 0.1 - 0.3 = -0.2, "bbb" 0.9 - 0.9 = 0.0, "cc" 0.5 - 0.6 = -0.1.
+    result = await run_texts(RegularizedBoNKL(n=3, beta=3.0), ["a", "bbb", "cc"], rewards)
+    assert texts(result.ranked) == ["bbb", "cc", "a"]
+    # beta 10: "a" 0.1 - 1 = -0.9, "bbb" 0.9 - 3 = -2.1, "cc" 0.5 - 2 = -1.5.
+    result = await run_texts(RegularizedBoNKL(n=3, beta=10.0), ["a", "bbb", "cc"], rewards)
+    assert texts(result.ranked) == ["a", "cc", "bbb"]
+
+
+async def test_rbon_kl_tie_goes_to_the_earlier_sample() -> None:
+    # beta 1: 1.5 - 2.0 = -0.5 and 0.5 - 1.0 = -0.5, exactly; the earlier (longer) one wins.
+    first, second = "x" * 20, "y" * 10
+    result = await run_texts(
+        RegularizedBoNKL(n=2, beta=1.0), [first, second], {first: 1.5, second: 0.5}
+    )
+    assert texts(result.ranked) == [first, second]
+
+
+async def test_rbon_kl_budget() -> None:
+    gen = ScriptedGenerator([["aa", "bbbb", "c"]])
+    reward = TableReward({})
+    result = await RegularizedBoNKL(n=3).run(context(gen, reward))
+    budget = result.budget
+    assert (budget.engine_calls, budget.reward_calls, budget.scored_responses) == (1, 1, 3)
+    assert budget.generated_tokens == 7
+    assert len(gen.calls) == 1 and gen.calls[0][2] == 3
+    assert reward.calls == [(["aa", "bbbb", "c"], False)]
+
+
+async def test_rbon_kl_without_logprobs_is_an_engine_fault() -> None:
+    ctx = context(NoLogprobs(["a", "b"]), TableReward({}))
+    with pytest.raises(EngineUnavailable) as info:
+        await RegularizedBoNKL(n=2).run(ctx)
+    assert "logprobs" in info.value.message
+    assert info.value.status_code == 503
+
+
+def test_rbon_kl_needs_logprobs_and_is_registered() -> None:
+    assert RegularizedBoNKL.needs_logprobs is True
+    assert STRATEGIES["rbon_kl"] is RegularizedBoNKL
+    strategy = parse_strategy({"algorithm": "rbon_kl", "n": 3, "beta": 2})
+    assert isinstance(strategy, RegularizedBoNKL)
+    assert (strategy.n, strategy.beta) == (3, 2.0)
+
+
+@pytest.mark.parametrize("beta", [-0.1, -1, "0.5", None, math.inf, math.nan, True])
+def test_rbon_kl_bad_beta(beta: object) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse_strategy({"algorithm": "rbon_kl", "beta": beta})
+    assert info.value.param == "search.beta"
+    assert info.value.message.startswith("invalid search.beta for rbon_kl: ")
+
+
+# -- srbon: the probabilities and the draw -----------------------------------------------
+
+
+def test_kl_probabilities_exact_two_candidates() -> None:
+    # Scores -0.2 + 0 and -0.4 + 1: p = 1 / (1 + e^0.8) and e^0.8 / (1 + e^0.8).
+    probs = kl_probabilities([-0.2, -0.4], [0.0, 1.0], 1.0)
+    e = math.exp(0.8)
+    assert probs == pytest.approx([1 / (1 + e), e / (1 + e)], rel=1e-12)
+    assert probs[0] == pytest.approx(0.31002551887238755, rel=1e-12)
+
+
+def test_kl_probabilities_beta_scales_the_reward() -> None:
+    # Scores 0 + 2 * 0.5 = 1 and 0 + 2 * 0 = 0.
+    probs = kl_probabilities([0.0, 0.0], [0.5, 0.0], 2.0)
+    assert probs == pytest.approx([math.e / (1 + math.e), 1 / (1 + math.e)], rel=1e-12)
+
+
+def test_kl_probabilities_stable_for_very_negative_logprobs() -> None:
+    # Plain exponentials of -10000 underflow to 0 and would divide 0 by 0.
+    probs = kl_probabilities([-10000.0, -10001.0, -1e9], [0.0, 0.0, 0.0], 1.0)
+    assert probs[0] == pytest.approx(1 / (1 + math.exp(-1)), rel=1e-12)
+    assert probs[1] == pytest.approx(math.exp(-1) / (1 + math.exp(-1)), rel=1e-12)
+    assert probs[2] == 0.0
+    assert sum(probs) == pytest.approx(1.0, rel=1e-15)
+
+
+def test_kl_probabilities_impossible_candidates() -> None:
+    assert kl_probabilities([-math.inf, -1.0], [5.0, 0.0], 1.0) == [0.0, 1.0]
+    assert kl_probabilities([-math.inf, -math.inf], [0.0, 1.0], 1.0) == [0.5, 0.5]
+
+
+def test_kl_probabilities_huge_beta_is_the_argmax() -> None:
+    assert kl_probabilities([-0.1, -5.0, -0.3], [0.1, 0.9, 0.5], 1e6) == [0.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("u", "index"), [(0.0, 0), (0.2499, 0), (0.25, 1), (0.7499, 1), (0.75, 2), (0.9999, 2)]
+)
+def test_draw_index_is_the_inverse_cdf(u: float, index: int) -> None:
+    assert draw_index([0.25, 0.5, 0.25], u) == index
+
+
+def test_draw_index_rounding_never_lands_on_an_impossible_candidate() -> None:
+    # The probabilities sum to 0.9999: the remaining mass goes to the last possible index.
+    assert draw_index([0.5, 0.4999, 0.0], 0.99995) == 1
+    assert draw_index([0.0, 1.0, 0.0], 0.0) == 1
+
+
+# -- srbon kl ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seed", "ranked"), [(0, ["ccc", "a", "bb"]), (1, ["a", "bb", "ccc"]), (5, ["bb", "a", "ccc"])]
+)
+async def test_srbon_kl_exact_draw_and_ranking(seed: int, ranked: list[str]) -> None:
+    result = await run_texts(StochasticRBoN(n=3, seed=seed), ABC, {})
+    # The drawn candidate first, then the rest by probability.
+    assert texts(result.ranked) == ranked
+    assert texts(result.candidates) == ABC
+
+
+async def test_srbon_kl_is_reproducible_for_a_seed() -> None:
+    rewards = {"a": 0.3, "bb": 0.6, "ccc": 0.1}
+    for seed in range(20):
+        first = await run_texts(StochasticRBoN(n=3, seed=seed), ABC, rewards)
+        second = await run_texts(StochasticRBoN(n=3, seed=seed), ABC, rewards)
+        assert texts(first.ranked) == texts(second.ranked)
+        probs = kl_probabilities([-0.1, -0.2, -0.3], [0.3, 0.6, 0.1], 1.0)
+        assert first.best.text == ABC[draw_index(probs, random.Random(seed).random())]
+
+
+async def test_srbon_kl_seed_falls_back_to_the_request_seed_then_fresh() -> None:
+    # Option seed wins over the request's seed.
+    assert (await run_texts(StochasticRBoN(n=3, seed=1), ABC, {}, seed=0)).best.text == "a"
+    # No option seed: the request's seed.
+    assert (await run_texts(StochasticRBoN(n=3), ABC, {}, seed=1)).best.text == "a"
+    assert (await run_texts(StochasticRBoN(n=3), ABC, {}, seed=5)).best.text == "bb"
+    # Neither: a fresh draw each time, so over many requests every candidate is chosen
+    # (p = 0.37 / 0.33 / 0.30 here; 200 draws all missing one has odds below 1e-30).
+    chosen = {(await run_texts(StochasticRBoN(n=3), ABC, {})).best.text for _ in range(200)}
+    assert chosen == set(ABC)
+
+
+async def test_srbon_kl_huge_beta_draws_the_argmax() -> None:
+    rewards = {"a": 0.1, "bb": 0.9, "ccc": 0.5}
+    for seed in range(50):
+        result = await run_texts(StochasticRBoN(n=3, beta=1e6, seed=seed), ABC, rewards)
+        assert texts(result.ranked) == ["bb", "ccc", "a"]
+        assert result.best.reward == 0.9
+
+
+async def test_srbon_kl_sampled_frequency_matches_the_probabilities() -> None:
+    # "ab": -0.2 + 0, "abcd": -0.4 + 1 -> p("abcd") = e^0.8 / (1 + e^0.8) = 0.68997.
+    expected = math.exp(0.8) / (1 + math.exp(0.8))
+    rewards = {"ab": 0.0, "abcd": 1.0}
+    wins = 0
+    for seed in range(2000):
+        result = await run_texts(StochasticRBoN(n=2, seed=seed), ["ab", "abcd"], rewards)
+        wins += result.best.text == "abcd"
+    assert abs(wins / 2000 - expected) < 0.03
+
+
+async def test_srbon_kl_without_logprobs_is_an_engine_fault() -> None:
+    ctx = context(NoLogprobs(["a", "b"]), TableReward({}))
+    with pytest.raises(EngineUnavailable):
+        await StochasticRBoN(n=2).run(ctx)
+
+
+async def test_srbon_budget() -> None:
+    gen = ScriptedGenerator([ABC])
+    reward = TableReward({})
+    result = await StochasticRBoN(n=3).run(context(gen, reward))
+    budget = result.budget
+    assert (budget.engine_calls, budget.reward_calls, budget.scored_responses) == (1, 1, 3)
+    assert budget.generated_tokens == 6
+    assert reward.calls == [(ABC, False)]
+
+
+# -- srbon length ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("beta", "ranked"),
+    [
+        # R - beta / |y|: "a" 0.9 - 1 = -0.1, "abcd" 0.7 - 0.25 = 0.45, "abcdefghij" 0.6 - 0.1 = 0.5
+        (1.0, ["abcdefghij", "abcd", "a"]),
+        # 0.9 - 0.1 = 0.8, 0.7 - 0.025 = 0.675, 0.6 - 0.01 = 0.59
+        (0.1, ["a", "abcd", "abcdefghij"]),
+    ],
+)
+async def test_srbon_length_exact_argmax(beta: float, ranked: list[str]) -> None:
+    rewards = {"a": 0.9, "abcd": 0.7, "abcdefghij": 0.6}
+    strategy = StochasticRBoN(n=3, variant="length", beta=beta)
+    result = await run_texts(strategy, ["a", "abcd", "abcdefghij"], rewards)
+    assert texts(result.ranked) == ranked
+    assert result.best.reward == rewards[ranked[0]]
+
+
+async def test_srbon_length_empty_response_counts_as_one_token() -> None:
+    # "" 1.0 - 2 / 1 = -1.0; "ab" 0.0 - 2 / 2 = -1.0: a tie, the earlier sample wins.
+    strategy = StochasticRBoN(n=2, variant="length", beta=2.0)
+    result = await run_texts(strategy, ["", "ab"], {"": 1.0, "ab": 0.0})
+    assert texts(result.ranked) == ["", "ab"]
+
+
+async def test_srbon_length_needs_no_logprobs_and_ignores_the_seed() -> None:
+    ctx = context(NoLogprobs(["ab", "abcd"]), TableReward({"ab": 0.5, "abcd": 0.5}))
+    result = await StochasticRBoN(n=2, variant="length", seed=3).run(ctx)
+    assert result.best.text == "abcd"
+
+
+def test_srbon_defaults_and_registry() -> None:
+    strategy = parse_strategy({"algorithm": "srbon"})
+    assert isinstance(strategy, StochasticRBoN)
+    assert (strategy.variant, strategy.beta, strategy.seed, strategy.n) == ("kl", 1.0, None, 4)
+    assert StochasticRBoN.needs_logprobs is True
+    assert STRATEGIES["srbon"] is StochasticRBoN
+
+
+@pytest.mark.parametrize(
+    ("options", "param"),
+    [
+        ({"beta": 0}, "search.beta"),
+        ({"beta": -1.0}, "search.beta"),
+        ({"beta": math.inf}, "search.beta"),
+        ({"variant": "wd"}, "search.variant"),
+        ({"seed": "7"}, "search.seed"),
+        ({"seed": 1.5}, "search.seed"),
+        ({"temperature": 1}, "search.temperature"),
+    ],
+)
+def test_srbon_bad_options(options: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse_strategy({"algorithm": "srbon", **options})
+    assert info.value.param == param
+
+
+# -- through the server ------------------------------------------------------------------
+
+
+def body(**search: Any) -> dict[str, Any]:
+    return {"model": "m", "messages": CONV, "search": search}
+
+
+@pytest.mark.parametrize(("beta", "answer", "index"), [(1.0, SHORT, 0), (0.0, LONG, 1)])
+async def test_http_rbon_kl_answers_with_the_rule_choice(
+    serve_app: Any, runtime_of: Any, script: Any, beta: float, answer: str, index: int
+) -> None:
+    gen = script([SHORT, LONG])
+    runtime = runtime_of(gen, TableReward(PAIR_REWARDS))
+    async with serve_app(runtime) as client:
+        r = await client.post(URL, json=body(algorithm="rbon_kl", n=2, beta=beta))
+    assert r.status_code == 200
+    data = r.json()
+    assert data["choices"][0]["message"]["content"] == answer
+    assert data["search"]["algorithm"] == "rbon_kl"
+    assert data["search"]["chosen_index"] == index
+    assert data["search"]["chosen_reward"] == PAIR_REWARDS[answer]
+    # The engine was asked for the logprobs the objective needs.
+    assert gen.calls[0][1].logprobs is True
+
+
+async def test_http_rbon_kl_negative_beta_is_a_400(serve_app: Any) -> None:
+    async with serve_app() as client:
+        r = await client.post(URL, json=body(algorithm="rbon_kl", beta=-1))
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "search.beta"
+
+
+async def test_http_srbon_answers_with_the_draw(
+    serve_app: Any, runtime_of: Any, script: Any
+) -> None:
+    runtime = runtime_of(script(ABC), TableReward({}))
+    async with serve_app(runtime) as client:
+        by_option = await client.post(URL, json=body(algorithm="srbon", n=3, seed=5))
+        by_request = await client.post(URL, json={**body(algorithm="srbon", n=3), "seed": 1})
+        by_default = await client.post(URL, json=body(algorithm="srbon", n=3))
+        length = await client.post(URL, json=body(algorithm="srbon", n=3, variant="length"))
+    assert by_option.json()["choices"][0]["message"]["content"] == "bb"
+    assert by_request.json()["choices"][0]["message"]["content"] == "a"
+    assert by_default.json()["choices"][0]["message"]["content"] == "ccc"
+    # Equal rewards: - 1 / |y| prefers the longest.
+    assert length.json()["choices"][0]["message"]["content"] == "ccc"
+    assert length.json()["search"]["chosen_index"] == 2
