@@ -3,6 +3,7 @@
 - ``CharTokenizer``: one token per character (ids are code points); chat rendered as text.
 - ``ScriptedGenerator``: answers each call with the next scripted list of texts.
 - ``TableReward``: a fixed reward per response text (default for unknown texts).
+- ``fake_context``: a SearchContext over these.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from search.protocols import Generator, RewardModel
+from search.strategy import SearchContext
 from search.types import Completion, Message, SamplingConfig
 
 
@@ -75,3 +78,21 @@ class TableReward:
     ) -> list[float]:
         self.calls.append((list(responses), partial))
         return [self.table.get(r, self.default) for r in responses]
+
+
+def fake_context(
+    generator: Generator,
+    reward: RewardModel,
+    sampling: SamplingConfig,
+    conversation: Sequence[Message] = ({"role": "user", "content": "hi"},),
+) -> SearchContext:
+    """A search context over the fakes, the prompt rendered by CharTokenizer."""
+    tok = CharTokenizer()
+    return SearchContext(
+        generator=generator,
+        reward=reward,
+        tokenizer=tok,
+        conversation=list(conversation),
+        prompt_ids=tok.render_chat(conversation),
+        sampling=sampling,
+    )

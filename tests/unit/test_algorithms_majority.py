@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from search.errors import InvalidRequest
-from search.fakes import CharTokenizer, ScriptedGenerator, TableReward, completion_of
+from search.fakes import ScriptedGenerator, TableReward, completion_of, fake_context
 from search.majority import MajorityVote, boxed_value, default_answer
 from search.registry import STRATEGIES, parse_strategy
 from search.strategy import SearchContext
@@ -19,15 +19,7 @@ URL = "/v1/chat/completions"
 
 
 def context(generator: ScriptedGenerator, reward: TableReward) -> SearchContext:
-    tok = CharTokenizer()
-    return SearchContext(
-        generator=generator,
-        reward=reward,
-        tokenizer=tok,
-        conversation=CONV,
-        prompt_ids=tok.render_chat(CONV),
-        sampling=SamplingConfig(max_tokens=100),
-    )
+    return fake_context(generator, reward, SamplingConfig(max_tokens=100), CONV)
 
 
 async def vote(

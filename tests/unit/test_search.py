@@ -6,7 +6,7 @@ import pytest
 
 from search.bon import BestOfN
 from search.errors import InvalidRequest
-from search.fakes import CharTokenizer, ScriptedGenerator, TableReward, completion_of
+from search.fakes import ScriptedGenerator, TableReward, completion_of, fake_context
 from search.registry import STRATEGIES, parse_strategy
 from search.strategy import SearchContext, SearchStrategy, rank_candidates, top_distinct
 from search.types import Budget, Candidate, Completion, SamplingConfig
@@ -19,15 +19,7 @@ def cand(text: str, reward: float) -> Candidate:
 
 
 def context(generator: ScriptedGenerator, reward: TableReward) -> SearchContext:
-    tok = CharTokenizer()
-    return SearchContext(
-        generator=generator,
-        reward=reward,
-        tokenizer=tok,
-        conversation=CONV,
-        prompt_ids=tok.render_chat(CONV),
-        sampling=SamplingConfig(max_tokens=50, temperature=0.7),
-    )
+    return fake_context(generator, reward, SamplingConfig(max_tokens=50, temperature=0.7), CONV)
 
 
 # -- rank_candidates ---------------------------------------------------------------------
