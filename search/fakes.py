@@ -1,7 +1,8 @@
 """Fakes shipped beside the protocols, for unit tests of logic (never for integration tests).
 
 - ``CharTokenizer``: one token per character (ids are code points); chat rendered as text.
-- ``ScriptedGenerator``: answers each call with the next scripted list of texts.
+- ``ScriptedGenerator``: answers each call with the next scripted list of texts; a text
+  longer than the call's max_tokens is cut there and finishes with "length".
 - ``TableReward``: a fixed reward per response text (default for unknown texts).
 - ``fake_context``: a SearchContext over these.
 """
@@ -64,7 +65,8 @@ class ScriptedGenerator:
         texts = entry(prompt_ids, n) if callable(entry) else entry
         if len(texts) != n:
             raise AssertionError(f"script gave {len(texts)} texts for n={n}")
-        return [completion_of(t[: params.max_tokens]) for t in texts]
+        cut = params.max_tokens
+        return [completion_of(t[:cut], "length" if len(t) > cut else "stop") for t in texts]
 
 
 @dataclass

@@ -18,6 +18,9 @@ as written, so "3" and "3.0" are different answers. Empty answers count as none.
 Defaults: ``answer_regex=None``, ``weighting="none"``. Reward weighting sums raw rewards,
 so it assumes a reward model with non-negative scores: a negative reward subtracts.
 
+Report: ``details.votes`` is the tally per answer, ``details.answers`` each candidate's
+extracted answer (null for none), ``details.winner`` the winning answer.
+
 Ranking: the chosen candidate first, then the rest by their answer's tally (answers in
 order of first appearance on ties, candidates without an answer last), then by reward.
 
@@ -109,14 +112,15 @@ class MajorityVote(SearchStrategy):
         else:
             # Unweighted votes never read a reward, so the reward model is not called.
             with ctx.budget.phase("generate"):
-                completions = await ctx.generator.generate(ctx.prompt_ids, ctx.sampling, self.n)
-            ctx.budget.count_generation(completions)
+                completions = await ctx.generate(ctx.prompt_ids, ctx.sampling.max_tokens, self.n)
             candidates = [Candidate(c, 0.0) for c in completions]
         tally = self.votes(candidates)
         if not tally:
             # No answer anywhere: fall back to the best reward (the first, unweighted).
             ranked = rank_candidates(candidates)
-            return SearchResult(ranked=ranked, candidates=candidates, budget=ctx.budget)
+            return SearchResult(
+                ranked=ranked, candidates=candidates, budget=ctx.budget, details={"votes": {}}
+            )
         answers = [self.extract(c.text) for c in candidates]
         appearance = {answer: k for k, answer in enumerate(tally)}
 
@@ -129,4 +133,7 @@ class MajorityVote(SearchStrategy):
         # The first key is the rule's choice: the largest tally, the answer seen first on equal
         # tallies, then within that answer the highest reward, the earliest on ties.
         ranked = [candidates[i] for i in sorted(range(len(candidates)), key=key)]
-        return SearchResult(ranked=ranked, candidates=candidates, budget=ctx.budget)
+        details = {"votes": tally, "answers": answers, "winner": self.extract(ranked[0].text)}
+        return SearchResult(
+            ranked=ranked, candidates=candidates, budget=ctx.budget, details=details
+        )

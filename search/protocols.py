@@ -24,6 +24,21 @@ class RewardModel(Protocol):
     ) -> list[float]: ...
 
 
+class Utility(Protocol):
+    """Similarity of responses to each other, for minimum-Bayes-risk selection."""
+
+    async def matrix(self, texts: Sequence[str]) -> list[list[float]]:
+        """U[i][j] = utility of texts[i] measured against texts[j] as the reference."""
+        ...
+
+
+class ReferenceModel(Protocol):
+    """A second model that only scores: log pi_ref of each token of a sequence given the
+    tokens before it (vLLM prompt logprobs). Entry 0 has no context and is None."""
+
+    async def token_logprobs(self, token_ids: Sequence[int]) -> list[float | None]: ...
+
+
 class ChatTokenizer(Protocol):
     """The policy model's tokenizer: renders the chat template once and decodes token ids."""
 

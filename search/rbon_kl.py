@@ -27,7 +27,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from search.errors import EngineUnavailable
-from search.strategy import SearchContext, SearchStrategy, sample_and_score
+from search.strategy import SearchContext, SearchStrategy, rank_by, sample_and_score
 from search.types import Candidate, SearchResult
 
 
@@ -42,12 +42,6 @@ def ref_logprob(candidate: Candidate) -> float:
             "KL-regularised search needs log pi_ref(y|x)"
         )
     return value
-
-
-def rank_by(candidates: list[Candidate], objective: list[float]) -> list[Candidate]:
-    """Candidates by objective, best first; ties keep generation order."""
-    order = sorted(range(len(candidates)), key=lambda i: (-objective[i], i))
-    return [candidates[i] for i in order]
 
 
 class RegularizedBoNKL(SearchStrategy):

@@ -41,8 +41,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from search.rbon_kl import rank_by, ref_logprob
-from search.strategy import SearchContext, SearchStrategy, sample_and_score
+from search.rbon_kl import ref_logprob
+from search.strategy import SearchContext, SearchStrategy, rank_by, sample_and_score
 from search.types import SearchResult
 
 

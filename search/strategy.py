@@ -7,14 +7,19 @@ reward model through the context; it never constructs them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from search.protocols import ChatTokenizer, Generator, RewardModel
-from search.types import Budget, Candidate, Message, SamplingConfig, SearchResult
+from search.errors import EngineUnavailable
+from search.protocols import ChatTokenizer, Generator, ReferenceModel, RewardModel, Utility
+from search.types import Budget, Candidate, Completion, Message, SamplingConfig, SearchResult
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -28,6 +33,44 @@ class SearchContext:
     prompt_ids: list[int]
     sampling: SamplingConfig
     budget: Budget = field(default_factory=Budget)
+    # MBR utilities by name ("embedding", "chrf"); strategies that need one look it up.
+    utilities: Mapping[str, Utility] = field(default_factory=dict)
+    # A reference model for implicit (DPO) rewards, when the server has one configured.
+    reference: ReferenceModel | None = None
+    # Engine requests issued so far; continuations derive their seeds from it.
+    calls_made: int = 0
+
+    def sampling_for(self, max_tokens: int) -> SamplingConfig:
+        """The request's sampling with a segment's max_tokens. Every call gets its own
+        seed derived from the request's, so a seeded search is reproducible and two
+        continuations of one parent do not repeat each other."""
+        seed = self.sampling.seed
+        call_seed = None if seed is None else (seed + self.calls_made) % 2**63
+        self.calls_made += 1
+        return dataclasses.replace(self.sampling, max_tokens=max_tokens, seed=call_seed)
+
+    async def generate(
+        self, prompt_ids: Sequence[int], max_tokens: int, n: int = 1
+    ) -> list[Completion]:
+        """One engine call for n samples of up to max_tokens, counted in the budget."""
+        completions = await self.generator.generate(prompt_ids, self.sampling_for(max_tokens), n)
+        self.budget.count_generation(completions)
+        return completions
+
+    async def score(self, responses: Sequence[str], *, partial: bool) -> list[float]:
+        """One reward call against the request's conversation, counted in the budget."""
+        if not responses:
+            return []
+        rewards = await self.reward.score(self.conversation, responses, partial=partial)
+        self.budget.count_scoring(len(responses))
+        return rewards
+
+    def utility(self, name: str) -> Utility:
+        found = self.utilities.get(name)
+        if found is None:
+            # Configured at start-up, not by the client: a server fault, so 503.
+            raise EngineUnavailable(f"the {name!r} utility is not available on this server")
+        return found
 
 
 class SearchStrategy(BaseModel):
@@ -45,10 +88,27 @@ class SearchStrategy(BaseModel):
         raise NotImplementedError
 
 
+async def gather_all(aws: Sequence[Awaitable[T]]) -> list[T]:
+    """asyncio.gather that cancels the siblings when one fails or the caller is
+    cancelled, so no engine request outlives the search that issued it."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def rank_by(candidates: Sequence[Candidate], objective: Sequence[float]) -> list[Candidate]:
+    """Candidates by objective, best first; ties keep generation order."""
+    order = sorted(range(len(candidates)), key=lambda i: (-objective[i], i))
+    return [candidates[i] for i in order]
+
+
 def rank_candidates(candidates: Sequence[Candidate]) -> list[Candidate]:
     """Best first; ties keep generation order, so the choice is deterministic."""
-    order = sorted(range(len(candidates)), key=lambda i: (-candidates[i].reward, i))
-    return [candidates[i] for i in order]
+    return rank_by(candidates, [c.reward for c in candidates])
 
 
 def top_distinct(ranked: Sequence[Candidate], k: int) -> list[Candidate]:
@@ -65,15 +125,19 @@ def top_distinct(ranked: Sequence[Candidate], k: int) -> list[Candidate]:
 async def sample_and_score(ctx: SearchContext, n: int) -> list[Candidate]:
     """Sample n complete responses in one engine call and score them in one reward call."""
     with ctx.budget.phase("generate"):
-        completions = await ctx.generator.generate(ctx.prompt_ids, ctx.sampling, n)
-    ctx.budget.count_generation(completions)
+        completions = await ctx.generate(ctx.prompt_ids, ctx.sampling.max_tokens, n)
     with ctx.budget.phase("score"):
-        rewards = await ctx.reward.score(ctx.conversation, [c.text for c in completions])
-    ctx.budget.count_scoring(len(completions))
+        rewards = await ctx.score([c.text for c in completions], partial=False)
     return [Candidate(c, r) for c, r in zip(completions, rewards, strict=True)]
 
 
-def finish(ctx: SearchContext, candidates: list[Candidate]) -> SearchResult:
+def finish(
+    ctx: SearchContext, candidates: list[Candidate], details: dict[str, Any] | None = None
+) -> SearchResult:
+    """The argmax of the rewards (ties to the earlier candidate) as the answer."""
     return SearchResult(
-        ranked=rank_candidates(candidates), candidates=candidates, budget=ctx.budget
+        ranked=rank_candidates(candidates),
+        candidates=candidates,
+        budget=ctx.budget,
+        details=details or {},
     )

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 FinishReason = Literal["stop", "length", "abort"]
 
@@ -88,11 +88,15 @@ class Budget:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """Candidates ranked best first (``ranked[0]`` is the answer) plus everything generated."""
+    """Candidates ranked best first (``ranked[0]`` is the answer) plus everything generated.
+
+    ``details`` is the algorithm's own account (vote table, layers, rounds, instructions),
+    JSON-serialisable, reported as ``search.details``."""
 
     ranked: list[Candidate]
     candidates: list[Candidate]
     budget: Budget
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def best(self) -> Candidate:
