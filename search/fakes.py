@@ -3,7 +3,11 @@
 - ``CharTokenizer``: one token per character (ids are code points); chat rendered as text.
 - ``ScriptedGenerator``: answers each call with the next scripted list of texts; a text
   longer than the call's max_tokens is cut there and finishes with "length".
+- ``PromptTableGenerator``: answers by the decoded prompt, for searches that continue
+  prefixes (the prompt then ends with the response so far).
 - ``TableReward``: a fixed reward per response text (default for unknown texts).
+- ``TokenTableReference``: a reference model with a fixed logprob per token.
+- ``WordOverlapUtility``: Jaccard similarity of whitespace-split word sets (MBR utility).
 - ``fake_context``: a SearchContext over these.
 """
 
@@ -13,7 +17,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from search.protocols import Generator, RewardModel
+from search.protocols import Generator, ReferenceModel, RewardModel, Utility
 from search.strategy import SearchContext
 from search.types import Completion, Message, SamplingConfig
 
@@ -74,12 +78,63 @@ class TableReward:
     table: Mapping[str, float]
     default: float = 0.0
     calls: list[tuple[list[str], bool]] = field(default_factory=list)
+    conversations: list[list[Message]] = field(default_factory=list)
 
     async def score(
         self, conversation: Sequence[Message], responses: Sequence[str], *, partial: bool = False
     ) -> list[float]:
         self.calls.append((list(responses), partial))
+        self.conversations.append([dict(m) for m in conversation])
         return [self.table.get(r, self.default) for r in responses]
+
+
+@dataclass
+class PromptTableGenerator:
+    """Answers by the decoded prompt (chat text + response so far): ``table[prompt]`` lists
+    the texts, the first n are returned, each cut at max_tokens (finish "length" when cut).
+    Unknown prompts go to ``fallback`` if set. For the searches that continue prefixes."""
+
+    table: Mapping[str, list[str]]
+    fallback: Callable[[str], list[str]] | None = None
+    calls: list[tuple[str, int, int | None, int]] = field(default_factory=list)
+
+    async def generate(
+        self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
+    ) -> list[Completion]:
+        prompt = CharTokenizer().decode(prompt_ids)
+        self.calls.append((prompt, params.max_tokens, params.seed, n))
+        if prompt in self.table or self.fallback is None:
+            texts = self.table[prompt]
+        else:
+            texts = self.fallback(prompt)
+        if len(texts) < n:
+            raise AssertionError(f"table has {len(texts)} texts for {prompt!r}, n={n}")
+        cut = params.max_tokens
+        return [completion_of(t[:cut], "length" if len(t) > cut else "stop") for t in texts[:n]]
+
+
+@dataclass
+class TokenTableReference:
+    """A reference model with a fixed log-probability per token (``default`` otherwise)."""
+
+    table: Mapping[str, float]
+    default: float = -0.1
+
+    async def token_logprobs(self, token_ids: Sequence[int]) -> list[float | None]:
+        return [None] + [self.table.get(chr(t), self.default) for t in token_ids[1:]]
+
+
+@dataclass
+class WordOverlapUtility:
+    """U[i][j] = |w_i & w_j| / |w_i | w_j| over whitespace-split word sets; two empty texts
+    are identical (1.0). Symmetric, so hand-computed MBR examples stay small."""
+
+    calls: list[list[str]] = field(default_factory=list)
+
+    async def matrix(self, texts: Sequence[str]) -> list[list[float]]:
+        self.calls.append(list(texts))
+        words = [set(t.split()) for t in texts]
+        return [[len(a & b) / len(a | b) if a | b else 1.0 for b in words] for a in words]
 
 
 def fake_context(
@@ -87,9 +142,14 @@ def fake_context(
     reward: RewardModel,
     sampling: SamplingConfig,
     conversation: Sequence[Message] = ({"role": "user", "content": "hi"},),
+    utilities: Mapping[str, Utility] | None = None,
+    reference: ReferenceModel | None = None,
 ) -> SearchContext:
-    """A search context over the fakes, the prompt rendered by CharTokenizer."""
+    """A search context over the fakes, the prompt rendered by CharTokenizer. Every MBR
+    utility name defaults to a WordOverlapUtility."""
     tok = CharTokenizer()
+    if utilities is None:
+        utilities = {"embedding": WordOverlapUtility(), "chrf": WordOverlapUtility()}
     return SearchContext(
         generator=generator,
         reward=reward,
@@ -97,4 +157,6 @@ def fake_context(
         conversation=list(conversation),
         prompt_ids=tok.render_chat(conversation),
         sampling=sampling,
+        utilities=utilities,
+        reference=reference,
     )

@@ -7,14 +7,30 @@ from typing import Any
 from pydantic import ValidationError
 
 from search.bon import BestOfN
+from search.darwin import Darwin
 from search.errors import InvalidRequest
 from search.majority import MajorityVote
+from search.mbr import MinimumBayesRisk
 from search.rbon_kl import RegularizedBoNKL
+from search.rbon_wd import RegularizedBoNWD
+from search.spec_rejection import SpeculativeRejection
 from search.srbon import StochasticRBoN
 from search.strategy import SearchStrategy
+from search.treebon import TreeBoN
 
 STRATEGIES: dict[str, type[SearchStrategy]] = {
-    cls.name: cls for cls in (BestOfN, RegularizedBoNKL, StochasticRBoN, MajorityVote)
+    cls.name: cls
+    for cls in (
+        BestOfN,
+        RegularizedBoNKL,
+        RegularizedBoNWD,
+        StochasticRBoN,
+        MinimumBayesRisk,
+        MajorityVote,
+        TreeBoN,
+        SpeculativeRejection,
+        Darwin,
+    )
 }
 
 

@@ -90,7 +90,8 @@ class ServerMetrics:
     def record_search(self, algorithm: str, result: SearchResult) -> None:
         self.candidates.labels(algorithm).inc(len(result.candidates))
         self.tokens.labels(algorithm).inc(result.budget.generated_tokens)
-        self.chosen_reward.labels(algorithm).observe(result.best.reward)
+        if result.budget.reward_calls:
+            self.chosen_reward.labels(algorithm).observe(result.best.reward)
 
     def record_request(self, algorithm: str, status: int, seconds: float) -> None:
         self.requests.labels(algorithm, str(status)).inc()

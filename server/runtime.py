@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.protocols import ChatTokenizer, Generator, RewardModel
+from search.protocols import ChatTokenizer, Generator, ReferenceModel, RewardModel, Utility
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +23,8 @@ class Runtime:
     model_name: str
     max_model_len: int
     health_check: Callable[[], Awaitable[None]] | None = None
+    utilities: Mapping[str, Utility] = field(default_factory=dict)
+    reference: ReferenceModel | None = None
     closers: list[Callable[[], Any]] = field(default_factory=list)
 
     async def close(self) -> None:
@@ -59,19 +61,9 @@ async def load_runtime(settings: Any) -> Runtime:
         closers.append(generator.aclose)
         max_model_len = settings.max_model_len or tokenizer_context(model)
     else:
-        from search.engines.vllm_local import EngineConfig, VLLMGenerator
+        from search.engines.vllm_local import VLLMGenerator
 
-        config = EngineConfig(
-            model=model,
-            dtype=settings.dtype,
-            max_model_len=settings.max_model_len,
-            gpu_memory_utilization=settings.gpu_memory_utilization,
-            tensor_parallel_size=settings.tensor_parallel_size,
-            pipeline_parallel_size=settings.pipeline_parallel_size,
-            enforce_eager=settings.enforce_eager,
-            extra=dict(settings.engine_args),
-        )
-        generator = await asyncio.to_thread(VLLMGenerator.start, config)
+        generator = await asyncio.to_thread(VLLMGenerator.start, engine_config(settings, model))
         closers.append(generator.shutdown)
         max_model_len = generator.max_model_len
     spec = RewardSpec.parse(settings.reward)
@@ -80,6 +72,12 @@ async def load_runtime(settings: Any) -> Runtime:
     )
     if hasattr(reward, "aclose"):
         closers.append(reward.aclose)
+    reference = None
+    if settings.reference_model:
+        reference = await asyncio.to_thread(start_reference, settings)
+        closers.append(reference.shutdown)
+    from rewards.utility import build_utilities
+
     return Runtime(
         generator=generator,
         tokenizer=tokenizer,
@@ -87,8 +85,35 @@ async def load_runtime(settings: Any) -> Runtime:
         model_name=settings.served_model_name or settings.model or DEFAULT_MODEL_NAME,
         max_model_len=max_model_len,
         health_check=generator.check_health,
+        utilities=build_utilities(),
+        reference=reference,
         closers=closers,
     )
+
+
+def engine_config(settings: Any, model: str) -> Any:
+    from search.engines.vllm_local import EngineConfig
+
+    return EngineConfig(
+        model=model,
+        dtype=settings.dtype,
+        max_model_len=settings.max_model_len,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        pipeline_parallel_size=settings.pipeline_parallel_size,
+        enforce_eager=settings.enforce_eager,
+        extra=dict(settings.engine_args),
+    )
+
+
+def start_reference(settings: Any) -> Any:
+    """The reference engine: the policy's engine settings on the reference weights (on one
+    GPU, give both engines room with --gpu-memory-utilization)."""
+    from search.engines.vllm_local import VLLMGenerator
+
+    name = settings.reference_model
+    model = resolve_model(None if name == "default" else name, settings.model_cache_dir)
+    return VLLMGenerator.start(engine_config(settings, model))
 
 
 def tokenizer_context(model: str) -> int:

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     remote_api_key: str | None = None
 
     reward: str = "judge"
+    # A second in-process engine scoring TreeBoN's partial responses with the implicit DPO
+    # reward (log pi - log pi_ref). It must share the policy's tokenizer; "default" is the
+    # embedded default model.
+    reference_model: str | None = None
 
     default_algorithm: str = "bon"
     default_n: int = Field(default=4, ge=1)

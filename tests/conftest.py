@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,6 +23,41 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_server(
+    cmd: list[str], env: dict[str, str], url: str, ready_path: str, timeout_s: float
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server process in its own session, wait until ``url + ready_path`` says 200,
+    and stop the whole process group afterwards (SIGTERM, then SIGKILL)."""
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            assert proc.poll() is None, f"{cmd[0]} exited during start-up"
+            try:
+                if httpx.get(f"{url}{ready_path}", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        else:
+            pytest.fail(f"{' '.join(cmd)} was not ready in {timeout_s:.0f} s")
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def mt_bench_prompts(limit: int = 80) -> list[str]:

@@ -136,6 +136,30 @@ class VLLMGenerator:
     async def generate(
         self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
     ) -> list[Completion]:
+        final = await self._run(prompt_ids, to_sampling_params(params, n))
+        return [to_completion(o, params) for o in sorted(final.outputs, key=lambda o: o.index)]
+
+    async def token_logprobs(self, token_ids: Sequence[int]) -> list[float | None]:
+        """log p of every token given the ones before it (vLLM prompt logprobs), for use
+        as a reference model; one decode step is taken and discarded."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(
+            max_tokens=1,
+            temperature=0.0,
+            prompt_logprobs=0,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        final = await self._run(token_ids, params)
+        steps = final.prompt_logprobs or [None] * len(token_ids)
+        return [
+            None if step is None else step[tok].logprob
+            for step, tok in zip(steps, token_ids, strict=True)
+        ]
+
+    async def _run(self, prompt_ids: Sequence[int], sampling_params: Any) -> Any:
+        """One engine request to its final output, with vLLM's errors mapped to ours."""
         from vllm.exceptions import VLLMClientError
         from vllm.inputs import TokensPrompt
         from vllm.v1.engine.exceptions import EngineDeadError
@@ -145,9 +169,7 @@ class VLLMGenerator:
         try:
             # Cancelling this coroutine cancels vLLM's generator, which aborts the request.
             async for output in self.engine.generate(
-                TokensPrompt(prompt_token_ids=list(prompt_ids)),
-                to_sampling_params(params, n),
-                request_id,
+                TokensPrompt(prompt_token_ids=list(prompt_ids)), sampling_params, request_id
             ):
                 final = output
         except (VLLMClientError, ValueError) as exc:
@@ -156,7 +178,7 @@ class VLLMGenerator:
             raise EngineUnavailable("the engine has stopped; see the server log") from exc
         if final is None:
             raise EngineUnavailable("the engine returned no output")
-        return [to_completion(o, params) for o in sorted(final.outputs, key=lambda o: o.index)]
+        return final
 
     def num_unfinished_requests(self) -> int:
         return int(self.engine.get_num_unfinished_requests())

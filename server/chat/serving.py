@@ -117,6 +117,8 @@ class ChatService:
             conversation=conversation,
             prompt_ids=prompt_ids,
             sampling=sampling,
+            utilities=runtime.utilities,
+            reference=runtime.reference,
         )
         return Prepared(
             request=request,
@@ -147,9 +149,11 @@ class ChatService:
             "generated_tokens": budget.generated_tokens,
             "engine_calls": budget.engine_calls,
             "reward_calls": budget.reward_calls,
-            "chosen_reward": result.best.reward,
+            # Null when the algorithm never called the reward model (mbr, plain majority).
+            "chosen_reward": result.best.reward if budget.reward_calls else None,
             "chosen_index": index_of(result.candidates, result.best),
             "timings": {k: round(v, 4) for k, v in budget.phase_seconds.items()},
+            "details": result.details,
         }
         if prepared.return_candidates:
             report["candidates"] = [
@@ -159,6 +163,8 @@ class ChatService:
                     "reward": c.reward,
                     "finish_reason": finish_reason(c),
                     "tokens": c.completion.num_tokens,
+                    # log pi(y|x), when the algorithm asked the engine for logprobs.
+                    "logprob": c.completion.cumulative_logprob,
                 }
                 for i, c in enumerate(result.candidates)
             ]

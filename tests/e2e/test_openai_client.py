@@ -3,65 +3,15 @@ port from ALIGNSERVE_PORT), driven by the official openai client over real HTTP.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import time
-from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import ROOT, free_port, mt_bench_prompts
+from tests.e2e.conftest import MODEL, question
 
 pytestmark = pytest.mark.e2e
-
-MODEL = "SmolLM2-135M-Instruct"
-
-
-@pytest.fixture(scope="module")
-def server(cpu_env: dict[str, str], model_path: str) -> Iterator[str]:
-    port = free_port()
-    env = {**cpu_env, "ALIGNSERVE_PORT": str(port)}
-    proc = subprocess.Popen(
-        ["make", "serve"],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 400
-        while time.time() < deadline:
-            assert proc.poll() is None, "make serve exited during start-up"
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            pytest.fail("the server did not become ready in 400 s")
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def client(server: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
-
-
-def question(i: int = 0) -> list[dict[str, str]]:
-    return [{"role": "user", "content": mt_bench_prompts()[i]}]
 
 
 def test_best_of_8_lists_candidates_and_returns_the_best(client: openai.OpenAI) -> None:

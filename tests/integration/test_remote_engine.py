@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -14,7 +12,7 @@ import pytest
 
 from rewards.judge import JudgeReward
 from search.engines.remote import RemoteGenerator
-from tests.conftest import free_port
+from tests.conftest import free_port, running_server
 from tests.integration import engine_checks as checks
 
 pytestmark = pytest.mark.integration
@@ -43,29 +41,9 @@ def vllm_server(model_path: str, cpu_env: dict[str, str]) -> Iterator[str]:
         "--enable-prefix-caching",
     ]
     env = {**cpu_env, "VLLM_CPU_OMP_THREADS_BIND": f"0-{(os.cpu_count() or 1) - 1}"}
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            assert proc.poll() is None, "vllm serve exited during start-up"
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            pytest.fail("vllm serve did not become healthy in 300 s")
+    with running_server(cmd, env, url, "/health", timeout_s=300):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture

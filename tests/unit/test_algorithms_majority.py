@@ -251,7 +251,7 @@ async def test_http_majority_answers_with_the_vote(
     assert data["choices"][0]["message"]["content"] == "so 4"
     report = data["search"]
     assert (report["algorithm"], report["chosen_index"]) == ("majority", 1)
-    assert (report["engine_calls"], report["reward_calls"], report["chosen_reward"]) == (1, 0, 0.0)
+    assert (report["engine_calls"], report["reward_calls"], report["chosen_reward"]) == (1, 0, None)
     assert reward.calls == []
 
 

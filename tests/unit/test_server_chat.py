@@ -58,6 +58,7 @@ async def test_search_report(serve_app: Any) -> None:
         "reward_calls": 1,
         "chosen_reward": 0.8,
         "chosen_index": 1,
+        "details": {},
     }
 
 
@@ -68,14 +69,24 @@ async def test_model_may_be_omitted(serve_app: Any) -> None:
     assert r.json()["choices"][0]["message"]["content"] == "three"
 
 
+# The fake engine's log pi(y|x): -0.1 per token, summed.
+LP = {k: -0.1 * k for k in (3, 5)}
+
+
 async def test_return_candidates(serve_app: Any) -> None:
     async with serve_app() as client:
         r = await client.post(URL, json=body(search={"n": 4, "return_candidates": True}))
+    expected = [("one", 0.1, 3), ("three", 0.8, 5), ("three", 0.8, 5), ("seven", 0.5, 5)]
     assert r.json()["search"]["candidates"] == [
-        {"index": 0, "text": "one", "reward": 0.1, "finish_reason": "stop", "tokens": 3},
-        {"index": 1, "text": "three", "reward": 0.8, "finish_reason": "stop", "tokens": 5},
-        {"index": 2, "text": "three", "reward": 0.8, "finish_reason": "stop", "tokens": 5},
-        {"index": 3, "text": "seven", "reward": 0.5, "finish_reason": "stop", "tokens": 5},
+        {
+            "index": i,
+            "text": text,
+            "reward": reward,
+            "finish_reason": "stop",
+            "tokens": tokens,
+            "logprob": LP[tokens],
+        }
+        for i, (text, reward, tokens) in enumerate(expected)
     ]
 
 

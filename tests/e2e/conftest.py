@@ -1,0 +1,31 @@
+"""One server for the whole e2e session, started exactly as the README starts it
+(`make serve`, the port from ALIGNSERVE_PORT), and the official openai client for it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from tests.conftest import free_port, mt_bench_prompts, running_server
+
+MODEL = "SmolLM2-135M-Instruct"
+
+
+@pytest.fixture(scope="session")
+def server(cpu_env: dict[str, str], model_path: str) -> Iterator[str]:
+    port = free_port()
+    env = {**cpu_env, "ALIGNSERVE_PORT": str(port)}
+    url = f"http://127.0.0.1:{port}"
+    with running_server(["make", "serve"], env, url, "/ready", timeout_s=400):
+        yield url
+
+
+@pytest.fixture
+def client(server: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+
+
+def question(i: int = 0) -> list[dict[str, str]]:
+    return [{"role": "user", "content": mt_bench_prompts()[i]}]
