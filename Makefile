@@ -1,11 +1,12 @@
 # make serve   create .venv if needed, convert the default model on first use, start the server
 # make test    create .venv if needed, run ruff, mypy and every test (unit, integration, e2e)
 # make bench   the Best-of-8 overhead benchmark (HTTP server vs the raw engine, same run)
+# make eval    reward against tokens per algorithm and budget (alignserve eval $(ARGS))
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: env serve test unit lint bench
+.PHONY: env serve test unit lint bench eval
 
 env:
 	@scripts/setup_env.sh cpu
@@ -26,3 +27,6 @@ unit: env
 
 bench: env
 	$(PY) bench/overhead.py $(ARGS)
+
+eval: env
+	$(VENV)/bin/alignserve eval $(ARGS)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import time
@@ -22,12 +21,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-MT_BENCH = ROOT.parent / "shared" / "data" / "mt_bench_questions.jsonl"
 
 
 def first_turns(skip: int, limit: int) -> list[str]:
-    rows = [json.loads(line) for line in MT_BENCH.read_text().splitlines() if line.strip()]
-    return [row["turns"][0] for row in rows][skip : skip + limit]
+    from server.evaluation import load_prompts
+
+    return [p.conversation[-1]["content"] for p in load_prompts(offset=skip, limit=limit)]
 
 
 async def main(args: argparse.Namespace) -> None:

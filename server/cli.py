@@ -1,5 +1,6 @@
 """``alignserve`` console script. ``serve`` flags mirror the Settings fields one to one
-(``--default-n`` sets ``default_n``); unset flags fall back to ``ALIGNSERVE_*`` variables."""
+(``--default-n`` sets ``default_n``); unset flags fall back to ``ALIGNSERVE_*`` variables.
+``eval`` takes the same flags (for its engine and reward model) plus its own."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import types
 from collections.abc import Sequence
 from typing import Any, Union, get_args, get_origin
 
+from server import eval_cli
 from server.settings import Settings
 
 
@@ -82,13 +84,26 @@ def serve(settings: Settings) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alignserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser(commands.add_parser("serve", help="run the OpenAI-compatible server"))
-    args = parser.parse_args(argv)
-    if args.command == "serve":
-        serve(settings_from_args(args))
+    evaluate = commands.add_parser(
+        "eval",
+        help="run algorithms over a prompt set at several budgets; write a table, JSON and a plot",
+        description=eval_cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve_parser(evaluate)  # the same model, engine and reward flags as serve
+    eval_cli.add_arguments(evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "eval":
+        return eval_cli.main(settings_from_args(args), args)
+    serve(settings_from_args(args))
     return 0
 
 

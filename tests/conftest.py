@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -16,7 +15,6 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-MT_BENCH = ROOT.parent / "shared" / "data" / "mt_bench_questions.jsonl"
 
 
 def free_port() -> int:
@@ -61,11 +59,10 @@ def running_server(
 
 
 def mt_bench_prompts(limit: int = 80) -> list[str]:
-    """First turns of the MT-Bench questions (a built-in fallback keeps tests runnable)."""
-    if not MT_BENCH.exists():
-        return ["Compose an engaging travel blog post about a recent trip to Hawaii."]
-    rows = [json.loads(line) for line in MT_BENCH.read_text().splitlines() if line.strip()]
-    return [row["turns"][0] for row in rows][:limit]
+    """First turns of the MT-Bench questions (the copy shipped in server/data)."""
+    from server.evaluation import load_prompts
+
+    return [p.conversation[-1]["content"] for p in load_prompts(limit=limit)]
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,8 @@
 
 Prefix caching is always on: tree searches send prompt + partial ids back, and the judge
 shares its rubric prefix across responses. On the CPU build the measured-fast defaults
-apply (float32, eager mode, OpenMP threads bound to every core, a 2 GiB KV cache).
+apply (float32, eager mode, 32-token KV blocks, OpenMP threads bound to every core, a
+2 GiB KV cache).
 """
 
 from __future__ import annotations
@@ -38,7 +39,11 @@ def engine_kwargs(config: EngineConfig, *, on_cpu: bool) -> dict[str, Any]:
     """AsyncEngineArgs keyword arguments: explicit settings win over the platform defaults."""
     kwargs: dict[str, Any] = {"model": config.model, "enable_prefix_caching": True}
     if on_cpu:
-        kwargs.update(dtype="float32", enforce_eager=True)
+        # The CPU backend's default 128-token KV blocks mean a prefix shorter than 128
+        # tokens is never cached: tree-search continuations (prompt + a few segments) and
+        # the judge's rubric would be recomputed every call. 32 (the smallest size the CPU
+        # kernels prefer) made a 4-layer TreeBoN's generation 1.9x faster here.
+        kwargs.update(dtype="float32", enforce_eager=True, block_size=32)
     explicit = {
         "dtype": config.dtype,
         "max_model_len": config.max_model_len,

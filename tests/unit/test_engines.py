@@ -256,6 +256,7 @@ def test_engine_kwargs_cpu_defaults() -> None:
         "enable_prefix_caching": True,
         "dtype": "float32",
         "enforce_eager": True,
+        "block_size": 32,
     }
 
 
@@ -275,6 +276,7 @@ def test_engine_kwargs_explicit_settings_win() -> None:
         "enable_prefix_caching": True,
         "dtype": "bfloat16",
         "enforce_eager": False,
+        "block_size": 32,
         "max_model_len": 2048,
         "gpu_memory_utilization": 0.5,
         "tensor_parallel_size": 2,

@@ -1,0 +1,183 @@
+"""The ``alignserve eval`` command: its own flags (the engine, model and reward flags are
+``serve``'s), then load the runtime once, warm it up, run :func:`server.evaluation.evaluate`
+with a progress bar and write the report. See ``server/evaluation.py`` for what it measures.
+
+    alignserve eval --algorithms bon,rbon_kl --budgets 4,8 --limit 20 --out results/
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from search.errors import InvalidRequest
+from search.types import SamplingConfig
+from server.eval_report import write_results
+from server.evaluation import (
+    DEFAULT_ALGORITHMS,
+    EvalConfig,
+    Prompt,
+    Row,
+    evaluate,
+    load_prompts,
+    options_of,
+)
+from server.runtime import Runtime, load_runtime
+from server.settings import Settings
+
+DEFAULT_OUT = Path(tempfile.gettempdir()) / "alignserve-eval"
+RuntimeLoader = Callable[[Settings], Awaitable[Runtime]]
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in _names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want comma-separated integers, got {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("evaluation")
+    group.add_argument(
+        "--algorithms",
+        type=_names,
+        default=DEFAULT_ALGORITHMS,
+        help=f"comma-separated registered algorithms (default {','.join(DEFAULT_ALGORITHMS)})",
+    )
+    group.add_argument(
+        "--budgets", type=_ints, default=(4, 8), help="comma-separated search n (default 4,8)"
+    )
+    group.add_argument(
+        "--prompts",
+        type=Path,
+        default=None,
+        help='JSONL with "turns", "prompt" or "messages" per row (default: MT-Bench first turns)',
+    )
+    group.add_argument("--offset", type=int, default=0, help="skip this many prompts first")
+    group.add_argument("--limit", type=int, default=None, help="use at most this many prompts")
+    group.add_argument("--max-tokens", type=int, default=64)
+    group.add_argument("--temperature", type=float, default=0.8)
+    group.add_argument(
+        "--seed", type=int, default=0, help="request seed of prompt i is SEED + i (default 0)"
+    )
+    group.add_argument(
+        "--option",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="ALGO.KEY=VALUE",
+        help="a strategy option, VALUE parsed as JSON when it is JSON (repeatable)",
+    )
+    group.add_argument(
+        "--cold-cache",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="empty the engine's prefix cache before every run (default on)",
+    )
+    group.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"folder for eval.json, eval.md, eval.png (default {DEFAULT_OUT})",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> EvalConfig:
+    return EvalConfig(
+        algorithms=tuple(args.algorithms),
+        budgets=tuple(args.budgets),
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+        options=options_of(args.options),
+        cold_cache=args.cold_cache,
+    )
+
+
+async def warm_up(runtime: Runtime, prompt: Prompt) -> None:
+    """The first engine steps are slow; one small request keeps that out of the first run."""
+    ids = runtime.tokenizer.render_chat(prompt.conversation)
+    [completion] = await runtime.generator.generate(ids, SamplingConfig(max_tokens=8, seed=0), 1)
+    await runtime.reward.score(prompt.conversation, [completion.text])
+
+
+async def run_eval(
+    settings: Settings,
+    config: EvalConfig,
+    prompts: list[Prompt],
+    out: Path,
+    *,
+    source: str,
+    loader: RuntimeLoader = load_runtime,
+) -> str:
+    """Load the runtime, run every search, write the report; returns the markdown table."""
+    from tqdm import tqdm
+
+    runtime = await loader(settings)
+    try:
+        await warm_up(runtime, prompts[0])
+        total = len(prompts) * len(config.budgets) * len(config.algorithms)
+        with tqdm(total=total, unit="run", desc="eval", file=sys.stderr) as bar:
+
+            def progress(row: Row) -> None:
+                bar.set_postfix_str(f"{row.algorithm} n={row.n} prompt {row.prompt_id}")
+                bar.update()
+
+            rows = await evaluate(runtime, prompts, config, progress=progress)
+        model = runtime.model_name
+    finally:
+        await runtime.close()
+    record = {
+        "eval": {
+            "algorithms": list(config.algorithms),
+            "budgets": list(config.budgets),
+            "max_tokens": config.max_tokens,
+            "temperature": config.temperature,
+            "seed": config.seed,
+            "options": {k: dict(v) for k, v in config.options.items()},
+            "cold_cache": config.cold_cache,
+            "prompts": source,
+            "prompt_ids": [p.id for p in prompts],
+        },
+        "model": model,
+        "reward": settings.reward,
+        "server": settings.model_dump(mode="json", exclude={"remote_api_key"}),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    title = (
+        f"{model}, reward {settings.reward}: {len(prompts)} prompts, "
+        f"max_tokens {config.max_tokens}, temperature {config.temperature}, seed {config.seed}"
+    )
+    _, table = write_results(out, record, rows, title)
+    return table
+
+
+def main(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+        config.strategies()  # bad algorithms or options fail here, before the engine starts
+        prompts = load_prompts(args.prompts, offset=args.offset, limit=args.limit)
+    except (ValueError, OSError, InvalidRequest) as exc:
+        print(f"alignserve eval: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # vLLM configures its own loggers from this on import; --log-level warning quiets them too.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", settings.log_level.upper())
+    source = str(args.prompts) if args.prompts else "MT-Bench first turns (server/data)"
+    table = asyncio.run(run_eval(settings, config, prompts, args.out, source=source))
+    print(table, end="")
+    print(f"wrote {args.out / 'eval.json'}, eval.md and eval.png", file=sys.stderr)
+    return 0

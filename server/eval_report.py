@@ -1,0 +1,157 @@
+"""Aggregates and outputs of ``alignserve eval``: a markdown table, ``eval.json``,
+``eval.md`` and ``eval.png`` (mean reward against mean generated tokens, one line per
+algorithm, a point per budget n).
+
+Per (algorithm, n): means over the prompts of the re-scored reward (with its standard
+error), generated tokens, wall seconds, engine and reward calls. ``tokens_vs_bon`` and
+``wall_vs_bon`` are ratios of those means to bon's at the same n (None without bon).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from server.evaluation import Row, row_dicts
+
+BASELINE = "bon"
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    algorithm: str
+    n: int
+    runs: int
+    reward: float
+    reward_se: float
+    search_reward: float
+    generated_tokens: float
+    wall_s: float
+    engine_calls: float
+    reward_calls: float
+    tokens_vs_bon: float | None = None
+    wall_vs_bon: float | None = None
+
+
+def standard_error(values: Sequence[float]) -> float:
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+
+
+def ratio(value: float, base: float) -> float | None:
+    return value / base if base else None
+
+
+def aggregate(rows: Sequence[Row]) -> list[Aggregate]:
+    """One aggregate per (algorithm, n), in order of first appearance in ``rows``."""
+    groups: dict[tuple[str, int], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.algorithm, row.n), []).append(row)
+    means = {}
+    for key, group in groups.items():
+        rewards = [r.reward for r in group]
+        means[key] = Aggregate(
+            algorithm=key[0],
+            n=key[1],
+            runs=len(group),
+            reward=statistics.fmean(rewards),
+            reward_se=standard_error(rewards),
+            search_reward=statistics.fmean(r.search_reward for r in group),
+            generated_tokens=statistics.fmean(r.generated_tokens for r in group),
+            wall_s=statistics.fmean(r.wall_s for r in group),
+            engine_calls=statistics.fmean(r.engine_calls for r in group),
+            reward_calls=statistics.fmean(r.reward_calls for r in group),
+        )
+    out = []
+    for (_, n), agg in means.items():
+        base = means.get((BASELINE, n))
+        if base is not None:
+            agg = Aggregate(
+                **{
+                    **asdict(agg),
+                    "tokens_vs_bon": ratio(agg.generated_tokens, base.generated_tokens),
+                    "wall_vs_bon": ratio(agg.wall_s, base.wall_s),
+                }
+            )
+        out.append(agg)
+    return out
+
+
+def _times(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}x"
+
+
+def markdown_table(aggregates: Sequence[Aggregate]) -> str:
+    header = (
+        "| algorithm | n | runs | reward (± se) | tokens | wall s | engine calls "
+        "| reward calls | tokens / bon | wall / bon |"
+    )
+    lines = [header, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for a in sorted(aggregates, key=lambda a: a.n):
+        lines.append(
+            f"| {a.algorithm} | {a.n} | {a.runs} | {a.reward:.3f} ± {a.reward_se:.3f} "
+            f"| {a.generated_tokens:.1f} | {a.wall_s:.2f} | {a.engine_calls:.1f} "
+            f"| {a.reward_calls:.1f} | {_times(a.tokens_vs_bon)} | {_times(a.wall_vs_bon)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(aggregates: Sequence[Aggregate], path: Path, title: str) -> None:
+    """Mean reward against mean generated tokens: a line per algorithm, n at each point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    try:
+        lines: dict[str, list[Aggregate]] = {}
+        for agg in aggregates:
+            lines.setdefault(agg.algorithm, []).append(agg)
+        for algorithm, points in lines.items():
+            points.sort(key=lambda a: a.n)
+            xs = [a.generated_tokens for a in points]
+            ys = [a.reward for a in points]
+            ax.errorbar(
+                xs, ys, yerr=[a.reward_se for a in points], marker="o", capsize=3, label=algorithm
+            )
+            for a in points:
+                ax.annotate(
+                    f"n={a.n}",
+                    (a.generated_tokens, a.reward),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    fontsize=8,
+                )
+        ax.set_xlabel("mean generated tokens per request")
+        ax.set_ylabel("mean reward of the answer (re-scored, ± 1 s.e.)")
+        ax.set_title(textwrap.fill(title, 80), fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+
+
+def write_results(
+    out_dir: Path, settings: Mapping[str, Any], rows: Sequence[Row], title: str
+) -> tuple[list[Aggregate], str]:
+    """Write eval.json, eval.md and eval.png under ``out_dir``; return aggregates and table."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    aggregates = aggregate(rows)
+    table = markdown_table(aggregates)
+    document = {
+        "settings": dict(settings),
+        "rows": row_dicts(rows),
+        "aggregates": [asdict(a) for a in aggregates],
+    }
+    (out_dir / "eval.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "eval.md").write_text(f"{title}\n\n{table}", encoding="utf-8")
+    plot(aggregates, out_dir / "eval.png", title)
+    return aggregates, table

@@ -1,0 +1,259 @@
+"""``alignserve eval``: what each search algorithm buys for what it spends.
+
+Measures, per algorithm and budget ``n``, the mean reward of the answer against the mean
+number of tokens the engine generated (and wall time, engine and reward calls) over a
+prompt set: by default the first turns of the 80 MT-Bench questions shipped in
+``server/data``, or any JSONL of prompts.
+
+How: one in-process runtime (the server's engine and reward model, from the same
+flags). For every prompt, every budget, every algorithm in turn (interleaved, so drift
+of a shared machine hits all algorithms alike) a strategy runs exactly as a chat
+request would run it. The request seed of prompt i is ``seed + i``, the same for every
+algorithm and budget, so they draw comparable samples and a rerun repeats the rewards.
+Before each run the engine's prefix cache is emptied (when it has one), so no run finds
+the previous algorithm's prompt or judge calls cached. The answer's reward is always
+re-scored with the reward model on its own: algorithms rank by different objectives (or,
+like MBR or unweighted majority, never call the reward), so their own reported reward
+is kept beside it but not compared.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from search.registry import parse_strategy
+from search.strategy import SearchContext, SearchStrategy
+from search.types import Message, SamplingConfig
+from server.runtime import Runtime
+
+DEFAULT_ALGORITHMS = ("bon", "rbon_wd", "treebon", "darwin", "spec_rejection")
+MT_BENCH = "mt_bench_questions.jsonl"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One conversation to answer; ``index`` is its line in the file (it fixes the seed)."""
+
+    index: int
+    id: str
+    conversation: list[Message]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    budgets: tuple[int, ...] = (4, 8)
+    max_tokens: int = 64
+    temperature: float = 0.8
+    seed: int = 0
+    # Per-algorithm strategy options, e.g. {"treebon": {"layers": 4}}.
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    cold_cache: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.algorithms or not self.budgets:
+            raise ValueError("give at least one algorithm and one budget")
+        if min(self.budgets) < 1 or self.max_tokens < 1:
+            raise ValueError("budgets and max tokens must be positive")
+        if self.temperature < 0 or (self.temperature == 0 and max(self.budgets) > 1):
+            raise ValueError("temperature 0 (greedy) has one answer: use a temperature above 0")
+        unused = set(self.options) - set(self.algorithms)
+        if unused:
+            raise ValueError(f"--option names algorithms not evaluated: {sorted(unused)}")
+        if any("n" in opts for opts in self.options.values()):
+            raise ValueError("set n with --budgets, not --option")
+
+    def strategies(self) -> dict[tuple[str, int], SearchStrategy]:
+        """Every (algorithm, n) validated before any engine starts; bad options raise
+        ``search.errors.InvalidRequest`` naming the option."""
+        return {
+            (name, n): parse_strategy(
+                {"algorithm": name, "n": n, **self.options.get(name, {})},
+                param_prefix=f"option {name}",
+            )
+            for n in self.budgets
+            for name in self.algorithms
+        }
+
+
+@dataclass(frozen=True)
+class Row:
+    """One search run: the answer's re-scored reward and what the search spent."""
+
+    algorithm: str
+    n: int
+    prompt_id: str
+    seed: int
+    reward: float  # the chosen answer re-scored alone by the reward model
+    search_reward: float  # the chosen candidate's reward as the strategy reported it
+    generated_tokens: int
+    engine_calls: int
+    reward_calls: int
+    wall_s: float
+    candidates: int
+    answer_tokens: int
+    answer: str
+    # Seconds per phase of the search (generate, score, score_partial, ...).
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def parse_option(text: str) -> tuple[str, str, Any]:
+    """``ALGO.KEY=VALUE`` -> (algo, key, value); VALUE is JSON when it parses, else text."""
+    target, sep, raw = text.partition("=")
+    algorithm, dot, key = target.partition(".")
+    if not (sep and dot and algorithm and key):
+        raise ValueError(f"--option wants ALGO.KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return algorithm, key, value
+
+
+def options_of(texts: Sequence[str]) -> dict[str, dict[str, Any]]:
+    options: dict[str, dict[str, Any]] = {}
+    for text in texts:
+        algorithm, key, value = parse_option(text)
+        options.setdefault(algorithm, {})[key] = value
+    return options
+
+
+def conversation_of(row: Mapping[str, Any]) -> list[Message]:
+    if "turns" in row:
+        return [{"role": "user", "content": str(row["turns"][0])}]
+    if "prompt" in row:
+        return [{"role": "user", "content": str(row["prompt"])}]
+    if "messages" in row:
+        return [{"role": str(m["role"]), "content": str(m["content"])} for m in row["messages"]]
+    raise ValueError("a prompt row needs 'turns', 'prompt' or 'messages'")
+
+
+def load_prompts(
+    path: Path | None = None, *, offset: int = 0, limit: int | None = None
+) -> list[Prompt]:
+    """Prompts from a JSONL file (default: the MT-Bench first turns). A row gives "turns"
+    (the first is used), "prompt" (a string) or "messages" (a chat list); its id is
+    "question_id" or "id" when present, else its 0-based line number among the rows."""
+    if offset < 0 or (limit is not None and limit < 1):
+        raise ValueError("--offset must be at least 0 and --limit at least 1")
+    if path is None:
+        text = resources.files("server").joinpath("data", MT_BENCH).read_text(encoding="utf-8")
+        source = f"server/data/{MT_BENCH}"
+    else:
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    prompts = []
+    for index, line in enumerate(ln for ln in text.splitlines() if ln.strip()):
+        try:
+            row = json.loads(line)
+            conversation = conversation_of(row)
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise ValueError(f"{source}: prompt {index}: {exc}") from None
+        prompt_id = row.get("question_id", row.get("id", index))
+        prompts.append(Prompt(index, str(prompt_id), conversation))
+    chosen = prompts[offset:] if limit is None else prompts[offset : offset + limit]
+    if not chosen:
+        raise ValueError(f"{source}: no prompts left after offset {offset} and limit {limit}")
+    return chosen
+
+
+def cache_resetter(runtime: Runtime) -> Callable[[], Any] | None:
+    """The in-process engine's prefix-cache reset; None for engines without one (remote)."""
+    engine = getattr(runtime.generator, "engine", None)
+    reset = getattr(engine, "reset_prefix_cache", None)
+    return reset if callable(reset) else None
+
+
+def render(runtime: Runtime, prompt: Prompt, max_tokens: int) -> list[int]:
+    ids = runtime.tokenizer.render_chat(prompt.conversation)
+    if len(ids) + max_tokens > runtime.max_model_len:
+        raise ValueError(
+            f"prompt {prompt.id}: {len(ids)} tokens plus max tokens {max_tokens} exceed "
+            f"the model's context length {runtime.max_model_len}"
+        )
+    return ids
+
+
+async def run_one(
+    runtime: Runtime,
+    strategy: SearchStrategy,
+    prompt: Prompt,
+    prompt_ids: list[int],
+    config: EvalConfig,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Row:
+    """One search as serving.py runs it, then the answer re-scored alone."""
+    seed = config.seed + prompt.index
+    sampling = SamplingConfig(
+        max_tokens=config.max_tokens,
+        temperature=config.temperature,
+        seed=seed,
+        logprobs=strategy.needs_logprobs,
+    )
+    context = SearchContext(
+        generator=runtime.generator,
+        reward=runtime.reward,
+        tokenizer=runtime.tokenizer,
+        conversation=prompt.conversation,
+        prompt_ids=prompt_ids,
+        sampling=sampling,
+        utilities=getattr(runtime, "utilities", {}),
+        reference=getattr(runtime, "reference", None),
+    )
+    start = clock()
+    result = await strategy.run(context)
+    wall = clock() - start
+    best = result.best
+    [reward] = await runtime.reward.score(prompt.conversation, [best.text])
+    budget = result.budget
+    return Row(
+        algorithm=strategy.name,
+        n=strategy.n,
+        prompt_id=prompt.id,
+        seed=seed,
+        reward=reward,
+        search_reward=best.reward,
+        generated_tokens=budget.generated_tokens,
+        engine_calls=budget.engine_calls,
+        reward_calls=budget.reward_calls,
+        wall_s=wall,
+        candidates=len(result.candidates),
+        answer_tokens=best.completion.num_tokens,
+        answer=best.text,
+        timings={k: round(v, 4) for k, v in budget.phase_seconds.items()},
+    )
+
+
+async def evaluate(
+    runtime: Runtime,
+    prompts: Sequence[Prompt],
+    config: EvalConfig,
+    *,
+    progress: Callable[[Row], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[Row]:
+    """All runs, in order prompt -> budget -> algorithm; ``progress`` sees each row."""
+    strategies = config.strategies()
+    reset = cache_resetter(runtime) if config.cold_cache else None
+    rows = []
+    for prompt in prompts:
+        prompt_ids = render(runtime, prompt, config.max_tokens)
+        for n in config.budgets:
+            for name in config.algorithms:
+                if reset is not None and inspect.isawaitable(cleared := reset()):
+                    await cleared
+                row = await run_one(runtime, strategies[name, n], prompt, prompt_ids, config, clock)
+                rows.append(row)
+                if progress is not None:
+                    progress(row)
+    return rows
+
+
+def row_dicts(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    return [asdict(row) for row in rows]

@@ -1,0 +1,52 @@
+"""``alignserve eval`` as the README runs it: the console script on the real engine and
+judge, two MT-Bench prompts, bon and rbon_kl at n=2, then its three files checked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_eval_cli_writes_json_table_and_plot(
+    tmp_path: Path, cpu_env: dict[str, str], model_path: str
+) -> None:
+    out = tmp_path / "eval"
+    command = [str(Path(sys.executable).parent / "alignserve"), "eval", "--model", model_path]
+    command += ["--limit", "2", "--budgets", "2", "--algorithms", "bon,rbon_kl"]
+    command += ["--max-tokens", "16", "--out", str(out), "--log-level", "warning"]
+    done = subprocess.run(
+        command, cwd=ROOT, env=cpu_env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert {p.name for p in out.iterdir()} >= {"eval.json", "eval.md", "eval.png"}
+    assert (out / "eval.png").read_bytes().startswith(b"\x89PNG")
+    document = json.loads((out / "eval.json").read_text())
+    rows = document["rows"]
+    assert [(r["prompt_id"], r["algorithm"], r["n"]) for r in rows] == [
+        ("81", "bon", 2),
+        ("81", "rbon_kl", 2),
+        ("82", "bon", 2),
+        ("82", "rbon_kl", 2),
+    ]
+    for row in rows:
+        assert 0 < row["generated_tokens"] <= 2 * 16 and row["candidates"] == 2
+        assert 0.0 <= row["reward"] <= 1.0 and row["answer"]
+        assert row["engine_calls"] == 1 and row["reward_calls"] == 1
+    # The same seed per prompt: bon and rbon_kl drew the same two samples.
+    assert rows[0]["generated_tokens"] == rows[1]["generated_tokens"]
+    # bon's own reward is the judge's, so re-scoring its answer alone gives it back.
+    assert rows[0]["reward"] == pytest.approx(rows[0]["search_reward"], abs=1e-4)
+    aggregates = {(a["algorithm"], a["n"]): a for a in document["aggregates"]}
+    assert aggregates["bon", 2]["tokens_vs_bon"] == 1.0
+    assert aggregates["rbon_kl", 2]["runs"] == 2
+    table = (out / "eval.md").read_text()
+    assert "| bon | 2 | 2 |" in table and "| rbon_kl | 2 | 2 |" in table
+    assert "| algorithm | n |" in done.stdout

@@ -1,0 +1,238 @@
+"""alignserve eval on fakes: rows, aggregates and ratios on a hand-computed example, prompt
+files, option parsing and the written report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from search.errors import InvalidRequest
+from search.fakes import CharTokenizer, ScriptedGenerator, TableReward
+from server import eval_cli
+from server.cli import build_parser, settings_from_args
+from server.eval_report import aggregate, markdown_table, write_results
+from server.evaluation import EvalConfig, Prompt, Row, evaluate, load_prompts, parse_option
+from server.runtime import Runtime
+
+# Each prompt's candidates, in generation order; a budget n takes the first n.
+TEXTS = {
+    "p0": ["x 5", "yy 9", "zzz 9"],
+    "p1": ["a 1", "b 2", "cc 2"],
+}
+REWARDS = {"x 5": 0.9, "yy 9": 0.3, "zzz 9": 0.6, "a 1": 0.2, "b 2": 0.4, "cc 2": 0.1}
+PROMPTS = [
+    Prompt(0, "q0", [{"role": "user", "content": "p0"}]),
+    Prompt(1, "q1", [{"role": "user", "content": "p1"}]),
+]
+
+
+def by_prompt(prompt_ids: Sequence[int], n: int) -> list[str]:
+    text = CharTokenizer().decode(prompt_ids)
+    return TEXTS["p0" if "p0" in text else "p1"][:n]
+
+
+def fake_runtime(calls: int = 50) -> Runtime:
+    return Runtime(
+        generator=ScriptedGenerator([by_prompt] * calls),
+        tokenizer=CharTokenizer(),
+        reward=TableReward(REWARDS),
+        model_name="fake",
+        max_model_len=1000,
+    )
+
+
+def ticking_clock(step: float = 1.0) -> Callable[[], float]:
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += step
+        return now[0]
+
+    return clock
+
+
+async def test_rows_follow_prompt_budget_algorithm_order_and_rescore() -> None:
+    runtime = fake_runtime()
+    config = EvalConfig(algorithms=("bon", "majority"), budgets=(2, 3), seed=10)
+    seen: list[Row] = []
+    rows = await evaluate(runtime, PROMPTS, config, progress=seen.append)
+    assert seen == rows
+    got = [(r.prompt_id, r.n, r.algorithm, r.answer, r.reward, r.search_reward) for r in rows]
+    # bon takes the best reward. majority (unweighted) votes on the last number: a tie goes
+    # to the answer seen first, and it never calls the reward, so its own reward is 0.0.
+    assert got == [
+        ("q0", 2, "bon", "x 5", 0.9, 0.9),
+        ("q0", 2, "majority", "x 5", 0.9, 0.0),
+        ("q0", 3, "bon", "x 5", 0.9, 0.9),
+        ("q0", 3, "majority", "yy 9", 0.3, 0.0),
+        ("q1", 2, "bon", "b 2", 0.4, 0.4),
+        ("q1", 2, "majority", "a 1", 0.2, 0.0),
+        ("q1", 3, "bon", "b 2", 0.4, 0.4),
+        ("q1", 3, "majority", "b 2", 0.4, 0.0),
+    ]
+    assert [r.generated_tokens for r in rows] == [7, 7, 12, 12, 6, 6, 10, 10]
+    assert [(r.engine_calls, r.reward_calls) for r in rows[:2]] == [(1, 1), (1, 0)]
+    assert [r.candidates for r in rows] == [2, 2, 3, 3, 2, 2, 3, 3]
+    assert [r.seed for r in rows] == [10] * 4 + [11] * 4
+    # Every engine call carries the prompt's seed, whatever the algorithm and budget.
+    generator = runtime.generator
+    assert isinstance(generator, ScriptedGenerator)
+    assert [params.seed for _, params, _ in generator.calls] == [10] * 4 + [11] * 4
+    # The answer is re-scored alone after each run (bon's own scoring call precedes it).
+    reward = runtime.reward
+    assert isinstance(reward, TableReward)
+    assert reward.calls[:3] == [(["x 5", "yy 9"], False), (["x 5"], False), (["x 5"], False)]
+
+
+async def test_aggregates_and_ratios_to_bon() -> None:
+    config = EvalConfig(algorithms=("bon", "majority"), budgets=(2, 3))
+    rows = await evaluate(fake_runtime(), PROMPTS, config, clock=ticking_clock())
+    aggs = {(a.algorithm, a.n): a for a in aggregate(rows)}
+    assert list(aggs) == [("bon", 2), ("majority", 2), ("bon", 3), ("majority", 3)]
+    assert aggs["bon", 2].reward == pytest.approx(0.65)
+    assert aggs["majority", 2].reward == pytest.approx(0.55)
+    assert aggs["majority", 3].reward == pytest.approx(0.35)
+    # Two rewards 0.3 and 0.4: stdev 0.0707, standard error 0.05.
+    assert aggs["majority", 3].reward_se == pytest.approx(0.05)
+    assert aggs["bon", 3].generated_tokens == 11.0
+    assert aggs["majority", 3].reward_calls == 0.0 and aggs["bon", 3].reward_calls == 1.0
+    assert aggs["majority", 2].tokens_vs_bon == 1.0 and aggs["bon", 2].wall_vs_bon == 1.0
+    assert aggs["majority", 2].wall_s == 1.0  # the clock ticks once per read
+
+
+def row(algorithm: str, n: int, reward: float, tokens: int, wall: float) -> Row:
+    return Row(algorithm, n, "q", 0, reward, reward, tokens, 2, 3, wall, n, 1, "a")
+
+
+def test_ratios_are_ratios_of_means_at_the_same_n() -> None:
+    rows = [
+        row("bon", 4, 0.5, 100, 2.0),
+        row("tree", 4, 0.7, 60, 3.0),
+        row("bon", 4, 0.7, 300, 2.0),
+        row("tree", 4, 0.9, 140, 5.0),
+        row("tree", 8, 0.8, 100, 1.0),
+    ]
+    aggs = {(a.algorithm, a.n): a for a in aggregate(rows)}
+    tree = aggs["tree", 4]
+    assert (tree.generated_tokens, tree.wall_s) == (100.0, 4.0)
+    assert tree.tokens_vs_bon == pytest.approx(0.5)  # 100 / 200
+    assert tree.wall_vs_bon == pytest.approx(2.0)  # 4 / 2
+    # No bon at n=8: no ratio.
+    assert aggs["tree", 8].tokens_vs_bon is None and aggs["tree", 8].wall_vs_bon is None
+    table = markdown_table(list(aggs.values()))
+    assert "| tree | 4 | 2 | 0.800 ± 0.100 | 100.0 | 4.00 | 2.0 | 3.0 | 0.50x | 2.00x |" in table
+    assert "| tree | 8 | 1 | 0.800 ± 0.000 | 100.0 | 1.00 | 2.0 | 3.0 | – | – |" in table
+
+
+def test_default_prompts_are_the_mt_bench_first_turns() -> None:
+    prompts = load_prompts()
+    assert len(prompts) == 80
+    assert prompts[0].id == "81" and prompts[-1].id == "160"
+    assert prompts[0].conversation[0]["content"].startswith("Compose an engaging travel blog")
+    sliced = load_prompts(offset=2, limit=3)
+    assert [p.id for p in sliced] == ["83", "84", "85"]
+    assert [p.index for p in sliced] == [2, 3, 4]  # the seed follows the prompt, not the slice
+
+
+def test_prompt_file_formats(tmp_path: Path) -> None:
+    path = tmp_path / "prompts.jsonl"
+    lines = [
+        {"question_id": 7, "turns": ["first", "second"]},
+        {"prompt": "plain", "id": "x"},
+        {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]},
+    ]
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
+    prompts = load_prompts(path)
+    assert [p.id for p in prompts] == ["7", "x", "2"]
+    assert prompts[0].conversation == [{"role": "user", "content": "first"}]
+    assert prompts[1].conversation == [{"role": "user", "content": "plain"}]
+    assert prompts[2].conversation[0] == {"role": "system", "content": "s"}
+    path.write_text('{"question": "no known field"}\n')
+    with pytest.raises(ValueError, match="prompt 0: a prompt row needs"):
+        load_prompts(path)
+    with pytest.raises(ValueError, match="no prompts left"):
+        load_prompts(offset=80)
+
+
+def test_options_parse_per_algorithm() -> None:
+    assert parse_option("treebon.layers=4") == ("treebon", "layers", 4)
+    assert parse_option("majority.weighting=reward") == ("majority", "weighting", "reward")
+    assert parse_option('majority.answer_regex="(\\\\d+)"') == (
+        "majority",
+        "answer_regex",
+        "(\\d+)",
+    )
+    with pytest.raises(ValueError, match=r"ALGO\.KEY=VALUE"):
+        parse_option("layers=4")
+    argv = ["eval", "--algorithms", "bon,rbon_kl", "--budgets", "2,4", "--max-tokens", "16"]
+    argv += ["--option", "rbon_kl.beta=0.5", "--reward", "judge", "--dtype", "float32"]
+    args = build_parser().parse_args(argv)
+    config = eval_cli.config_from_args(args)
+    assert config.algorithms == ("bon", "rbon_kl") and config.budgets == (2, 4)
+    strategies = config.strategies()
+    assert strategies["rbon_kl", 4].model_dump() == {"n": 4, "beta": 0.5}
+    assert settings_from_args(args).dtype == "float32"
+    bad = EvalConfig(algorithms=("rbon_kl",), budgets=(2,), options={"rbon_kl": {"beta": "x"}})
+    with pytest.raises(InvalidRequest, match=r"rbon_kl\.beta"):
+        bad.strategies()
+    with pytest.raises(InvalidRequest, match="unknown search algorithm 'nope'"):
+        EvalConfig(algorithms=("nope",), budgets=(2,)).strategies()
+    with pytest.raises(ValueError, match="not evaluated"):
+        EvalConfig(algorithms=("bon",), options={"treebon": {"layers": 4}})
+    with pytest.raises(ValueError, match="greedy"):
+        EvalConfig(algorithms=("bon",), temperature=0.0)
+
+
+def test_bad_options_fail_before_the_engine_starts(capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args(["eval", "--algorithms", "bon", "--option", "bon.k=1"])
+    assert eval_cli.main(settings_from_args(args), args) == 2
+    assert "invalid option bon.k" in capsys.readouterr().err
+
+
+def test_outputs_are_written_and_reload(tmp_path: Path) -> None:
+    rows = [row("bon", 2, 0.5, 10, 1.0), row("bon", 4, 0.6, 20, 2.0)]
+    rows += [row("majority", 2, 0.4, 10, 0.5), row("majority", 4, 0.7, 20, 1.0)]
+    aggs, table = write_results(tmp_path / "out", {"seed": 0}, rows, "title")
+    document = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert document["settings"] == {"seed": 0}
+    assert len(document["rows"]) == 4 and document["rows"][0]["algorithm"] == "bon"
+    assert [a["wall_vs_bon"] for a in document["aggregates"]] == [1.0, 1.0, 0.5, 0.5]
+    assert (tmp_path / "out" / "eval.md").read_text() == f"title\n\n{table}"
+    assert (tmp_path / "out" / "eval.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(aggs) == 4
+
+
+async def test_run_eval_end_to_end_on_fakes(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["eval", "--reward", "judge"])
+    settings = settings_from_args(args)
+    config = EvalConfig(algorithms=("bon", "rbon_kl"), budgets=(2,), seed=3)
+
+    async def loader(_: object) -> Runtime:
+        return fake_runtime()
+
+    table = await eval_cli.run_eval(
+        settings, config, PROMPTS, tmp_path, source="test", loader=loader
+    )
+    document = json.loads((tmp_path / "eval.json").read_text())
+    record = document["settings"]
+    assert record["model"] == "fake" and record["eval"]["prompt_ids"] == ["q0", "q1"]
+    assert record["eval"]["seed"] == 3 and "remote_api_key" not in record["server"]
+    assert [(r["algorithm"], r["prompt_id"]) for r in document["rows"]] == [
+        ("bon", "q0"),
+        ("rbon_kl", "q0"),
+        ("bon", "q1"),
+        ("rbon_kl", "q1"),
+    ]
+    assert "| rbon_kl | 2 | 2 |" in table
+
+
+def test_eval_parser_keeps_serve_flags() -> None:
+    args = build_parser().parse_args(["eval", "--model", "/m", "--engine-arg", "seed=1"])
+    assert isinstance(args, argparse.Namespace)
+    settings = settings_from_args(args)
+    assert settings.model == "/m" and settings.engine_args == {"seed": 1}
+    assert args.out == eval_cli.DEFAULT_OUT and args.algorithms == eval_cli.DEFAULT_ALGORITHMS
