@@ -2,8 +2,11 @@
 
 AlignserveError
 ├── InvalidRequest      400: the request cannot be served as written (names the param)
+├── Unauthorized        401: a missing or wrong API key
 ├── ModelNotFound       404: the request names a model this server does not serve
+├── Overloaded          429: no room to run or queue the search now (with Retry-After)
 ├── EngineUnavailable   503: the generator failed or is not running
+├── DeadlineExceeded    504: the search ran out of time with nothing to answer
 └── RewardUnavailable   503: the reward model failed
 """
 
@@ -14,15 +17,29 @@ class AlignserveError(Exception):
     status_code = 500
     error_type = "internal_error"
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        # Extra response headers (Retry-After, WWW-Authenticate).
+        self.headers = headers or {}
 
 
 class InvalidRequest(AlignserveError):
     status_code = 400
     error_type = "invalid_request_error"
+
+
+class Unauthorized(AlignserveError):
+    status_code = 401
+    error_type = "authentication_error"
+
+
+class Overloaded(AlignserveError):
+    status_code = 429
+    error_type = "rate_limit_exceeded"
 
 
 class ModelNotFound(AlignserveError):
@@ -33,6 +50,11 @@ class ModelNotFound(AlignserveError):
 class EngineUnavailable(AlignserveError):
     status_code = 503
     error_type = "service_unavailable"
+
+
+class DeadlineExceeded(AlignserveError):
+    status_code = 504
+    error_type = "timeout"
 
 
 class RewardUnavailable(AlignserveError):

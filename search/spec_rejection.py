@@ -72,6 +72,9 @@ class SpeculativeRejection(SearchStrategy):
     def initial(self) -> int:
         return self.n_initial if self.n_initial is not None else 2 * self.n
 
+    def peak_candidates(self) -> int:
+        return self.initial()
+
     def step(self, max_tokens: int) -> int:
         return self.decision_tokens or max(1, max_tokens // 4)
 

@@ -39,6 +39,9 @@ class SearchContext:
     reference: ReferenceModel | None = None
     # Engine requests issued so far; continuations derive their seeds from it.
     calls_made: int = 0
+    # Every (text, reward, partial) scored so far: what a search cut off by its deadline
+    # can still answer with.
+    scored: list[tuple[str, float, bool]] = field(default_factory=list)
 
     def sampling_for(self, max_tokens: int) -> SamplingConfig:
         """The request's sampling with a segment's max_tokens. Every call gets its own
@@ -63,6 +66,7 @@ class SearchContext:
             return []
         rewards = await self.reward.score(self.conversation, responses, partial=partial)
         self.budget.count_scoring(len(responses))
+        self.scored += [(text, r, partial) for text, r in zip(responses, rewards, strict=True)]
         return rewards
 
     def utility(self, name: str) -> Utility:
@@ -83,6 +87,10 @@ class SearchStrategy(BaseModel):
     needs_logprobs: ClassVar[bool] = False
 
     n: int = Field(default=4, ge=1, strict=True, description="number of candidate responses")
+
+    def peak_candidates(self) -> int:
+        """The most responses this search keeps alive at once (for the server's limit)."""
+        return self.n
 
     async def run(self, ctx: SearchContext) -> SearchResult:
         raise NotImplementedError

@@ -10,11 +10,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from rewards.spec import RewardSpec
 from search.engines.default_model import DEFAULT_MODEL_NAME
+from server.admission import Admission
+from server.auth import require_api_key
+from server.body_limit import BodyLimit
 from server.chat.router import router as chat_router
 from server.chat.serving import ChatService
 from server.errors import error_body, install_error_handlers
@@ -65,10 +68,19 @@ def create_app(
     app.state.chat_service = None
     app.state.load_error = None
     app.state.started = int(time.time())
+    app.state.admission = Admission(
+        settings.max_concurrent_searches,
+        settings.max_queued_searches,
+        metrics,
+        retry_after_s=settings.retry_after_s,
+    )
     if runtime is not None:
         install(runtime)
     install_error_handlers(app)
-    app.include_router(chat_router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    api = [Depends(require_api_key)]
+    ops = api if settings.protect_ops_routes else []
+    app.include_router(chat_router, dependencies=api)
 
     def model_name() -> str:
         rt = app.state.runtime
@@ -78,7 +90,7 @@ def create_app(
             else (settings.served_model_name or settings.model or DEFAULT_MODEL_NAME)
         )
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", dependencies=api)
     async def list_models() -> dict[str, object]:
         return {
             "object": "list",
@@ -92,7 +104,7 @@ def create_app(
             ],
         }
 
-    @app.get("/health")
+    @app.get("/health", dependencies=ops)
     async def health() -> Response:
         rt: Runtime | None = app.state.runtime
         if app.state.load_error:
@@ -104,7 +116,7 @@ def create_app(
                 return unavailable(f"engine unhealthy: {exc}")
         return JSONResponse({"status": "ok"})
 
-    @app.get("/ready")
+    @app.get("/ready", dependencies=ops)
     async def ready() -> Response:
         if app.state.load_error:
             return unavailable(f"loading failed: {app.state.load_error}")
@@ -112,7 +124,7 @@ def create_app(
             return unavailable("loading the model")
         return JSONResponse({"status": "ready", "model": model_name()})
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=ops)
     async def prometheus(_: Request) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 

@@ -46,6 +46,16 @@ def serve_parser(parser: argparse.ArgumentParser) -> None:
                 metavar="KEY=VALUE",
                 help="any other vLLM engine argument, VALUE parsed as JSON when it is JSON",
             )
+        elif name == "api_key":
+            parser.add_argument(
+                "--api-key",
+                dest=name,
+                action="append",
+                default=None,
+                metavar="KEY",
+                help="accept this Bearer key on the /v1 routes; repeatable "
+                "(env ALIGNSERVE_API_KEY, comma-separated)",
+            )
         elif kind is bool:
             parser.add_argument(
                 flag, dest=name, action=argparse.BooleanOptionalAction, default=None
@@ -67,7 +77,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**given)
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, app: Any = None) -> None:
+    """Run the server (``app``: a prebuilt one, for tests). On SIGTERM uvicorn stops
+    listening, closes idle connections, lets in-flight requests finish for
+    ``shutdown_grace_s`` and then cancels them, which aborts their engine work."""
     import uvicorn
 
     from server.app import create_app
@@ -76,11 +89,11 @@ def serve(settings: Settings) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     uvicorn.run(
-        create_app(settings),
+        app if app is not None else create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
 
 

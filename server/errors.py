@@ -27,6 +27,7 @@ def error_response(exc: AlignserveError) -> JSONResponse:
     return JSONResponse(
         error_body(exc.message, exc.error_type, exc.status_code, exc.param),
         status_code=exc.status_code,
+        headers=exc.headers or None,
     )
 
 

@@ -7,7 +7,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from search.protocols import RewardModel
 from search.types import Message, SearchResult
@@ -84,6 +91,29 @@ class ServerMetrics:
             "Responses scored per reward-model call",
             ["reward"],
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+
+        self.queue_depth = Gauge(
+            "alignserve_queue_depth", "Searches waiting for a slot", registry=r
+        )
+        self.in_flight = Gauge("alignserve_searches_in_flight", "Searches running now", registry=r)
+        self.rejections = Counter(
+            "alignserve_rejections",
+            "Requests refused before running, by reason",
+            ["reason"],
+            registry=r,
+        )
+
+        self.deadline_hits = Counter(
+            "alignserve_deadline_hits",
+            "Searches cut off by their deadline, by outcome (best_so_far answered, error)",
+            ["outcome"],
+            registry=r,
+        )
+        self.cancellations = Counter(
+            "alignserve_cancellations",
+            "Searches cancelled because the client disconnected",
             registry=r,
         )
 

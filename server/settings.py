@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rewards.spec import RewardSpec
 
@@ -42,11 +42,35 @@ class Settings(BaseSettings):
     # embedded default model.
     reference_model: str | None = None
 
+    # Auth: Bearer keys accepted on the /v1 routes (none: open). With protect_ops_routes
+    # /health, /ready and /metrics need a key too.
+    api_key: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    protect_ops_routes: bool = False
+
+    # Admission control and per-request limits.
+    max_concurrent_searches: int = Field(default=16, ge=1)
+    max_queued_searches: int = Field(default=64, ge=0)
+    retry_after_s: int = Field(default=1, ge=1)
+    max_tokens_limit: int = Field(default=4096, ge=1)
+    max_live_candidates: int = Field(default=256, ge=1)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Every search's deadline; a request's search.timeout_s may only lower it.
+    request_timeout_s: float = Field(default=600.0, gt=0)
+    # On SIGTERM, how long in-flight searches may finish before they are cancelled.
+    shutdown_grace_s: int = Field(default=30, ge=0)
+
     default_algorithm: str = "bon"
     default_n: int = Field(default=4, ge=1)
     max_n: int = Field(default=64, ge=1)
     default_max_tokens: int = Field(default=256, ge=1)
     keepalive_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
 
     @field_validator("reward")
     @classmethod

@@ -10,9 +10,11 @@ from typing import TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from search.errors import AlignserveError, EngineUnavailable
+from search.errors import AlignserveError, EngineUnavailable, Overloaded
 from search.registry import STRATEGIES
+from server.admission import Admission
 from server.chat.serving import ChatService, Prepared
+from server.errors import sse_error
 from server.metrics import ServerMetrics
 from server.protocol import ChatCompletionRequest
 from server.settings import Settings
@@ -71,20 +73,27 @@ async def create_chat_completion(body: ChatCompletionRequest, raw: Request) -> R
         service = chat_service(raw)
         prepared = service.prepare(body)
         algorithm = prepared.algorithm
+        admission: Admission = raw.app.state.admission
         if body.stream:
+            admission.check()
             status = 200
             return StreamingResponse(
-                counted_stream(service.stream(prepared), prepared, metrics, start),
+                counted_stream(service.stream(prepared), prepared, metrics, start, admission),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
-        result = await cancel_on_disconnect(raw, service.run(prepared))
+        release = await cancel_on_disconnect(raw, admission.enter())
+        try:
+            result = await cancel_on_disconnect(raw, service.run(prepared))
+        finally:
+            release()
         status = 200
         return JSONResponse(service.response(prepared, result))
     except AlignserveError as exc:
         status = exc.status_code
         raise
     except ClientDisconnected:
+        metrics.cancellations.inc()
         status = 499  # nginx's "client closed request": nobody reads this response
         return Response(status_code=499)
     finally:
@@ -93,12 +102,26 @@ async def create_chat_completion(body: ChatCompletionRequest, raw: Request) -> R
 
 
 async def counted_stream(
-    events: AsyncIterator[str], prepared: Prepared, metrics: ServerMetrics, start: float
+    events: AsyncIterator[str],
+    prepared: Prepared,
+    metrics: ServerMetrics,
+    start: float,
+    admission: Admission,
 ) -> AsyncIterator[str]:
     status = 499  # unless the stream runs to its end, the client left
+    release = None
     try:
+        release = await admission.enter()
         async for event in events:
             yield event
         status = prepared.stream_error_status or 200
+    except Overloaded as exc:  # the queue filled up after the check
+        status = exc.status_code
+        yield sse_error(exc)
+        yield "data: [DONE]\n\n"
     finally:
+        if release is not None:
+            release()
+        if status == 499:
+            metrics.cancellations.inc()
         metrics.record_request(prepared.algorithm, status, time.perf_counter() - start)

@@ -18,13 +18,22 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from search.errors import AlignserveError, EngineUnavailable, InvalidRequest, ModelNotFound
+from pydantic import BaseModel, Field, StrictBool, ValidationError
+
+from search.errors import (
+    AlignserveError,
+    DeadlineExceeded,
+    EngineUnavailable,
+    InvalidRequest,
+    ModelNotFound,
+)
 from search.protocols import ChatTokenizer
 from search.registry import parse_strategy
 from search.strategy import SearchContext, SearchStrategy, top_distinct
 from search.types import Candidate, SearchResult
+from server.chat.deadline import run_with_deadline
 from server.errors import sse_error
 from server.metrics import ServerMetrics
 from server.protocol import ChatCompletionRequest
@@ -34,11 +43,31 @@ from server.settings import Settings
 logger = logging.getLogger(__name__)
 
 
+class ServingOptions(BaseModel):
+    """Keys of the ``search`` object that steer serving rather than the algorithm."""
+
+    return_candidates: StrictBool = False
+    timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    on_timeout: Literal["best", "error"] = "best"
+
+    @classmethod
+    def pop_from(cls, options: dict[str, Any]) -> ServingOptions:
+        given = {key: options.pop(key) for key in cls.model_fields if key in options}
+        try:
+            return cls.model_validate(given)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            raise InvalidRequest(
+                f"invalid search.{field}: {first['msg']}", param=f"search.{field}"
+            ) from None
+
+
 @dataclass
 class Prepared:
     request: ChatCompletionRequest
     strategy: SearchStrategy
-    return_candidates: bool
+    serving: ServingOptions
     context: SearchContext
     completion_id: str
     created: int
@@ -58,21 +87,25 @@ class ChatService:
         self.metrics = metrics
 
     # -- prepare ---------------------------------------------------------------------
-    def search_options(self, request: ChatCompletionRequest) -> tuple[SearchStrategy, bool]:
+    def search_options(
+        self, request: ChatCompletionRequest
+    ) -> tuple[SearchStrategy, ServingOptions]:
         options: dict[str, Any] = {
             "algorithm": self.settings.default_algorithm,
             "n": self.settings.default_n,
         }
         options.update(request.search or {})
-        return_candidates = options.pop("return_candidates", False)
-        if not isinstance(return_candidates, bool):
-            raise InvalidRequest(
-                "search.return_candidates must be a boolean", param="search.return_candidates"
-            )
+        serving = ServingOptions.pop_from(options)
         strategy = parse_strategy(options)
         if strategy.n > self.settings.max_n:
             raise InvalidRequest(
                 f"search.n must be at most {self.settings.max_n}", param="search.n"
+            )
+        if strategy.peak_candidates() > self.settings.max_live_candidates:
+            raise InvalidRequest(
+                f"this search keeps {strategy.peak_candidates()} candidates alive at once; "
+                f"the server allows at most {self.settings.max_live_candidates}",
+                param="search",
             )
         if request.temperature == 0 and strategy.n > 1:
             # Greedy decoding has one answer; vLLM rejects n > 1 with it rather than repeat it.
@@ -86,7 +119,7 @@ class ChatService:
                 f"n ({request.n}) cannot exceed the number of candidates search.n ({strategy.n})",
                 param="n",
             )
-        return strategy, return_candidates
+        return strategy, serving
 
     def prepare(self, request: ChatCompletionRequest) -> Prepared:
         if request.unknown_fields():
@@ -98,12 +131,17 @@ class ChatService:
                 f"model {request.model!r} is not served here; use {runtime.model_name!r}",
                 param="model",
             )
-        strategy, return_candidates = self.search_options(request)
+        strategy, serving = self.search_options(request)
         conversation = request.conversation()
         prompt_ids = runtime.tokenizer.render_chat(conversation)
         sampling = request.sampling_config(
             self.settings.default_max_tokens, logprobs=strategy.needs_logprobs
         )
+        if sampling.max_tokens > self.settings.max_tokens_limit:
+            raise InvalidRequest(
+                f"max_tokens must be at most {self.settings.max_tokens_limit}",
+                param="max_tokens",
+            )
         if len(prompt_ids) + sampling.max_tokens > runtime.max_model_len:
             raise InvalidRequest(
                 f"the prompt ({len(prompt_ids)} tokens) plus max_tokens ({sampling.max_tokens}) "
@@ -123,7 +161,7 @@ class ChatService:
         return Prepared(
             request=request,
             strategy=strategy,
-            return_candidates=return_candidates,
+            serving=serving,
             context=context,
             completion_id=f"chatcmpl-{uuid.uuid4().hex}",
             created=int(time.time()),
@@ -133,7 +171,18 @@ class ChatService:
     # -- run ------------------------------------------------------------------------
     async def run(self, prepared: Prepared) -> SearchResult:
         start = time.perf_counter()
-        result = await prepared.strategy.run(prepared.context)
+        timeout_s = self.settings.request_timeout_s
+        if prepared.serving.timeout_s is not None:
+            timeout_s = min(timeout_s, prepared.serving.timeout_s)
+        try:
+            result = await run_with_deadline(
+                prepared.strategy, prepared.context, timeout_s, prepared.serving.on_timeout
+            )
+        except DeadlineExceeded:
+            self.metrics.deadline_hits.labels("error").inc()
+            raise
+        if result.details.get("deadline_hit"):
+            self.metrics.deadline_hits.labels("best_so_far").inc()
         result.budget.phase_seconds["total"] = time.perf_counter() - start
         if not result.ranked:
             raise EngineUnavailable("the search produced no candidates")
@@ -155,7 +204,7 @@ class ChatService:
             "timings": {k: round(v, 4) for k, v in budget.phase_seconds.items()},
             "details": result.details,
         }
-        if prepared.return_candidates:
+        if prepared.serving.return_candidates:
             report["candidates"] = [
                 {
                     "index": i,

@@ -38,7 +38,7 @@ def scripted(texts: Sequence[str] = CANDIDATES, calls: int = 20, **kw: Any) -> S
 
 
 def make_runtime(
-    generator: Any = None, reward: Any = None, *, max_model_len: int = 10000, **kw: Any
+    generator: Any = None, reward: Any = None, *, max_model_len: int = 3000, **kw: Any
 ) -> Runtime:
     return Runtime(
         generator=generator if generator is not None else scripted(),

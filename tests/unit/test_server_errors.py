@@ -67,7 +67,14 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str | None, str | None]] = [
         "response_format",
         None,
     ),
-    ("context too long", {**GOOD, "max_tokens": 20000}, "max_tokens", "context length (10000)"),
+    ("context too long", {**GOOD, "max_tokens": 4000}, "max_tokens", "context length (3000)"),
+    ("max_tokens over the limit", {**GOOD, "max_tokens": 5000}, "max_tokens", "at most 4096"),
+    (
+        "too many live candidates",
+        {**GOOD, "search": {"algorithm": "spec_rejection", "n": 4, "n_initial": 300}},
+        "search",
+        "300 candidates alive",
+    ),
 ]
 
 
