@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from rewards.batcher import ScoreItem
 from rewards.judge import render_conversation
 from search.types import Message
 
@@ -44,7 +45,11 @@ class ClassifierReward:
     async def score(
         self, conversation: Sequence[Message], responses: Sequence[str], *, partial: bool = False
     ) -> list[float]:
-        texts = [self.render(conversation, r) for r in responses]
+        return await self.score_items([ScoreItem(conversation, r, partial) for r in responses])
+
+    async def score_items(self, items: Sequence[ScoreItem]) -> list[float]:
+        # An outcome model has no partial mode: a prefix is scored as a response.
+        texts = [self.render(it.conversation, it.response) for it in items]
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.score_texts, texts)
 

@@ -13,6 +13,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 
+from rewards.batcher import ScoreItem
 from search.engines.tokenizer import HFChatTokenizer
 from search.protocols import Generator
 from search.types import Message, SamplingConfig
@@ -70,11 +71,14 @@ class JudgeReward:
     async def score(
         self, conversation: Sequence[Message], responses: Sequence[str], *, partial: bool = False
     ) -> list[float]:
+        return await self.score_items([ScoreItem(conversation, r, partial) for r in responses])
+
+    async def score_items(self, items: Sequence[ScoreItem]) -> list[float]:
         prompts = [
             self._tokenizer.render_with_prefix(
-                judge_messages(conversation, r, partial), SCORE_PREFIX
+                judge_messages(it.conversation, it.response, it.partial), SCORE_PREFIX
             )
-            for r in responses
+            for it in items
         ]
         # Submitted together, so the engine batches them; the shared rubric prefix is cached.
         outputs = await asyncio.gather(

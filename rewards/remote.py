@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from rewards.batcher import ScoreItem
 from search.errors import RewardUnavailable
 from search.types import Message
 
@@ -46,7 +47,12 @@ class RemoteReward:
     async def score(
         self, conversation: Sequence[Message], responses: Sequence[str], *, partial: bool = False
     ) -> list[float]:
-        return list(await asyncio.gather(*(self._score_one(conversation, r) for r in responses)))
+        return await self.score_items([ScoreItem(conversation, r, partial) for r in responses])
+
+    async def score_items(self, items: Sequence[ScoreItem]) -> list[float]:
+        # One request per item, all in flight at once: the pooling server batches them.
+        calls = [self._score_one(it.conversation, it.response) for it in items]
+        return list(await asyncio.gather(*calls))
 
     async def _score_one(self, conversation: Sequence[Message], response: str) -> float:
         body = {

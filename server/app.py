@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from rewards.batcher import ItemScorer, MicroBatcher
 from rewards.spec import RewardSpec
 from search.engines.default_model import DEFAULT_MODEL_NAME
 from server.admission import Admission
@@ -38,7 +39,22 @@ def create_app(
     def install(loaded: Runtime) -> None:
         # A copy, so the runtime given in stays unwrapped and can serve another app.
         label = RewardSpec.parse(settings.reward).kind
-        rt = dataclasses.replace(loaded, reward=TimedReward(loaded.reward, label, metrics))
+        reward = loaded.reward
+        batched = isinstance(reward, ItemScorer)
+        if isinstance(reward, ItemScorer):
+            batcher = MicroBatcher(
+                reward,
+                max_batch_size=settings.reward_max_batch_size,
+                max_wait_ms=settings.reward_max_wait_ms,
+                observe=metrics.batch_observer(label),
+            )
+            reward = batcher
+            closers = [*loaded.closers, batcher.aclose]
+        rt = dataclasses.replace(
+            loaded,
+            reward=TimedReward(reward, label, metrics, batched=batched),
+            closers=closers if batched else loaded.closers,
+        )
         app.state.runtime = rt
         app.state.chat_service = ChatService(rt, settings, metrics)
 

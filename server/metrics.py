@@ -5,7 +5,7 @@ registers its ``vllm:`` series."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from prometheus_client import (
     REGISTRY,
@@ -88,9 +88,16 @@ class ServerMetrics:
         )
         self.reward_batch = Histogram(
             "alignserve_reward_batch_size",
-            "Responses scored per reward-model call",
+            "Responses per batch sent to the reward model (across requests when batched)",
             ["reward"],
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.reward_batch_wait = Histogram(
+            "alignserve_reward_batch_wait_seconds",
+            "How long the oldest response of a batch waited for the batch to fill",
+            ["reward"],
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
             registry=r,
         )
 
@@ -117,6 +124,15 @@ class ServerMetrics:
             registry=r,
         )
 
+    def batch_observer(self, label: str) -> Callable[[int, float], None]:
+        size, wait = self.reward_batch.labels(label), self.reward_batch_wait.labels(label)
+
+        def observe(batch_size: int, waited_s: float) -> None:
+            size.observe(batch_size)
+            wait.observe(waited_s)
+
+        return observe
+
     def record_search(self, algorithm: str, result: SearchResult) -> None:
         self.candidates.labels(algorithm).inc(len(result.candidates))
         self.tokens.labels(algorithm).inc(result.budget.generated_tokens)
@@ -132,10 +148,14 @@ class ServerMetrics:
 
 
 class TimedReward:
-    """Wraps a reward model to record its latency and batch sizes."""
+    """Wraps a reward model to record its latency per call, and the call's size as a batch
+    when nothing batches across calls (``batched=False``)."""
 
-    def __init__(self, inner: RewardModel, label: str, metrics: ServerMetrics) -> None:
+    def __init__(
+        self, inner: RewardModel, label: str, metrics: ServerMetrics, *, batched: bool = False
+    ) -> None:
         self.inner = inner
+        self.batched = batched
         self._latency = metrics.reward_latency.labels(label)
         self._batch = metrics.reward_batch.labels(label)
 
@@ -147,4 +167,5 @@ class TimedReward:
             return await self.inner.score(conversation, responses, partial=partial)
         finally:
             self._latency.observe(time.perf_counter() - start)
-            self._batch.observe(len(responses))
+            if not self.batched:
+                self._batch.observe(len(responses))

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     remote_api_key: str | None = None
 
     reward: str = "judge"
+    # Cross-request reward batching: a batch goes out when full or this long after its
+    # first response arrived.
+    reward_max_batch_size: int = Field(default=32, ge=1)
+    reward_max_wait_ms: float = Field(default=10.0, ge=0)
     # A second in-process engine scoring TreeBoN's partial responses with the implicit DPO
     # reward (log pi - log pi_ref). It must share the policy's tokenizer; "default" is the
     # embedded default model.
