@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from rewards.batcher import ScoreItem
+from search.engines.retry import post_with_retries
 from search.errors import RewardUnavailable
 from search.types import Message
 
@@ -60,7 +61,7 @@ class RemoteReward:
             "use_activation": False,
         }
         try:
-            reply = await self._client.post(self.endpoint, json=body)
+            reply = await post_with_retries(self._client, self.endpoint, body)
             reply.raise_for_status()
             item = reply.json()["data"][0]
             return first_float(item["probs"] if self.endpoint == "/classify" else item["data"])

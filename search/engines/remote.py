@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from search.engines.retry import post_with_retries
 from search.errors import EngineUnavailable, InvalidRequest
 from search.types import Completion, FinishReason, SamplingConfig
 
@@ -94,7 +95,7 @@ class RemoteGenerator:
     ) -> list[Completion]:
         body = completion_body(self.model, prompt_ids, params, n)
         try:
-            response = await self._client.post("/v1/completions", json=body)
+            response = await post_with_retries(self._client, "/v1/completions", body)
         except httpx.HTTPError as exc:
             raise EngineUnavailable(f"remote engine unreachable: {exc!r}") from exc
         if response.status_code in (400, 422):

@@ -220,6 +220,47 @@ async def test_remote_transport_error_is_engine_unavailable() -> None:
     assert isinstance(info.value.__cause__, httpx.ConnectError)
 
 
+async def test_remote_retries_overload_then_succeeds() -> None:
+    statuses = [503, 429, 200]
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status = statuses[len(calls)]
+        calls.append(status)
+        if status != 200:
+            return httpx.Response(status, headers={"Retry-After": "0"}, json={})
+        choice = {"index": 0, "text": "A", "token_ids": [65], "finish_reason": "stop"}
+        return httpx.Response(200, json={"choices": [choice]})
+
+    out = await remote(handler).generate([1], SamplingConfig(), 1)
+    assert calls == [503, 429, 200] and out[0].text == "A"
+
+
+@pytest.mark.parametrize("status", [400, 401, 500])
+async def test_remote_does_not_retry_what_a_retry_cannot_fix(status: int) -> None:
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(status)
+        return httpx.Response(status, json={"error": {"message": "no"}})
+
+    with pytest.raises((InvalidRequest, EngineUnavailable)):
+        await remote(handler).generate([1], SamplingConfig(), 1)
+    assert len(calls) == 1
+
+
+async def test_remote_retries_connection_failures_a_bounded_number_of_times() -> None:
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with pytest.raises(EngineUnavailable):
+        await remote(handler).generate([1], SamplingConfig(), 1)
+    assert len(calls) == 3
+
+
 async def test_remote_health() -> None:
     paths: list[str] = []
 
