@@ -2,11 +2,12 @@
 # make test    create .venv if needed, run ruff, mypy and every test (unit, integration, e2e)
 # make bench   the Best-of-8 overhead benchmark (HTTP server vs the raw engine, same run)
 # make eval    reward against tokens per algorithm and budget (alignserve eval $(ARGS))
+# make load    load sweep over concurrency levels (alignserve bench $(ARGS))
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: env serve test unit lint bench eval
+.PHONY: env serve test unit lint bench eval load
 
 env:
 	@scripts/setup_env.sh cpu
@@ -30,3 +31,6 @@ bench: env
 
 eval: env
 	$(VENV)/bin/alignserve eval $(ARGS)
+
+load: env
+	$(VENV)/bin/alignserve bench $(ARGS)

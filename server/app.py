@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from rewards.batcher import ItemScorer, MicroBatcher
 from rewards.spec import RewardSpec
@@ -23,6 +23,7 @@ from server.chat.router import router as chat_router
 from server.chat.serving import ChatService
 from server.errors import error_body, install_error_handlers
 from server.metrics import ServerMetrics, TimedReward
+from server.openapi_docs import API_ERRORS, OPS_ERRORS, without_default_422
 from server.runtime import Runtime, load_runtime
 from server.settings import Settings
 
@@ -106,7 +107,7 @@ def create_app(
             else (settings.served_model_name or settings.model or DEFAULT_MODEL_NAME)
         )
 
-    @app.get("/v1/models", dependencies=api)
+    @app.get("/v1/models", dependencies=api, responses=API_ERRORS)
     async def list_models() -> dict[str, object]:
         return {
             "object": "list",
@@ -120,7 +121,7 @@ def create_app(
             ],
         }
 
-    @app.get("/health", dependencies=ops)
+    @app.get("/health", dependencies=ops, responses=OPS_ERRORS)
     async def health() -> Response:
         rt: Runtime | None = app.state.runtime
         if app.state.load_error:
@@ -132,7 +133,7 @@ def create_app(
                 return unavailable(f"engine unhealthy: {exc}")
         return JSONResponse({"status": "ok"})
 
-    @app.get("/ready", dependencies=ops)
+    @app.get("/ready", dependencies=ops, responses=OPS_ERRORS)
     async def ready() -> Response:
         if app.state.load_error:
             return unavailable(f"loading failed: {app.state.load_error}")
@@ -140,10 +141,11 @@ def create_app(
             return unavailable("loading the model")
         return JSONResponse({"status": "ready", "model": model_name()})
 
-    @app.get("/metrics", dependencies=ops)
+    @app.get("/metrics", dependencies=ops, responses=OPS_ERRORS, response_class=PlainTextResponse)
     async def prometheus(_: Request) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    without_default_422(app)
     return app
 
 

@@ -1,18 +1,19 @@
 """``alignserve`` console script. ``serve`` flags mirror the Settings fields one to one
 (``--default-n`` sets ``default_n``); unset flags fall back to ``ALIGNSERVE_*`` variables.
-``eval`` takes the same flags (for its engine and reward model) plus its own."""
+``eval`` takes the same flags (for its engine and reward model) plus its own; so does
+``bench`` (its ``--vs-engine`` mode loads the engine those flags describe)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import types
 from collections.abc import Sequence
 from typing import Any, Union, get_args, get_origin
 
-from server import eval_cli
+from server import bench_cli, eval_cli
+from server.logs import setup_logging
 from server.settings import Settings
 
 
@@ -85,9 +86,7 @@ def serve(settings: Settings, app: Any = None) -> None:
 
     from server.app import create_app
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(settings.log_level)
     uvicorn.run(
         app if app is not None else create_app(settings),
         host=settings.host,
@@ -109,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_parser(evaluate)  # the same model, engine and reward flags as serve
     eval_cli.add_arguments(evaluate)
+    bench = commands.add_parser(
+        "bench",
+        help="load sweep of a server over concurrency levels; throughput, latency, plots",
+        description=bench_cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve_parser(bench)  # --vs-engine serves this engine; --api-key is also the client's key
+    bench_cli.add_arguments(bench)
     return parser
 
 
@@ -116,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "eval":
         return eval_cli.main(settings_from_args(args), args)
+    if args.command == "bench":
+        return bench_cli.main(settings_from_args(args), args)
     serve(settings_from_args(args))
     return 0
 

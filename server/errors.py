@@ -64,8 +64,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        # Keep the exception's headers: a 405 must list the allowed methods (Allow).
         return JSONResponse(
-            error_body(str(exc.detail), error_type, exc.status_code), status_code=exc.status_code
+            error_body(str(exc.detail), error_type, exc.status_code),
+            status_code=exc.status_code,
+            headers=exc.headers,
         )
 
     @app.exception_handler(Exception)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import os
 import sys
 import tempfile
 import time
@@ -29,6 +27,7 @@ from server.evaluation import (
     load_prompts,
     options_of,
 )
+from server.logs import setup_logging
 from server.runtime import Runtime, load_runtime
 from server.settings import Settings
 
@@ -171,11 +170,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     except (ValueError, OSError, InvalidRequest) as exc:
         print(f"alignserve eval: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # vLLM configures its own loggers from this on import; --log-level warning quiets them too.
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", settings.log_level.upper())
+    setup_logging(settings.log_level)
     source = str(args.prompts) if args.prompts else "MT-Bench first turns (server/data)"
     table = asyncio.run(run_eval(settings, config, prompts, args.out, source=source))
     print(table, end="")

@@ -16,6 +16,7 @@ from server.admission import Admission
 from server.chat.serving import ChatService, Prepared
 from server.errors import sse_error
 from server.metrics import ServerMetrics
+from server.openapi_docs import CHAT_RESPONSES
 from server.protocol import ChatCompletionRequest
 from server.settings import Settings
 
@@ -63,7 +64,7 @@ def chat_service(request: Request) -> ChatService:
     return service
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", response_model=None, responses=CHAT_RESPONSES)
 async def create_chat_completion(body: ChatCompletionRequest, raw: Request) -> Response:
     metrics: ServerMetrics = raw.app.state.metrics
     algorithm = metric_label((body.search or {}).get("algorithm"), raw.app.state.settings)

@@ -14,12 +14,18 @@ MODEL = "SmolLM2-135M-Instruct"
 
 
 @pytest.fixture(scope="session")
-def server(cpu_env: dict[str, str], model_path: str) -> Iterator[str]:
+def served(cpu_env: dict[str, str], model_path: str) -> Iterator[tuple[str, int]]:
+    """(url, pid of `make serve`, whose process tree is the server)."""
     port = free_port()
     env = {**cpu_env, "ALIGNSERVE_PORT": str(port)}
     url = f"http://127.0.0.1:{port}"
-    with running_server(["make", "serve"], env, url, "/ready", timeout_s=400):
-        yield url
+    with running_server(["make", "serve"], env, url, "/ready", timeout_s=400) as proc:
+        yield url, proc.pid
+
+
+@pytest.fixture(scope="session")
+def server(served: tuple[str, int]) -> str:
+    return served[0]
 
 
 @pytest.fixture

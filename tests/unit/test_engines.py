@@ -298,6 +298,7 @@ def test_engine_kwargs_cpu_defaults() -> None:
         "dtype": "float32",
         "enforce_eager": True,
         "block_size": 32,
+        "enable_chunked_prefill": False,
     }
 
 
@@ -318,6 +319,7 @@ def test_engine_kwargs_explicit_settings_win() -> None:
         "dtype": "bfloat16",
         "enforce_eager": False,
         "block_size": 32,
+        "enable_chunked_prefill": False,
         "max_model_len": 2048,
         "gpu_memory_utilization": 0.5,
         "tensor_parallel_size": 2,

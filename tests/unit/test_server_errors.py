@@ -67,6 +67,8 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str | None, str | None]] = [
         "response_format",
         None,
     ),
+    ("empty stop string", {**GOOD, "stop": ["ok", ""]}, "stop", "must not be empty"),
+    ("five stop strings", {**GOOD, "stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
     ("context too long", {**GOOD, "max_tokens": 4000}, "max_tokens", "context length (3000)"),
     ("max_tokens over the limit", {**GOOD, "max_tokens": 5000}, "max_tokens", "at most 4096"),
     (

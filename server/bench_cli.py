@@ -1,0 +1,160 @@
+"""The ``alignserve bench`` command: a load sweep against an alignserve server.
+
+For every algorithm and concurrency level, ``--requests`` chat requests over MT-Bench first
+turns (see ``server/loadgen.py``), with a progress bar; prints requests/s, generated
+tokens/s, p50/p95/p99 latency, errors by status and the reward micro-batcher's mean batch
+size (from the server's /metrics) per level, and writes bench.json, throughput.png and
+latency.png to ``--out``.
+
+``--url`` benches a running server (default: http://HOST:PORT of the serve flags; its
+prefix cache is not emptied between levels, so later levels may find the prompts cached).
+``--vs-engine`` instead loads the engine and reward model in this process (the serve
+flags), serves them over HTTP on a free local port, and at every level also runs the same
+Best-of-N work directly on the engine: same prompts, seeds and concurrency, each side
+starting from an empty prefix cache, alternating which side goes first. It prints the
+ratio HTTP / raw of generated tokens/s. The raw side scores through its own micro-batcher
+over the same reward model, as the server does (the output says which it used).
+
+    alignserve bench --url http://127.0.0.1:8000 --concurrency 1,4,16 --n 4
+    alignserve bench --vs-engine --concurrency 1,4,16 --n 4 --max-tokens 32 --requests 48
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from search.errors import InvalidRequest
+from server.bench_report import markdown_table, ratios, write_report
+from server.bench_sweep import (
+    BenchConfig,
+    BenchError,
+    RawSide,
+    http_clients,
+    in_process_server,
+    sweep,
+    warm_up,
+)
+from server.eval_cli import _ints, _names
+from server.evaluation import Prompt, load_prompts
+from server.loadgen import LevelStats, Workload
+from server.logs import setup_logging
+from server.runtime import load_runtime
+from server.settings import Settings
+
+DEFAULT_OUT = Path(tempfile.gettempdir()) / "alignserve-bench"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("load")
+    group.add_argument("--url", default=None, help="server to bench (default http://HOST:PORT)")
+    group.add_argument(
+        "--vs-engine",
+        action="store_true",
+        help="serve the engine from this process and compare with driving it directly (bon)",
+    )
+    group.add_argument("--concurrency", type=_ints, default=(1, 4, 16), help="default 1,4,16")
+    group.add_argument("--algorithms", type=_names, default=("bon",), help="default bon")
+    group.add_argument("--n", type=int, default=4, help="candidates per request (default 4)")
+    group.add_argument("--max-tokens", type=int, default=32)
+    group.add_argument("--temperature", type=float, default=1.0)
+    group.add_argument("--seed", type=int, default=0, help="request i has seed SEED + i")
+    group.add_argument("--requests", type=int, default=48, help="requests per level")
+    group.add_argument("--prompts", type=Path, default=None, help="JSONL (see eval --prompts)")
+    group.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
+    group.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    work = Workload(
+        n=args.n, max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed
+    )
+    return BenchConfig(tuple(args.algorithms), tuple(args.concurrency), args.requests, work)
+
+
+async def run_bench(
+    settings: Settings,
+    config: BenchConfig,
+    prompts: list[Prompt],
+    *,
+    url: str | None,
+    vs_engine: bool,
+    timeout_s: float = 600.0,
+    loader: Callable[[Settings], Any] = load_runtime,
+) -> tuple[list[LevelStats], dict[str, Any]]:
+    """The sweep with a progress bar; returns the rows and what the report records."""
+    from tqdm import tqdm
+
+    api_key = settings.api_key[0] if settings.api_key else None
+    record: dict[str, Any] = {"mode": "vs-engine" if vs_engine else "url"}
+    total = len(config.levels()) * config.requests * (2 if vs_engine else 1)
+    bar = tqdm(total=total, unit="req", desc="bench", file=sys.stderr)
+    try:
+        if not vs_engine:
+            record["url"] = url = url or f"http://{settings.host}:{settings.port}"
+            client_for = http_clients(url, api_key, timeout_s)
+            await warm_up(client_for, prompts, config)
+            return await sweep(config, prompts, client_for, bar=bar), record
+        runtime = await loader(settings)
+        raw = RawSide.of(runtime, settings)
+        try:
+            async with in_process_server(settings, runtime) as url:
+                client_for = http_clients(url, api_key, timeout_s)
+                await warm_up(client_for, prompts, config, raw)
+                rows = await sweep(config, prompts, client_for, raw=raw, bar=bar)
+        finally:
+            await raw.aclose()
+            await runtime.close()
+        record.update(model=runtime.model_name, raw_reward=raw.batching)
+        record["server"] = settings.model_dump(mode="json", exclude={"remote_api_key", "api_key"})
+        return rows, record
+    finally:
+        bar.close()
+
+
+def main(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+        prompts = load_prompts(args.prompts)
+        if args.vs_engine and args.url:
+            raise ValueError("--vs-engine serves its own engine: leave out --url")
+        if args.vs_engine and config.algorithms != ("bon",):
+            raise ValueError("--vs-engine compares Best-of-N only: use --algorithms bon")
+    except (ValueError, OSError, InvalidRequest) as exc:
+        print(f"alignserve bench: error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    try:
+        rows, record = asyncio.run(
+            run_bench(
+                settings,
+                config,
+                prompts,
+                url=args.url,
+                vs_engine=args.vs_engine,
+                timeout_s=args.timeout,
+            )
+        )
+    except (BenchError, httpx.HTTPError) as exc:
+        print(f"alignserve bench: error: {exc}", file=sys.stderr)
+        return 1
+    source = str(args.prompts) if args.prompts else "MT-Bench first turns (server/data)"
+    record.update(
+        bench={**dataclasses.asdict(config), "prompts": source, "timeout_s": args.timeout},
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    write_report(args.out, record, rows)
+    print(markdown_table(rows, ratios(rows)), end="")
+    if "raw_reward" in record:
+        print(f"raw engine side scored through {record['raw_reward']}")
+    print(f"wrote {args.out / 'bench.json'}, throughput.png and latency.png", file=sys.stderr)
+    return 0
