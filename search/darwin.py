@@ -90,12 +90,12 @@ class Beam:
 class Darwin(SearchStrategy):
     name = "darwin"
 
-    mutations: int = Field(default=1, ge=1, strict=True, description="rewrites per cycle (x5)")
+    mutations: int = Field(default=1, ge=1, le=64, strict=True, description="rewrites (x5)")
     replacement_period: int = Field(default=40, ge=1, strict=True, description="tokens per step")
     top_k: int = Field(default=3, ge=1, strict=True, description="beams kept at each step")
-    cycles: int = Field(default=1, ge=1, strict=True, description="mutate-and-search cycles")
+    cycles: int = Field(default=1, ge=1, le=64, strict=True, description="mutate-and-search cycles")
     rewrite_tokens: int = Field(
-        default=256, ge=16, strict=True, description="max tokens of one rewrite"
+        default=256, ge=16, le=4096, strict=True, description="max tokens of one rewrite"
     )
     seed: int | None = Field(
         default=None, strict=True, description="seed of the replacement draws; default: request"

@@ -54,18 +54,18 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorResponse} for status in statuses}
 
 
-# The data of each server-sent event: a chat.completion.chunk, an error (a search that
-# failed after the stream started), or the final [DONE].
+# One server-sent event. Its data is JSON text: a chat.completion.chunk, an error (a
+# search that failed after the stream started), or the final [DONE]; keep-alive comments
+# carry no data.
 STREAM_EVENT = {
-    "anyOf": [
-        {
-            "type": "object",
-            "required": ["id", "object", "created", "model", "choices"],
-            "properties": {"object": {"const": "chat.completion.chunk"}},
-        },
-        {"$ref": "#/components/schemas/ErrorResponse"},
-        {"const": "[DONE]"},
-    ]
+    "type": "object",
+    "properties": {
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "chat.completion.chunk JSON, error JSON, or [DONE]",
+        }
+    },
 }
 
 CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -149,7 +149,7 @@ class VLLMGenerator:
 
         try:
             sampling_params = to_sampling_params(params, n)
-        except (VLLMClientError, ValueError) as exc:
+        except (VLLMClientError, ValueError, OverflowError) as exc:
             raise InvalidRequest(str(exc)) from exc
         final = await self._run(prompt_ids, sampling_params)
         return [to_completion(o, params) for o in sorted(final.outputs, key=lambda o: o.index)]

@@ -67,6 +67,8 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str | None, str | None]] = [
         "response_format",
         None,
     ),
+    ("bool as a number", {**GOOD, "presence_penalty": False}, "presence_penalty", None),
+    ("number as a string", {**GOOD, "temperature": "0.5"}, "temperature", None),
     ("empty stop string", {**GOOD, "stop": ["ok", ""]}, "stop", "must not be empty"),
     ("five stop strings", {**GOOD, "stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
     ("context too long", {**GOOD, "max_tokens": 4000}, "max_tokens", "context length (3000)"),
