@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from search.bon import BestOfN
 from search.darwin import Darwin
@@ -45,12 +45,23 @@ def parse_strategy(options: dict[str, Any], *, param_prefix: str = "search") -> 
             f"unknown search algorithm {algorithm!r}; known: {known}",
             param=f"{param_prefix}.algorithm",
         )
+    return validate_options(cls, options, param_prefix, context=f" for {algorithm}")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_options(
+    model: type[M], options: dict[str, Any], param_prefix: str, *, context: str = ""
+) -> M:
+    """``model`` from a request's options; the first error becomes an InvalidRequest whose
+    param names the field (``search.beta``)."""
     try:
-        return cls.model_validate(options)
+        return model.model_validate(options)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
         raise InvalidRequest(
-            f"invalid {param_prefix}.{field} for {algorithm}: {first['msg']}",
+            f"invalid {param_prefix}.{field}{context}: {first['msg']}",
             param=f"{param_prefix}.{field}",
         ) from None

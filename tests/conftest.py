@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -56,6 +57,25 @@ def running_server(
             proc.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+class LoopTicks:
+    """Counts 5 ms event-loop ticks while its block runs: a blocked loop barely ticks."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def __aenter__(self) -> LoopTicks:
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(0.005)
+                self.count += 1
+
+        self._task = asyncio.ensure_future(tick())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._task.cancel()
 
 
 def mt_bench_prompts(limit: int = 80) -> list[str]:

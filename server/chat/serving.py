@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, StrictBool, ValidationError
+from pydantic import BaseModel, Field, StrictBool
 
 from search.errors import (
     AlignserveError,
@@ -30,7 +30,7 @@ from search.errors import (
     ModelNotFound,
 )
 from search.protocols import ChatTokenizer
-from search.registry import parse_strategy
+from search.registry import parse_strategy, validate_options
 from search.strategy import SearchContext, SearchStrategy, top_distinct
 from search.types import Candidate, SearchResult
 from server.chat.deadline import run_with_deadline
@@ -53,14 +53,7 @@ class ServingOptions(BaseModel):
     @classmethod
     def pop_from(cls, options: dict[str, Any]) -> ServingOptions:
         given = {key: options.pop(key) for key in cls.model_fields if key in options}
-        try:
-            return cls.model_validate(given)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(part) for part in first["loc"])
-            raise InvalidRequest(
-                f"invalid search.{field}: {first['msg']}", param=f"search.{field}"
-            ) from None
+        return validate_options(cls, given, "search")
 
 
 @dataclass

@@ -7,12 +7,12 @@ AutoModelForSequenceClassification that loads from a folder like any reward mode
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 
 from rewards.judge import JudgeReward
+from tests.conftest import LoopTicks
 
 pytestmark = pytest.mark.integration
 
@@ -84,15 +84,6 @@ async def test_classifier_runs_off_the_event_loop(classifier_path: Path) -> None
     from rewards.classifier import ClassifierReward
 
     reward = ClassifierReward(str(classifier_path))
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.005)
-            ticks += 1
-
-    task = asyncio.ensure_future(ticker())
-    await reward.score(CONVERSATION, RESPONSES * 8)
-    task.cancel()
-    assert ticks > 3, "the event loop was blocked while the classifier ran"
+    async with LoopTicks() as ticks:
+        await reward.score(CONVERSATION, RESPONSES * 8)
+    assert ticks.count > 3, "the event loop was blocked while the classifier ran"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from rewards.utility import ChrfUtility, EmbeddingUtility, build_utilities
-from tests.conftest import ROOT
+from tests.conftest import ROOT, LoopTicks
 
 pytestmark = pytest.mark.integration
 
@@ -63,23 +63,14 @@ async def test_embedding_concurrent_first_calls_load_once(
         return real_build()
 
     monkeypatch.setattr(utility, "_build", counting_build)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.005)
-            ticks += 1
-
-    task = asyncio.ensure_future(ticker())
-    first, second = await asyncio.gather(
-        utility.matrix([PARIS, UNRELATED]), utility.matrix([PARAPHRASE, PARIS, UNRELATED])
-    )
-    task.cancel()
+    async with LoopTicks() as ticks:
+        first, second = await asyncio.gather(
+            utility.matrix([PARIS, UNRELATED]), utility.matrix([PARAPHRASE, PARIS, UNRELATED])
+        )
     assert builds == 1
     assert len(first) == 2 and len(second) == 3
     assert first[0][1] == pytest.approx(second[1][2], abs=1e-5)
-    assert ticks > 3, "the event loop was blocked while the model loaded"
+    assert ticks.count > 3, "the event loop was blocked while the model loaded"
 
 
 async def test_chrf_values() -> None:
