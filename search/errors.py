@@ -6,8 +6,10 @@ AlignserveError
 ├── ModelNotFound       404: the request names a model this server does not serve
 ├── Overloaded          429: no room to run or queue the search now (with Retry-After)
 ├── EngineUnavailable   503: the generator failed or is not running
+├── ShuttingDown        503: the server is draining after SIGTERM (with Retry-After)
 ├── DeadlineExceeded    504: the search ran out of time with nothing to answer
-└── RewardUnavailable   503: the reward model failed
+├── RewardUnavailable   503: the reward model failed
+└── RewardTimeout       504: the reward model did not answer in time
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ class EngineUnavailable(AlignserveError):
     error_type = "service_unavailable"
 
 
+class ShuttingDown(AlignserveError):
+    status_code = 503
+    error_type = "service_unavailable"
+
+
 class DeadlineExceeded(AlignserveError):
     status_code = 504
     error_type = "timeout"
@@ -60,3 +67,8 @@ class DeadlineExceeded(AlignserveError):
 class RewardUnavailable(AlignserveError):
     status_code = 503
     error_type = "service_unavailable"
+
+
+class RewardTimeout(AlignserveError):
+    status_code = 504
+    error_type = "timeout"

@@ -6,8 +6,11 @@ A refusal is decided before the response starts, so it is a clean 429 with Retry
 A plain request takes its slot before running; a stream takes it when its body starts
 (a generator that never starts holds nothing), so only a queue that filled in between
 refuses inside the stream, as an error event. The slot is given back when the search
-ends, however it ends. The
-counts are exported as gauges; rejections are counted by reason.
+ends, however it ends. The counts are exported as gauges; rejections are counted by reason.
+
+Draining (after SIGTERM, see ``server.shutdown``): every new search is refused with 503 and
+Retry-After, so a load balancer moves it to another replica, while the running and queued
+ones go on; ``wait_idle`` says when none is left.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from search.errors import Overloaded
+from search.errors import AlignserveError, Overloaded, ShuttingDown
 from server.metrics import ServerMetrics
 
 
@@ -31,16 +34,30 @@ class Admission:
         self.max_waiting = max_waiting
         self.retry_after_s = retry_after_s
         self.metrics = metrics
+        metrics.max_running.set(max_running)
+        metrics.max_waiting.set(max_waiting)
         self.running = 0
         self.waiting = 0
+        self.draining = False
         self._slots = asyncio.Semaphore(max_running)
+        self._idle = asyncio.Event()
+        self._idle.set()
 
-    def refuse(self, reason: str, message: str) -> Overloaded:
+    def refuse(
+        self, reason: str, message: str, error: type[AlignserveError] = Overloaded
+    ) -> AlignserveError:
         self.metrics.rejections.labels(reason).inc()
-        return Overloaded(message, headers={"Retry-After": str(self.retry_after_s)})
+        return error(message, headers={"Retry-After": str(self.retry_after_s)})
 
     def check(self) -> None:
-        """Refuse now if neither a slot nor a queue place is free."""
+        """Refuse now if the server is draining, or if neither a slot nor a queue place is
+        free."""
+        if self.draining:
+            raise self.refuse(
+                "shutting_down",
+                "the server is shutting down; retry on another replica",
+                ShuttingDown,
+            )
         if self._slots.locked() and self.waiting >= self.max_waiting:
             raise self.refuse(
                 "queue_full",
@@ -56,8 +73,11 @@ class Admission:
         self._publish()
         try:
             await self._slots.acquire()
-        finally:
+        except BaseException:  # cancelled while queued
             self.waiting -= 1
+            self._publish()
+            raise
+        self.waiting -= 1
         self.running += 1
         self._publish()
         released = False
@@ -72,6 +92,18 @@ class Admission:
 
         return release
 
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no search runs or waits (at most ``timeout_s``); True if none is left."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
     def _publish(self) -> None:
         self.metrics.queue_depth.set(self.waiting)
         self.metrics.in_flight.set(self.running)
+        if self.running or self.waiting:
+            self._idle.clear()
+        else:
+            self._idle.set()

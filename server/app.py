@@ -53,7 +53,9 @@ def create_app(
             closers = [*loaded.closers, batcher.aclose]
         rt = dataclasses.replace(
             loaded,
-            reward=TimedReward(reward, label, metrics, batched=batched),
+            reward=TimedReward(
+                reward, label, metrics, batched=batched, timeout_s=settings.reward_timeout_s
+            ),
             closers=closers if batched else loaded.closers,
         )
         app.state.runtime = rt
@@ -135,6 +137,8 @@ def create_app(
 
     @app.get("/ready", dependencies=ops, responses=OPS_ERRORS)
     async def ready() -> Response:
+        if app.state.admission.draining:
+            return unavailable("shutting down: draining the searches in flight")
         if app.state.load_error:
             return unavailable(f"loading failed: {app.state.load_error}")
         if app.state.runtime is None:

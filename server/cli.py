@@ -79,20 +79,18 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def serve(settings: Settings, app: Any = None) -> None:
-    """Run the server (``app``: a prebuilt one, for tests). On SIGTERM uvicorn stops
-    listening, closes idle connections, lets in-flight requests finish for
-    ``shutdown_grace_s`` and then cancels them, which aborts their engine work."""
-    import uvicorn
-
+    """Run the server (``app``: a prebuilt one, for tests), draining on SIGTERM: see
+    ``server.shutdown``."""
     from server.app import create_app
+    from server.shutdown import run_draining
 
     setup_logging(settings.log_level)
-    uvicorn.run(
+    run_draining(
         app if app is not None else create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=settings.shutdown_grace_s,
+        grace_s=settings.shutdown_grace_s,
     )
 
 

@@ -4,6 +4,7 @@ registers its ``vllm:`` series."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 
@@ -16,10 +17,14 @@ from prometheus_client import (
     generate_latest,
 )
 
+from search.errors import RewardTimeout
 from search.protocols import RewardModel
 from search.types import Message, SearchResult
 
+# What Admission refuses for (server.admission).
+REJECTION_REASONS = ("queue_full", "shutting_down")
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
+GAIN_BUCKETS = (-1, -0.1, 0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5)
 REWARD_BUCKETS = (
     -10,
     -5,
@@ -79,11 +84,24 @@ class ServerMetrics:
             buckets=REWARD_BUCKETS,
             registry=r,
         )
+        self.reward_gain = Histogram(
+            "alignserve_reward_gain",
+            "Reward of the chosen response minus the mean reward of the scored candidates",
+            ["algorithm"],
+            buckets=GAIN_BUCKETS,
+            registry=r,
+        )
         self.reward_latency = Histogram(
             "alignserve_reward_latency_seconds",
             "Latency of one reward-model call",
             ["reward"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.reward_errors = Counter(
+            "alignserve_reward_errors",
+            "Reward-model calls that failed or timed out",
+            ["reward"],
             registry=r,
         )
         self.reward_batch = Histogram(
@@ -104,6 +122,13 @@ class ServerMetrics:
         self.queue_depth = Gauge(
             "alignserve_queue_depth", "Searches waiting for a slot", registry=r
         )
+        # The admission limits, so dashboards and alerts can show saturation as a fraction.
+        self.max_running = Gauge(
+            "alignserve_max_concurrent_searches", "Searches allowed to run at once", registry=r
+        )
+        self.max_waiting = Gauge(
+            "alignserve_max_queued_searches", "Searches allowed to wait for a slot", registry=r
+        )
         self.in_flight = Gauge("alignserve_searches_in_flight", "Searches running now", registry=r)
         self.rejections = Counter(
             "alignserve_rejections",
@@ -116,6 +141,19 @@ class ServerMetrics:
             "alignserve_deadline_hits",
             "Searches cut off by their deadline, by outcome (best_so_far answered, error)",
             ["outcome"],
+            registry=r,
+        )
+        # Known label values start at 0, so rate() and alerts see the series before the
+        # first event rather than nothing.
+        for reason in REJECTION_REASONS:
+            self.rejections.labels(reason)
+        for outcome in ("best_so_far", "error"):
+            self.deadline_hits.labels(outcome)
+        self.engine_calls = Histogram(
+            "alignserve_engine_calls_per_search",
+            "Engine requests one search made (generations and continuations)",
+            ["algorithm"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=r,
         )
         self.cancellations = Counter(
@@ -136,8 +174,13 @@ class ServerMetrics:
     def record_search(self, algorithm: str, result: SearchResult) -> None:
         self.candidates.labels(algorithm).inc(len(result.candidates))
         self.tokens.labels(algorithm).inc(result.budget.generated_tokens)
+        self.engine_calls.labels(algorithm).observe(result.budget.engine_calls)
         if result.budget.reward_calls:
             self.chosen_reward.labels(algorithm).observe(result.best.reward)
+            rewards = [c.reward for c in result.candidates]
+            if rewards:
+                mean = sum(rewards) / len(rewards)
+                self.reward_gain.labels(algorithm).observe(result.best.reward - mean)
 
     def record_request(self, algorithm: str, status: int, seconds: float) -> None:
         self.requests.labels(algorithm, str(status)).inc()
@@ -148,15 +191,24 @@ class ServerMetrics:
 
 
 class TimedReward:
-    """Wraps a reward model to record its latency per call, and the call's size as a batch
+    """Wraps a reward model to bound each call by ``timeout_s`` (then 504, and a batched
+    caller's items are withdrawn) and to record its latency, and the call's size as a batch
     when nothing batches across calls (``batched=False``)."""
 
     def __init__(
-        self, inner: RewardModel, label: str, metrics: ServerMetrics, *, batched: bool = False
+        self,
+        inner: RewardModel,
+        label: str,
+        metrics: ServerMetrics,
+        *,
+        batched: bool = False,
+        timeout_s: float = 120.0,
     ) -> None:
         self.inner = inner
         self.batched = batched
+        self.timeout_s = timeout_s
         self._latency = metrics.reward_latency.labels(label)
+        self._errors = metrics.reward_errors.labels(label)
         self._batch = metrics.reward_batch.labels(label)
 
     async def score(
@@ -164,7 +216,17 @@ class TimedReward:
     ) -> list[float]:
         start = time.perf_counter()
         try:
-            return await self.inner.score(conversation, responses, partial=partial)
+            return await asyncio.wait_for(
+                self.inner.score(conversation, responses, partial=partial), self.timeout_s
+            )
+        except TimeoutError:
+            self._errors.inc()
+            raise RewardTimeout(
+                f"the reward model did not answer within {self.timeout_s:g} s"
+            ) from None
+        except Exception:
+            self._errors.inc()
+            raise
         finally:
             self._latency.observe(time.perf_counter() - start)
             if not self.batched:

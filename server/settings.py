@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # first response arrived.
     reward_max_batch_size: int = Field(default=32, ge=1)
     reward_max_wait_ms: float = Field(default=10.0, ge=0)
+    # A reward call (one caller's share of a batch) that takes longer fails with 504, so a
+    # stuck reward model cannot hold searches until their own deadline.
+    reward_timeout_s: float = Field(default=120.0, gt=0)
     # A second in-process engine scoring TreeBoN's partial responses with the implicit DPO
     # reward (log pi - log pi_ref). It must share the policy's tokenizer; "default" is the
     # embedded default model.
@@ -60,7 +63,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     # Every search's deadline; a request's search.timeout_s may only lower it.
     request_timeout_s: float = Field(default=600.0, gt=0)
-    # On SIGTERM, how long in-flight searches may finish before they are cancelled.
+    # On SIGTERM /ready turns 503 and new searches are refused; in-flight searches get this
+    # long to finish before they are cancelled.
     shutdown_grace_s: int = Field(default=30, ge=0)
 
     default_algorithm: str = "bon"

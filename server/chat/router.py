@@ -10,7 +10,7 @@ from typing import TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from search.errors import AlignserveError, EngineUnavailable, Overloaded
+from search.errors import AlignserveError, EngineUnavailable, Overloaded, ShuttingDown
 from search.registry import STRATEGIES
 from server.admission import Admission
 from server.chat.serving import ChatService, Prepared
@@ -116,7 +116,7 @@ async def counted_stream(
         async for event in events:
             yield event
         status = prepared.stream_error_status or 200
-    except Overloaded as exc:  # the queue filled up after the check
+    except (Overloaded, ShuttingDown) as exc:  # the queue filled, or draining began, since check
         status = exc.status_code
         yield sse_error(exc)
         yield "data: [DONE]\n\n"

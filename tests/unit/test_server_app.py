@@ -163,10 +163,16 @@ async def test_metrics_after_requests(serve_app: Any) -> None:
     assert metric(text, "alignserve_requests_total", algorithm="bon", status="200") == 1.0
     assert metric(text, "alignserve_generated_tokens_total", algorithm="bon") == 18.0
     assert metric(text, "alignserve_candidates_generated_total", algorithm="bon") == 4.0
+    # Best-of-4 is one engine request with n=4.
+    assert metric(text, "alignserve_engine_calls_per_search_count", algorithm="bon") == 1.0
+    assert metric(text, "alignserve_engine_calls_per_search_sum", algorithm="bon") == 1.0
     assert metric(text, "alignserve_chosen_reward_count", algorithm="bon") == 1.0
     # (no _sum sample: prometheus_client omits it for histograms with negative buckets)
     assert metric(text, "alignserve_chosen_reward_bucket", algorithm="bon", le="0.7") == 0.0
     assert metric(text, "alignserve_chosen_reward_bucket", algorithm="bon", le="0.8") == 1.0
+    # Chosen 0.8 against the mean of 0.1, 0.8, 0.8, 0.5.
+    assert metric(text, "alignserve_reward_gain_bucket", algorithm="bon", le="0.2") == 0.0
+    assert metric(text, "alignserve_reward_gain_bucket", algorithm="bon", le="0.5") == 1.0
     assert metric(text, "alignserve_reward_latency_seconds_count", reward="judge") == 1.0
     assert metric(text, "alignserve_reward_batch_size_sum", reward="judge") == 4.0
     assert metric(text, "alignserve_request_latency_seconds_count", algorithm="bon") == 1.0

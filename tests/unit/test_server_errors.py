@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from search.errors import EngineUnavailable, RewardUnavailable
 from search.fakes import TableReward
 from search.types import Message
+from server.settings import Settings
 
 USER = [{"role": "user", "content": "hi"}]
 URL = "/v1/chat/completions"
@@ -195,6 +197,32 @@ async def test_reward_unavailable_is_503(serve_app: Any, runtime_of: Any) -> Non
     async with serve_app(runtime_of(reward=reward)) as client:
         r = await client.post(URL, json=GOOD)
     assert assert_error(r, 503, "service_unavailable", None)["message"] == "reward gone"
+
+
+class HangingReward:
+    def __init__(self) -> None:
+        self.cancelled = 0
+
+    async def score(self, *_: Any, **__: Any) -> Any:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+
+async def test_reward_model_that_hangs_is_504_and_the_call_is_abandoned(
+    serve_app: Any, runtime_of: Any
+) -> None:
+    reward = HangingReward()
+    settings = Settings(reward_timeout_s=0.2)
+    async with serve_app(runtime_of(reward=reward), settings) as client:
+        r = await client.post(URL, json=GOOD)
+        text = (await client.get("/metrics")).text
+    err = assert_error(r, 504, "timeout", None)
+    assert err["message"] == "the reward model did not answer within 0.2 s"
+    assert reward.cancelled == 1
+    assert 'alignserve_reward_errors_total{reward="judge"} 1.0' in text
 
 
 async def test_stream_unexpected_error_ends_cleanly(

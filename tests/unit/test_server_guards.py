@@ -106,6 +106,28 @@ async def test_slots_come_back_after_errors_and_streams(serve_app: Any) -> None:
     assert metric(text, "alignserve_searches_in_flight") == 0
 
 
+async def test_draining_refuses_new_searches_and_waits_for_running_ones(
+    serve_app: Any,
+) -> None:
+    # What SIGTERM does (server.shutdown): the running search finishes, new ones get 503.
+    runtime = make_runtime(scripted(delay_s=0.3))
+    async with serve_app(runtime) as client:
+        admission = client._transport.app.state.admission
+        running = asyncio.ensure_future(client.post(URL, json=GOOD))
+        await asyncio.sleep(0.05)
+        admission.draining = True
+        assert not await admission.wait_idle(0.01)
+        assert (await client.get("/ready")).status_code == 503
+        for body in (GOOD, {**GOOD, "stream": True}):
+            refused = await client.post(URL, json=body)
+            assert_error(refused, 503, "service_unavailable", None)
+            assert refused.headers["retry-after"] == "1"
+        assert (await running).status_code == 200
+        assert await admission.wait_idle(1)
+        text = (await client.get("/metrics")).text
+    assert metric(text, 'alignserve_rejections_total{reason="shutting_down"}') == 2
+
+
 # -- body size -----------------------------------------------------------------------
 async def test_oversized_body_is_413(serve_app: Any) -> None:
     settings = Settings(max_body_bytes=2048)

@@ -1,5 +1,6 @@
-"""SIGTERM drains: the in-flight search finishes within the grace period, new connections
-are refused, the process exits cleanly; past the grace the search is cut off."""
+"""SIGTERM drains: /ready turns 503 and new searches are refused with 503 while the in-flight
+search finishes within the grace period; the process exits cleanly; past the grace, or on a
+second signal, the search is cut off."""
 
 from __future__ import annotations
 
@@ -65,16 +66,31 @@ def post_in_background(url: str) -> tuple[threading.Thread, dict[str, Any]]:
     return thread, outcome
 
 
-def test_sigterm_lets_the_in_flight_search_finish() -> None:
-    proc, url = start(delay_s=1.5, grace_s=10)
+def test_sigterm_drains_ready_turns_503_and_new_searches_are_refused() -> None:
+    proc, url = start(delay_s=2.0, grace_s=10)
     thread, outcome = post_in_background(url)
     proc.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{url}/ready", timeout=1)
+    time.sleep(0.3)
+    ready = httpx.get(f"{url}/ready", timeout=2)
+    assert ready.status_code == 503
+    assert "shutting down" in ready.json()["error"]["message"]
+    refused = httpx.post(f"{url}/v1/chat/completions", json=BODY, timeout=5)
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["type"] == "service_unavailable"
     thread.join(15)
-    assert outcome == {"status": 200}
+    assert outcome == {"status": 200}  # the in-flight search finished
+    log = exited_cleanly(proc)
+    assert "draining" in log, log
+    assert "Cancel" not in log, log
+
+
+def test_sigterm_on_an_idle_server_exits_at_once() -> None:
+    proc, _ = start(delay_s=0.1, grace_s=30)
+    began = time.time()
+    proc.send_signal(signal.SIGTERM)
     exited_cleanly(proc)
+    assert time.time() - began < 5
 
 
 def test_sigterm_cuts_off_searches_past_the_grace_period() -> None:
@@ -84,6 +100,19 @@ def test_sigterm_cuts_off_searches_past_the_grace_period() -> None:
     proc.send_signal(signal.SIGTERM)
     log = exited_cleanly(proc)
     assert time.time() - began < 8
-    assert "Cancel" in log or "cancel" in log, log
+    assert "grace period over" in log, log
+    thread.join(15)
+    assert outcome.get("status", 503) >= 500 or "error" in outcome
+
+
+def test_a_second_sigterm_cancels_at_once() -> None:
+    proc, url = start(delay_s=30, grace_s=60)
+    thread, outcome = post_in_background(url)
+    began = time.time()
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    exited_cleanly(proc)
+    assert time.time() - began < 8
     thread.join(15)
     assert outcome.get("status", 503) >= 500 or "error" in outcome
