@@ -6,6 +6,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from search.adaptive_bon import AdaptiveBoN
 from search.bon import BestOfN
 from search.darwin import Darwin
 from search.errors import InvalidRequest
@@ -30,6 +31,7 @@ STRATEGIES: dict[str, type[SearchStrategy]] = {
         TreeBoN,
         SpeculativeRejection,
         Darwin,
+        AdaptiveBoN,
     )
 }
 

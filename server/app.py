@@ -24,6 +24,7 @@ from server.chat.serving import ChatService
 from server.errors import error_body, install_error_handlers
 from server.metrics import ServerMetrics, TimedReward
 from server.openapi_docs import API_ERRORS, OPS_ERRORS, without_default_422
+from server.recording import Recorder
 from server.runtime import Runtime, load_runtime
 from server.settings import Settings
 
@@ -59,7 +60,7 @@ def create_app(
             closers=closers if batched else loaded.closers,
         )
         app.state.runtime = rt
-        app.state.chat_service = ChatService(rt, settings, metrics)
+        app.state.chat_service = ChatService(rt, settings, metrics, recorder=app.state.recorder)
 
     async def load() -> None:
         try:
@@ -79,6 +80,8 @@ def create_app(
                 loading.cancel()
             if app.state.runtime is not None:
                 await app.state.runtime.close()
+            if app.state.recorder is not None:
+                await asyncio.to_thread(app.state.recorder.close)
 
     app = FastAPI(title="alignserve", lifespan=lifespan)
     app.state.settings = settings
@@ -87,6 +90,15 @@ def create_app(
     app.state.chat_service = None
     app.state.load_error = None
     app.state.started = int(time.time())
+    app.state.recorder = (
+        Recorder(
+            settings.record,
+            max_shard_bytes=settings.record_shard_mb * 1024 * 1024,
+            dropped=metrics.records_dropped,
+        )
+        if settings.record
+        else None
+    )
     app.state.admission = Admission(
         settings.max_concurrent_searches,
         settings.max_queued_searches,

@@ -1,7 +1,8 @@
 """``alignserve`` console script. ``serve`` flags mirror the Settings fields one to one
 (``--default-n`` sets ``default_n``); unset flags fall back to ``ALIGNSERVE_*`` variables.
 ``eval`` takes the same flags (for its engine and reward model) plus its own; so does
-``bench`` (its ``--vs-engine`` mode loads the engine those flags describe)."""
+``bench`` (its ``--vs-engine`` mode loads the engine those flags describe). ``export``
+turns ``--record`` search records into training sets."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import types
 from collections.abc import Sequence
 from typing import Any, Union, get_args, get_origin
 
-from server import bench_cli, eval_cli
+from server import bench_cli, eval_cli, export
 from server.logs import setup_logging
 from server.settings import Settings
 
@@ -114,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_parser(bench)  # --vs-engine serves this engine; --api-key is also the client's key
     bench_cli.add_arguments(bench)
+    export.add_arguments(
+        commands.add_parser(
+            "export",
+            help="turn --record search records into training sets",
+            description=export.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     return parser
 
 
@@ -123,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return eval_cli.main(settings_from_args(args), args)
     if args.command == "bench":
         return bench_cli.main(settings_from_args(args), args)
+    if args.command == "export":
+        return export.main(args)
     serve(settings_from_args(args))
     return 0
 

@@ -156,6 +156,11 @@ class ServerMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=r,
         )
+        self.records_dropped = Counter(
+            "alignserve_records_dropped",
+            "Search records not written (--record): queue full or a write error",
+            registry=r,
+        )
         self.cancellations = Counter(
             "alignserve_cancellations",
             "Searches cancelled because the client disconnected",

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     # long to finish before they are cancelled.
     shutdown_grace_s: int = Field(default=30, ge=0)
 
+    # Record every search (conversation, candidates with token ids, logprobs and rewards,
+    # the choice) to rotated JSONL shards in this directory, for `alignserve export`.
+    record: str | None = None
+    record_shard_mb: int = Field(default=64, ge=1)
+
     default_algorithm: str = "bon"
     default_n: int = Field(default=4, ge=1)
     max_n: int = Field(default=64, ge=1)

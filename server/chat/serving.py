@@ -37,10 +37,12 @@ from server.chat.deadline import run_with_deadline
 from server.errors import sse_error
 from server.metrics import ServerMetrics
 from server.protocol import ChatCompletionRequest
+from server.recording import Recorder
 from server.runtime import Runtime
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
+RECORD_WAIT_S = 1.0
 
 
 class ServingOptions(BaseModel):
@@ -49,6 +51,9 @@ class ServingOptions(BaseModel):
     return_candidates: StrictBool = False
     timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     on_timeout: Literal["best", "error"] = "best"
+    # Record this search (default: whether the server records, --record); true on a
+    # server that does not record is a 400.
+    record: StrictBool | None = None
 
     @classmethod
     def pop_from(cls, options: dict[str, Any]) -> ServingOptions:
@@ -65,6 +70,7 @@ class Prepared:
     completion_id: str
     created: int
     model: str
+    record: bool = False
     # Set when a stream ends in an error after its 200 headers went out.
     stream_error_status: int | None = None
 
@@ -74,10 +80,17 @@ class Prepared:
 
 
 class ChatService:
-    def __init__(self, runtime: Runtime, settings: Settings, metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        settings: Settings,
+        metrics: ServerMetrics,
+        recorder: Recorder | None = None,
+    ) -> None:
         self.runtime = runtime
         self.settings = settings
         self.metrics = metrics
+        self.recorder = recorder
 
     # -- prepare ---------------------------------------------------------------------
     def search_options(
@@ -125,10 +138,17 @@ class ChatService:
                 param="model",
             )
         strategy, serving = self.search_options(request)
+        record = self.recorder is not None if serving.record is None else serving.record
+        if record and self.recorder is None:
+            raise InvalidRequest(
+                "this server does not record searches (start it with --record DIR)",
+                param="search.record",
+            )
         conversation = request.conversation()
         prompt_ids = runtime.tokenizer.render_chat(conversation)
+        # A record keeps every candidate's per-token logprobs.
         sampling = request.sampling_config(
-            self.settings.default_max_tokens, logprobs=strategy.needs_logprobs
+            self.settings.default_max_tokens, logprobs=strategy.needs_logprobs or record
         )
         if sampling.max_tokens > self.settings.max_tokens_limit:
             raise InvalidRequest(
@@ -159,6 +179,7 @@ class ChatService:
             completion_id=f"chatcmpl-{uuid.uuid4().hex}",
             created=int(time.time()),
             model=runtime.model_name,
+            record=record,
         )
 
     # -- run ------------------------------------------------------------------------
@@ -180,7 +201,22 @@ class ChatService:
         if not result.ranked:
             raise EngineUnavailable("the search produced no candidates")
         self.metrics.record_search(prepared.algorithm, result)
+        if prepared.record and self.recorder is not None:
+            await self.save_record(prepared, result)
         return result
+
+    async def save_record(self, prepared: Prepared, result: SearchResult) -> None:
+        """Hand the record to the writer thread and wait (a fraction of a millisecond
+        normally) until it is written, so an answered request is a recorded one; a slow
+        disk delays the answer by at most RECORD_WAIT_S. Never fails the request."""
+        assert self.recorder is not None
+        try:
+            written = self.recorder.submit(search_record(prepared, result))
+            await asyncio.wait_for(asyncio.wrap_future(written), RECORD_WAIT_S)
+        except TimeoutError:
+            logger.warning("the record of %s is not written yet; answering", prepared.completion_id)
+        except Exception:
+            logger.exception("could not record the search")
 
     # -- respond ----------------------------------------------------------------------
     def report(self, prepared: Prepared, result: SearchResult) -> dict[str, Any]:
@@ -314,6 +350,34 @@ class ChatService:
             yield chunk([], usage=self.usage(prepared, chosen), **report)
         else:
             yield chunk([], **report)
+
+
+def search_record(prepared: Prepared, result: SearchResult) -> dict[str, Any]:
+    """One search as training data (see server.recording and ``alignserve export``)."""
+    budget = result.budget
+    return {
+        "id": prepared.completion_id,
+        "created": prepared.created,
+        "model": prepared.model,
+        "algorithm": prepared.algorithm,
+        "options": prepared.strategy.model_dump(),
+        "conversation": [dict(m) for m in prepared.context.conversation],
+        "candidates": [
+            {
+                "text": c.text,
+                "token_ids": list(c.completion.token_ids),
+                "logprobs": None if c.completion.logprobs is None else list(c.completion.logprobs),
+                "reward": c.reward,
+                "finish_reason": finish_reason(c),
+            }
+            for c in result.candidates
+        ],
+        "chosen_index": index_of(result.candidates, result.best),
+        # False when no reward model was called (mbr, plain majority): rewards are 0 then.
+        "rewarded": budget.reward_calls > 0,
+        "deadline_hit": bool(result.details.get("deadline_hit")),
+        "generated_tokens": budget.generated_tokens,
+    }
 
 
 def internal_error(exc: Exception) -> AlignserveError:

@@ -158,6 +158,22 @@ def test_darwin_reports_its_instructions(client: openai.OpenAI) -> None:
     assert archive[0]["instruction"] == question(8)[0]["content"]
 
 
+def test_adaptive_bon_reports_its_rounds_and_why_it_stopped(client: openai.OpenAI) -> None:
+    search = {"algorithm": "adaptive_bon", "n": 12, "round_size": 4, "min_gain": 0.01}
+    _, report, cands, _ = ask(client, search, 6)
+    details = report["details"]
+    rounds = details["rounds"]
+    assert [r["samples"] for r in rounds] == [4 * (k + 1) for k in range(len(rounds))]
+    assert len(cands) == rounds[-1]["samples"] and report["engine_calls"] == len(rounds)
+    if details["stopped"] == "gain_below_min":
+        assert rounds[-1]["expected_gain_next_round"] < 0.01 and len(cands) < 12
+    else:
+        assert details["stopped"] == "budget_spent" and len(cands) == 12
+        assert all(r["expected_gain_next_round"] >= 0.01 for r in rounds[:-1])
+    assert report["chosen_index"] == argmax([c["reward"] for c in cands])
+    assert rounds[-1]["best"] == pytest.approx(max(c["reward"] for c in cands))
+
+
 def test_every_registered_algorithm_has_a_test_here() -> None:
     source = Path(__file__).read_text()
     untested = [name for name in STRATEGIES if f'"algorithm": "{name}"' not in source]

@@ -1,0 +1,137 @@
+"""Reward-tail estimators (``search.tail``) on distributions whose best-of-N expectation is
+known in closed form, and ``adaptive_bon``'s stopping rule on scripted fakes.
+
+The synthetic samples are the distributions' quantiles at plotting positions (i + 0.5)/m,
+a noiseless stand-in for m draws, so the checks measure the estimators, not sampling luck.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+
+from search.adaptive_bon import AdaptiveBoN
+from search.errors import InvalidRequest
+from search.fakes import ScriptedGenerator, TableReward, fake_context
+from search.registry import parse_strategy
+from search.tail import fit
+from search.types import SamplingConfig
+
+M = 64
+N = 16
+STANDARD_NORMAL = [statistics.NormalDist().inv_cdf((i + 0.5) / M) for i in range(M)]
+UNIFORM = [(i + 0.5) / M for i in range(M)]
+EXPONENTIAL = [-math.log(1 - (i + 0.5) / M) for i in range(M)]
+# E[max of 16]: standard normal 1.76599 (tables of normal order statistics), uniform
+# 16/17, exponential the harmonic number H_16.
+NORMAL_BEST_16 = 1.76599
+UNIFORM_BEST_16 = N / (N + 1)
+EXPONENTIAL_BEST_16 = sum(1 / k for k in range(1, N + 1))
+
+
+def test_normal_estimator_recovers_normal_order_statistics() -> None:
+    assert fit(STANDARD_NORMAL, "normal").expected_best_of(N) == pytest.approx(
+        NORMAL_BEST_16, abs=0.03
+    )
+    # One sample is the mean: E[max of 1] = E[X].
+    assert fit(STANDARD_NORMAL, "normal").expected_best_of(1) == pytest.approx(0, abs=1e-3)
+
+
+def test_gpd_estimator_finds_a_bounded_tail_the_normal_one_overshoots() -> None:
+    gpd = fit(UNIFORM, "gpd")
+    normal = fit(UNIFORM, "normal")
+    assert gpd.expected_best_of(N) == pytest.approx(UNIFORM_BEST_16, abs=0.01)
+    assert gpd.params["xi"] < 0 and gpd.params["upper_bound"] == pytest.approx(1, abs=0.02)
+    # The normal model predicts a best-of-16 above the distribution's maximum of 1.
+    assert normal.expected_best_of(N) > 1.0
+
+
+def test_gpd_estimator_extrapolates_an_exponential_tail() -> None:
+    gpd = fit(EXPONENTIAL, "gpd")
+    assert gpd.params["xi"] == pytest.approx(0, abs=0.1)
+    assert gpd.expected_best_of(N) == pytest.approx(EXPONENTIAL_BEST_16, rel=0.03)
+    # The normal model's thin tail underestimates it badly.
+    assert fit(EXPONENTIAL, "normal").expected_best_of(N) < 0.85 * EXPONENTIAL_BEST_16
+
+
+@pytest.mark.parametrize("estimator", ["normal", "gpd"])
+def test_expected_gain(estimator: str) -> None:
+    tail = fit(UNIFORM, estimator)  # type: ignore[arg-type]
+    # Far above everything: nothing to gain. Far below: the gain is E[max of r] - best.
+    assert tail.expected_gain(10.0, 4) == pytest.approx(0, abs=1e-9)
+    assert tail.expected_gain(-10.0, 4) == pytest.approx(tail.expected_best_of(4) + 10.0)
+    # More samples, more gain; a higher best, less.
+    assert tail.expected_gain(0.8, 8) > tail.expected_gain(0.8, 4) > tail.expected_gain(0.9, 4)
+
+
+@pytest.mark.parametrize("estimator", ["normal", "gpd"])
+def test_equal_rewards_promise_no_gain(estimator: str) -> None:
+    assert fit([0.5] * 6, estimator).expected_gain(0.5, 4) == 0.0  # type: ignore[arg-type]
+
+
+def test_too_few_samples_is_an_error() -> None:
+    with pytest.raises(ValueError, match="at least 4"):
+        fit([0.1, 0.2, 0.3], "gpd")
+
+
+# -- the strategy ------------------------------------------------------------------------
+
+
+def rising_rounds(rounds: int, size: int) -> ScriptedGenerator:
+    """Round k answers texts r{k}_{j}; see RISING for their rewards."""
+    return ScriptedGenerator([[f"r{k}_{j}" for j in range(size)] for k in range(rounds)])
+
+
+# Each round is much better and more spread than the last: the tail keeps promising more.
+RISING = {f"r{k}_{j}": float(4**k) * (1 + j) for k in range(8) for j in range(4)}
+
+
+async def test_stops_after_the_first_round_when_every_candidate_scores_the_same() -> None:
+    gen = ScriptedGenerator([["a", "b", "c", "d"]] * 4)
+    reward = TableReward({}, default=0.7)
+    ctx = fake_context(gen, reward, SamplingConfig(max_tokens=8, seed=3))
+    result = await AdaptiveBoN(n=16, round_size=4).run(ctx)
+    assert len(gen.calls) == 1 and len(result.candidates) == 4
+    assert result.details["stopped"] == "gain_below_min"
+    (only,) = result.details["rounds"]
+    assert only["samples"] == 4
+    assert only["expected_gain_next_round"] == pytest.approx(0, abs=1e-9)
+    assert result.best.text == "a"  # ties go to the earliest
+    assert ctx.budget.engine_calls == 1 and ctx.budget.reward_calls == 1
+
+
+@pytest.mark.parametrize("estimator", ["normal", "gpd"])
+async def test_runs_to_n_max_while_rewards_keep_rising(estimator: str) -> None:
+    gen = rising_rounds(4, 4)
+    ctx = fake_context(gen, TableReward(RISING), SamplingConfig(max_tokens=8, seed=3))
+    result = await AdaptiveBoN(n=16, round_size=4, estimator=estimator).run(ctx)  # type: ignore[arg-type]
+    assert [n for _, _, n in gen.calls] == [4, 4, 4, 4]
+    assert result.details["stopped"] == "budget_spent"
+    assert [r["samples"] for r in result.details["rounds"]] == [4, 8, 12, 16]
+    assert all(r["expected_gain_next_round"] >= 0.01 for r in result.details["rounds"][:3])
+    assert result.best.text == "r3_3" and result.best.reward == RISING["r3_3"]
+    # Every round is its own engine call with its own seed.
+    assert len({params.seed for _, params, _ in gen.calls}) == 4
+
+
+async def test_a_small_gain_stops_it_and_the_first_round_covers_the_estimator() -> None:
+    # Rewards 0.50..0.53 in one round: a predicted gain of a fraction of 0.01 at most.
+    texts = ["a", "b", "c", "d"]
+    table = {"a": 0.50, "b": 0.51, "c": 0.52, "d": 0.53}
+    gen = ScriptedGenerator([texts] * 4)
+    ctx = fake_context(gen, TableReward(table), SamplingConfig(max_tokens=8))
+    result = await AdaptiveBoN(n=16, round_size=2, min_gain=0.05).run(ctx)
+    assert [n for _, _, n in gen.calls] == [4]  # round_size 2, but gpd needs 4 to fit
+    assert result.details["stopped"] == "gain_below_min"
+    assert result.best.text == "d"
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(InvalidRequest) as err:
+        parse_strategy({"algorithm": "adaptive_bon", "estimator": "weibull"})
+    assert err.value.param == "search.estimator"
+    with pytest.raises(InvalidRequest) as err:
+        parse_strategy({"algorithm": "adaptive_bon", "round_size": 0})
+    assert err.value.param == "search.round_size"

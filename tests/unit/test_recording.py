@@ -1,0 +1,125 @@
+"""Search records (``--record``) and ``alignserve export``: the writer thread, shard
+rotation, a cut-off last line, the per-request switch, and the three training sets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.export import export
+from server.recording import ReadReport, Recorder, read_records
+from server.settings import Settings
+from tests.unit.conftest import USER, make_runtime
+from tests.unit.test_server_errors import assert_error
+
+URL = "/v1/chat/completions"
+GOOD = {"model": "m", "messages": USER, "search": {"n": 4}}
+
+
+def record(i: int, rewards: list[float], *, chosen: int = 0, rewarded: bool = True) -> dict:
+    return {
+        "id": f"r{i}",
+        "algorithm": "bon",
+        "conversation": [{"role": "user", "content": f"q{i}"}],
+        "candidates": [
+            {"text": f"a{i}-{j}", "token_ids": [j], "logprobs": [-0.5], "reward": r}
+            for j, r in enumerate(rewards)
+        ],
+        "chosen_index": chosen,
+        "rewarded": rewarded,
+    }
+
+
+def test_records_rotate_and_read_back_in_order(tmp_path: Path) -> None:
+    recorder = Recorder(tmp_path, max_shard_bytes=600)
+    for i in range(10):
+        recorder.submit(record(i, [0.1, 0.9]))
+    recorder.close()
+    report = ReadReport()
+    back = list(read_records(tmp_path, report))
+    assert [r["id"] for r in back] == [f"r{i}" for i in range(10)]
+    assert recorder.written == 10 and report.shards == len(list(tmp_path.glob("*.jsonl"))) > 1
+    assert report.damaged == 0
+
+
+def test_a_line_cut_off_by_a_crash_is_skipped_and_counted(tmp_path: Path) -> None:
+    recorder = Recorder(tmp_path)
+    for i in range(3):
+        recorder.submit(record(i, [0.1, 0.9]))
+    recorder.close()
+    (shard,) = tmp_path.glob("*.jsonl")
+    with shard.open("ab") as f:
+        f.write(json.dumps(record(3, [0.2])).encode()[:40])  # the write a kill -9 interrupted
+    report = ReadReport()
+    assert [r["id"] for r in read_records(tmp_path, report)] == ["r0", "r1", "r2"]
+    assert (report.records, report.damaged) == (3, 1)
+
+
+def test_a_bad_record_is_dropped_and_the_writer_goes_on(tmp_path: Path) -> None:
+    recorder = Recorder(tmp_path)
+    recorder.submit({"not json": object()})
+    recorder.submit(record(1, [0.5, 0.6]))
+    recorder.close()
+    assert recorder.dropped == 1 and recorder.written == 1
+    assert [r["id"] for r in read_records(tmp_path)] == ["r1"]
+
+
+async def test_the_server_records_each_search(serve_app: Any, tmp_path: Path) -> None:
+    settings = Settings(record=str(tmp_path))
+    async with serve_app(make_runtime(), settings) as client:
+        r = await client.post(URL, json=GOOD)
+        assert r.status_code == 200
+        skipped = await client.post(URL, json={**GOOD, "search": {"n": 4, "record": False}})
+        assert skipped.status_code == 200
+    (only,) = list(read_records(tmp_path))  # the lifespan closed the recorder
+    assert only["id"] == r.json()["id"] and only["algorithm"] == "bon"
+    assert only["conversation"] == USER
+    assert [c["text"] for c in only["candidates"]] == ["one", "three", "three", "seven"]
+    assert [c["reward"] for c in only["candidates"]] == [0.1, 0.8, 0.8, 0.5]
+    first = only["candidates"][0]
+    assert first["token_ids"] == [ord(ch) for ch in "one"]
+    assert first["logprobs"] == pytest.approx([-0.1] * 3)  # asked of the engine for the record
+    assert only["chosen_index"] == 1 and only["rewarded"] is True
+
+
+async def test_record_on_a_server_that_does_not_record_is_400(serve_app: Any) -> None:
+    async with serve_app() as client:
+        r = await client.post(URL, json={**GOOD, "search": {"record": True}})
+    assert_error(r, 400, "invalid_request_error", "search.record")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_export_writes_the_three_training_sets(tmp_path: Path) -> None:
+    records = [
+        record(0, [0.2, 0.9, 0.5], chosen=1),
+        record(1, [0.7, 0.7]),  # tied rewards: no preference pair
+        record(2, [0.0, 0.0], rewarded=False),  # mbr: no rewards at all
+        record(3, [0.3, 0.6, 0.1], chosen=0),  # an MBR-style choice that is not the argmax
+    ]
+    counts = export(records, tmp_path / "best", "best")
+    assert counts == {"distill": 4, "preferences": 2, "all_n": 3}
+    distill = read_jsonl(tmp_path / "best" / "distill.jsonl")
+    assert distill[0]["messages"] == [
+        {"role": "user", "content": "q0"},
+        {"role": "assistant", "content": "a0-1"},
+    ]
+    assert distill[2]["reward"] is None
+    pairs = read_jsonl(tmp_path / "best" / "preferences.jsonl")
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("a0-1", "a0-0"), ("a3-1", "a3-2")]
+    all_n = read_jsonl(tmp_path / "best" / "all_n.jsonl")
+    assert [len(row["responses"]) for row in all_n] == [3, 2, 3]
+    assert all_n[0]["responses"][1] == {
+        "text": "a0-1",
+        "token_ids": [1],
+        "logprobs": [-0.5],
+        "reward": 0.9,
+    }
+    export(records, tmp_path / "choice", "choice")
+    pairs = read_jsonl(tmp_path / "choice" / "preferences.jsonl")
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("a0-1", "a0-0"), ("a3-0", "a3-2")]
