@@ -17,6 +17,10 @@ meaning, so the decision points are every ``decision_tokens`` tokens instead.
 
 Defaults: n_initial = 2 x n, decision_tokens = max_tokens // 4 (at least 1), alpha = 0.5.
 
+Streaming: the answer is one of the survivors, so their common prefix (all of the text,
+once one survives) is committed after every cut and continuation (see
+``SearchContext.commit_common_prefix``), and a stream sends it before the search ends.
+
 Report: ``details.rounds`` lists per decision point the tokens reached, the pool size,
 how many survived, and the partial rewards. The candidates are the final survivors.
 
@@ -98,7 +102,9 @@ class SpeculativeRejection(SearchStrategy):
                 }
             )
             pool = [pool[i] for i in keep]
+            ctx.commit_common_prefix([p.text for p in pool])  # the answer is one of these
             pool = await self.continue_live(ctx, pool, step)
+            ctx.commit_common_prefix([p.text for p in pool])
         with ctx.budget.phase("score"):
             rewards = await ctx.score([p.text for p in pool], partial=False)
         return finish(ctx, as_candidates(pool, rewards), {"rounds": rounds})

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Mapping, Sequence
+import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -42,6 +43,10 @@ class SearchContext:
     # Every (text, reward, partial) scored so far: what a search cut off by its deadline
     # can still answer with.
     scored: list[tuple[str, float, bool]] = field(default_factory=list)
+    # Text every answer the search can still give starts with (see commit_common_prefix),
+    # and who hears it grow: a stream sends it before the search ends.
+    committed: str = ""
+    on_commit: Callable[[str], None] | None = None
 
     def sampling_for(self, max_tokens: int) -> SamplingConfig:
         """The request's sampling with a segment's max_tokens. Every call gets its own
@@ -68,6 +73,16 @@ class SearchContext:
         self.budget.count_scoring(len(responses))
         self.scored += [(text, r, partial) for text, r in zip(responses, rewards, strict=True)]
         return rewards
+
+    def commit_common_prefix(self, texts: Sequence[str]) -> None:
+        """Called by searches that narrow: every answer still possible extends one of
+        ``texts`` (responses grow by appending segments), so their common prefix is final.
+        It only grows, since later sets descend from earlier ones."""
+        prefix = os.path.commonprefix(list(texts))  # noqa: RUF071 (a text prefix is meant)
+        if len(prefix) > len(self.committed) and prefix.startswith(self.committed):
+            self.committed = prefix
+            if self.on_commit is not None:
+                self.on_commit(prefix)
 
     def utility(self, name: str) -> Utility:
         found = self.utilities.get(name)

@@ -29,6 +29,10 @@ extra layer costs one more sequential partial-scoring pass. Measured on the 2-co
 engine (MT-Bench, 64 tokens): 2 layers take 1.21-1.25x Best-of-N's wall time, 4 layers
 1.43-1.54x, for the same tokens. Set ``layers`` higher where scoring is cheap (GPU).
 
+Streaming: after each layer's selection the common prefix of the parents and the
+finished responses is committed (the answer descends from one of them), so a stream can
+send it early; with different roots that prefix is usually empty.
+
 Report: ``details.layers`` lists per layer the segment length, the live and finished
 counts, the parents' lineages (root indices) and the partial scores.
 
@@ -136,6 +140,8 @@ class TreeBoN(SearchStrategy):
                 scores = await self.partial_scores(ctx, live, scorer)
             counts = children_per_parent(len(live), self.branching)
             parents = [live[i] for i in top_indices(scores, len(counts))]
+            # The answer descends from a parent or is a finished response.
+            ctx.commit_common_prefix([p.text for p in done + parents])
             with ctx.budget.phase("generate"):
                 segments = await gather_all(
                     [

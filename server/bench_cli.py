@@ -15,8 +15,13 @@ starting from an empty prefix cache, alternating which side goes first. It print
 ratio HTTP / raw of generated tokens/s. The raw side scores through its own micro-batcher
 over the same reward model, as the server does (the output says which it used).
 
+``--ttft`` instead measures time to the first content token of streamed searches with
+and without committed-prefix streaming (see ``server/bench_ttft.py``), against ``--url``
+or, without it, an in-process server on the serve flags' engine.
+
     alignserve bench --url http://127.0.0.1:8000 --concurrency 1,4,16 --n 4
     alignserve bench --vs-engine --concurrency 1,4,16 --n 4 --max-tokens 32 --requests 48
+    alignserve bench --ttft --algorithms spec_rejection --n 2 --max-tokens 64 --requests 10
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import sys
 import tempfile
 import time
@@ -34,6 +40,7 @@ from typing import Any
 import httpx
 
 from search.errors import InvalidRequest
+from server import bench_ttft
 from server.bench_report import markdown_table, ratios, write_report
 from server.bench_sweep import (
     BenchConfig,
@@ -72,6 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--prompts", type=Path, default=None, help="JSONL (see eval --prompts)")
     group.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
     group.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
+    group.add_argument(
+        "--ttft",
+        action="store_true",
+        help="time to first token, committed-prefix streaming vs buffered (one request at a time)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -121,7 +133,49 @@ async def run_bench(
         bar.close()
 
 
+async def run_ttft(
+    settings: Settings,
+    config: BenchConfig,
+    prompts: list[Prompt],
+    url: str | None,
+    timeout_s: float,
+) -> list[dict[str, Any]]:
+    api_key = settings.api_key[0] if settings.api_key else None
+    work = dataclasses.replace(config.work, algorithm=config.algorithms[0])
+    if url:
+        async with http_clients(url, api_key, timeout_s)(1) as client:
+            return await bench_ttft.measure(client, prompts, work, config.requests)
+    runtime = await load_runtime(settings)
+    try:
+        async with (
+            in_process_server(settings, runtime) as local,
+            http_clients(local, api_key, timeout_s)(1) as client,
+        ):
+            return await bench_ttft.measure(client, prompts, work, config.requests)
+    finally:
+        await runtime.close()
+
+
+def ttft_main(settings: Settings, args: argparse.Namespace, config: BenchConfig) -> int:
+    prompts = load_prompts(args.prompts)
+    setup_logging(settings.log_level)
+    try:
+        rows = asyncio.run(run_ttft(settings, config, prompts, args.url, args.timeout))
+    except (BenchError, httpx.HTTPError) as exc:
+        print(f"alignserve bench: error: {exc}", file=sys.stderr)
+        return 1
+    summary = bench_ttft.summarize(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    record = {"work": dataclasses.asdict(config.work), "summary": summary, "rows": rows}
+    (args.out / "ttft.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(bench_ttft.table(summary), end="")
+    print(f"wrote {args.out / 'ttft.json'}", file=sys.stderr)
+    return 0
+
+
 def main(settings: Settings, args: argparse.Namespace) -> int:
+    if args.ttft:
+        return ttft_main(settings, args, config_from_args(args))
     try:
         config = config_from_args(args)
         prompts = load_prompts(args.prompts)

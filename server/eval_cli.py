@@ -3,12 +3,17 @@
 with a progress bar and write the report. See ``server/evaluation.py`` for what it measures.
 
     alignserve eval --algorithms bon,rbon_kl --budgets 4,8 --limit 20 --out results/
+    alignserve eval --tail-check --tail-n 16 --tail-samples 4,8 --limit 20
+
+``--tail-check`` instead measures how well adaptive_bon's reward-tail estimators predict
+Best-of-N from m samples (see ``server/tail_check.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 import time
@@ -30,6 +35,7 @@ from server.evaluation import (
 from server.logs import setup_logging
 from server.runtime import Runtime, load_runtime
 from server.settings import Settings
+from server.tail_check import error_table, tail_check
 
 DEFAULT_OUT = Path(tempfile.gettempdir()) / "alignserve-eval"
 RuntimeLoader = Callable[[Settings], Awaitable[Runtime]]
@@ -89,6 +95,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=DEFAULT_OUT,
         help=f"folder for eval.json, eval.md, eval.png (default {DEFAULT_OUT})",
+    )
+    group.add_argument(
+        "--tail-check",
+        action="store_true",
+        help="predicted vs observed best-of-N reward per tail estimator (tail_check.json)",
+    )
+    group.add_argument("--tail-n", type=int, default=16, help="the N to predict (default 16)")
+    group.add_argument(
+        "--tail-samples", type=_ints, default=(4, 8), help="samples m the estimators see"
     )
 
 
@@ -162,7 +177,41 @@ async def run_eval(
     return table
 
 
+async def run_tail_check(
+    settings: Settings, args: argparse.Namespace, prompts: list[Prompt]
+) -> str:
+    from tqdm import tqdm
+
+    runtime = await load_runtime(settings)
+    try:
+        await warm_up(runtime, prompts[0])
+        with tqdm(total=len(prompts), unit="prompt", desc="tail", file=sys.stderr) as bar:
+            rows = await tail_check(
+                runtime,
+                prompts,
+                n=args.tail_n,
+                samples=args.tail_samples,
+                max_tokens=args.max_tokens,
+                temperature=args.temperature,
+                seed=args.seed,
+                progress=bar.update,
+            )
+    finally:
+        await runtime.close()
+    summary, table = error_table(rows, args.tail_n)
+    args.out.mkdir(parents=True, exist_ok=True)
+    record = {"n": args.tail_n, "max_tokens": args.max_tokens, "summary": summary, "rows": rows}
+    (args.out / "tail_check.json").write_text(json.dumps(record, indent=2) + "\n")
+    return table
+
+
 def main(settings: Settings, args: argparse.Namespace) -> int:
+    if args.tail_check:
+        setup_logging(settings.log_level)
+        prompts = load_prompts(args.prompts, offset=args.offset, limit=args.limit)
+        print(asyncio.run(run_tail_check(settings, args, prompts)), end="")
+        print(f"wrote {args.out / 'tail_check.json'}", file=sys.stderr)
+        return 0
     try:
         config = config_from_args(args)
         config.strategies()  # bad algorithms or options fail here, before the engine starts

@@ -37,10 +37,12 @@ async def run_with_deadline(
 
 def best_scored(ctx: SearchContext) -> Candidate | None:
     """The highest-reward response scored so far, complete ones before partial ones
-    (a partial score rates a prefix, not an answer); ties to the earlier."""
-    if not ctx.scored:
+    (a partial score rates a prefix, not an answer); ties to the earlier. Only responses
+    that start with the text already streamed (``ctx.committed``) qualify."""
+    eligible = [i for i, (text, _, _) in enumerate(ctx.scored) if text.startswith(ctx.committed)]
+    if not eligible:
         return None
-    order = sorted(range(len(ctx.scored)), key=lambda i: (ctx.scored[i][2], -ctx.scored[i][1], i))
+    order = sorted(eligible, key=lambda i: (ctx.scored[i][2], -ctx.scored[i][1], i))
     text, reward, partial = ctx.scored[order[0]]
     completion = Completion(
         token_ids=tuple(ctx.tokenizer.encode(text)),

@@ -54,6 +54,8 @@ class ServingOptions(BaseModel):
     # Record this search (default: whether the server records, --record); true on a
     # server that does not record is a 400.
     record: StrictBool | None = None
+    # Stream the text a search has committed to while it runs (false: all at the end).
+    stream_committed: StrictBool = True
 
     @classmethod
     def pop_from(cls, options: dict[str, Any]) -> ServingOptions:
@@ -281,14 +283,33 @@ class ChatService:
         }
 
     async def stream(self, prepared: Prepared) -> AsyncIterator[str]:
-        """SSE: keep-alive comments while the search runs, then the answer in token-sized
-        chunks. If the client leaves, the generator is closed and the search cancelled."""
+        """SSE: while the search runs, the text it has committed to (searches that narrow
+        to one lineage say so, see ``SearchContext.commit_common_prefix``) as it becomes
+        final, and keep-alive comments; then the rest of the answer in token-sized chunks.
+        If the client leaves, the generator is closed and the search cancelled."""
+        commits: asyncio.Queue[str] = asyncio.Queue()
+        # With several choices there is no single answer to commit to.
+        if prepared.request.n == 1 and prepared.serving.stream_committed:
+            prepared.context.on_commit = commits.put_nowait
         search = asyncio.ensure_future(self.run(prepared))
+        sent = ""
         try:
             while not search.done():
-                done, _ = await asyncio.wait({search}, timeout=self.settings.keepalive_s)
-                if not done:
-                    yield ": keep-alive\n\n"
+                commit = asyncio.ensure_future(commits.get())
+                done, _ = await asyncio.wait(
+                    {search, commit},
+                    timeout=self.settings.keepalive_s,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if commit in done:
+                    text = commit.result()
+                    for event in self.text_chunks(prepared, text[len(sent) :], first=not sent):
+                        yield f"data: {json.dumps(event)}\n\n"
+                    sent = text
+                else:
+                    commit.cancel()
+                    if not done:
+                        yield ": keep-alive\n\n"
             try:
                 result = search.result()
             except Exception as exc:
@@ -297,7 +318,7 @@ class ChatService:
                 yield sse_error(error)
                 yield "data: [DONE]\n\n"
                 return
-            for event in self.chunks(prepared, result):
+            for event in self.chunks(prepared, result, sent):
                 yield f"data: {json.dumps(event)}\n\n"
             yield "data: [DONE]\n\n"
         finally:
@@ -305,51 +326,57 @@ class ChatService:
                 search.cancel()
                 await asyncio.gather(search, return_exceptions=True)
 
-    def chunks(self, prepared: Prepared, result: SearchResult) -> Iterator[dict[str, Any]]:
+    def chunk(
+        self, prepared: Prepared, choices: list[dict[str, Any]], **extra: Any
+    ) -> dict[str, Any]:
+        return {
+            "id": prepared.completion_id,
+            "object": "chat.completion.chunk",
+            "created": prepared.created,
+            "model": prepared.model,
+            "choices": choices,
+            **extra,
+        }
+
+    def text_chunks(
+        self, prepared: Prepared, text: str, *, first: bool, index: int = 0
+    ) -> Iterator[dict[str, Any]]:
+        """The role chunk (when ``first``) and then ``text`` as one content delta."""
+
+        def delta(content: dict[str, str]) -> dict[str, Any]:
+            choice = {"index": index, "delta": content, "logprobs": None, "finish_reason": None}
+            return self.chunk(prepared, [choice])
+
+        if first:
+            yield delta({"role": "assistant", "content": ""})
+        if text:
+            yield delta({"content": text})
+
+    def chunks(
+        self, prepared: Prepared, result: SearchResult, sent: str = ""
+    ) -> Iterator[dict[str, Any]]:
+        """The answer after the ``sent`` text that was streamed while the search ran."""
         chosen = self.chosen(prepared, result)
-
-        def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-            return {
-                "id": prepared.completion_id,
-                "object": "chat.completion.chunk",
-                "created": prepared.created,
-                "model": prepared.model,
-                "choices": choices,
-                **extra,
-            }
-
+        if not chosen[0].text.startswith(sent):  # a search committed to text it then left
+            logger.error("the answer does not extend the streamed text; sending it whole")
         tokenizer = prepared.context.tokenizer
         for i, cand in enumerate(chosen):
-            yield chunk(
-                [
-                    {
-                        "index": i,
-                        "delta": {"role": "assistant", "content": ""},
-                        "logprobs": None,
-                        "finish_reason": None,
-                    }
-                ]
-            )
+            already = len(sent) if i == 0 and cand.text.startswith(sent) else 0
+            yield from self.text_chunks(prepared, "", first=not (i == 0 and sent), index=i)
+            position = 0
             for piece in token_pieces(tokenizer, cand.completion.token_ids, cand.text):
-                yield chunk(
-                    [
-                        {
-                            "index": i,
-                            "delta": {"content": piece},
-                            "logprobs": None,
-                            "finish_reason": None,
-                        }
-                    ]
-                )
-            yield chunk(
-                [{"index": i, "delta": {}, "logprobs": None, "finish_reason": finish_reason(cand)}]
-            )
+                rest = piece[max(0, already - position) :]
+                position += len(piece)
+                if rest:
+                    yield from self.text_chunks(prepared, rest, first=False, index=i)
+            choice = {"index": i, "delta": {}, "logprobs": None}
+            yield self.chunk(prepared, [{**choice, "finish_reason": finish_reason(cand)}])
         report = {"search": self.report(prepared, result)}
         options = prepared.request.stream_options
         if options is not None and options.include_usage:
-            yield chunk([], usage=self.usage(prepared, chosen), **report)
+            yield self.chunk(prepared, [], usage=self.usage(prepared, chosen), **report)
         else:
-            yield chunk([], **report)
+            yield self.chunk(prepared, [], **report)
 
 
 def search_record(prepared: Prepared, result: SearchResult) -> dict[str, Any]:

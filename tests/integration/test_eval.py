@@ -50,3 +50,28 @@ def test_eval_cli_writes_json_table_and_plot(
     table = (out / "eval.md").read_text()
     assert "| bon | 2 | 2 |" in table and "| rbon_kl | 2 | 2 |" in table
     assert "| algorithm | n |" in done.stdout
+
+
+def test_tail_check_predicts_best_of_n_on_real_rewards(
+    tmp_path: Path, cpu_env: dict[str, str], model_path: str
+) -> None:
+    out = tmp_path / "tail"
+    command = [str(Path(sys.executable).parent / "alignserve"), "eval", "--model", model_path]
+    command += ["--tail-check", "--tail-n", "4", "--tail-samples", "4", "--limit", "2"]
+    command += ["--max-tokens", "12", "--out", str(out), "--log-level", "warning"]
+    done = subprocess.run(
+        command, cwd=ROOT, env=cpu_env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    document = json.loads((out / "tail_check.json").read_text())
+    assert [r["prompt_id"] for r in document["rows"]] == ["81", "82"]
+    for row in document["rows"]:
+        assert len(row["pool"]) == 8 and all(0.0 <= r <= 1.0 for r in row["pool"])
+        assert min(row["pool"]) <= row["target"] <= max(row["pool"])
+        assert set(row["predicted"]["4"]) == {"max of m", "normal", "gpd"}
+    assert {(s["m"], s["estimator"]) for s in document["summary"]} == {
+        (4, "max of m"),
+        (4, "normal"),
+        (4, "gpd"),
+    }
+    assert "| m | estimator | mean abs error | bias |" in done.stdout

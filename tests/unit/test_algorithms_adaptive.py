@@ -18,6 +18,7 @@ from search.fakes import ScriptedGenerator, TableReward, fake_context
 from search.registry import parse_strategy
 from search.tail import fit
 from search.types import SamplingConfig
+from server.tail_check import empirical_best_of, error_table
 
 M = 64
 N = 16
@@ -135,3 +136,27 @@ def test_options_are_validated() -> None:
     with pytest.raises(InvalidRequest) as err:
         parse_strategy({"algorithm": "adaptive_bon", "round_size": 0})
     assert err.value.param == "search.round_size"
+
+
+# -- the offline check in the eval harness ---------------------------------------------------
+
+
+def test_empirical_best_of_is_the_expected_max_of_draws_with_replacement() -> None:
+    # Two values: the max of 2 draws is 0 only when both draw 0 (1/4).
+    assert empirical_best_of([0.0, 1.0], 2) == pytest.approx(0.75)
+    assert empirical_best_of([0.3] * 5, 16) == pytest.approx(0.3)
+    assert empirical_best_of(UNIFORM, 1) == pytest.approx(statistics.fmean(UNIFORM))
+
+
+def test_error_table_scores_each_estimator_against_the_target() -> None:
+    rows = [
+        {"target": 1.0, "predicted": {"4": {"max of m": 0.8, "gpd": 1.1}}},
+        {"target": 0.5, "predicted": {"4": {"max of m": 0.5, "gpd": 0.4}}},
+    ]
+    summary, table = error_table(rows, 16)
+    by = {s["estimator"]: s for s in summary}
+    assert by["max of m"]["mae"] == pytest.approx(0.1) and by["max of m"]["bias"] == pytest.approx(
+        -0.1
+    )
+    assert by["gpd"]["mae"] == pytest.approx(0.1) and by["gpd"]["bias"] == pytest.approx(0.0)
+    assert "| 4 | gpd | 0.1000 | +0.0000 |" in table

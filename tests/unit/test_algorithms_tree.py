@@ -183,22 +183,56 @@ async def test_spec_rejection_cuts_live_and_finished_together() -> None:
     assert (b.generated_tokens, b.engine_calls, b.reward_calls) == (7 + 2, 2, 2)
 
 
+# max 6, decision 2: 4 roots -> keep 2 (bb, dd) -> both +2 -> keep 1 (dd33) -> +2.
+REPEATS = {
+    P: ["aaXXXX", "bbYYYY", "ccWWWW", "ddZZZZ"],
+    P + "bb": ["11XX"],
+    P + "dd": ["33XX"],
+    P + "dd33": ["44XX"],
+}
+REPEATS_REWARDS = {"bb": 0.9, "dd": 0.8, "bb11": 0.2, "dd33": 0.7, "dd3344": 0.5}
+
+
 async def test_spec_rejection_repeats_until_every_survivor_finishes() -> None:
-    # max 6, decision 2: 4 roots -> keep 2 (bb, dd) -> both +2 -> keep 1 (dd33) -> +2.
-    table = {
-        P: ["aaXXXX", "bbYYYY", "ccWWWW", "ddZZZZ"],
-        P + "bb": ["11XX"],
-        P + "dd": ["33XX"],
-        P + "dd33": ["44XX"],
-    }
-    reward = TableReward({"bb": 0.9, "dd": 0.8, "bb11": 0.2, "dd33": 0.7, "dd3344": 0.5})
+    reward = TableReward(REPEATS_REWARDS)
     result = await SpeculativeRejection(n=2, decision_tokens=2).run(
-        context(PromptTableGenerator(table), reward, max_tokens=6)
+        context(PromptTableGenerator(REPEATS), reward, max_tokens=6)
     )
     assert [c.text for c in result.candidates] == ["dd3344"]
     assert [r["kept"] for r in result.details["rounds"]] == [2, 1]
     assert result.budget.generated_tokens == 8 + 4 + 2  # far below 4 x 6
     assert result.budget.engine_calls == 4
+
+
+async def test_spec_rejection_commits_the_text_of_its_last_survivor() -> None:
+    # As above: no common prefix while bb and dd both survive; once dd33 alone survives,
+    # its text is final, and then its continuation.
+    ctx = context(PromptTableGenerator(REPEATS), TableReward(REPEATS_REWARDS), max_tokens=6)
+    commits: list[str] = []
+    ctx.on_commit = commits.append
+    result = await SpeculativeRejection(n=2, decision_tokens=2).run(ctx)
+    assert commits == ["dd33", "dd3344"] and result.best.text == "dd3344"
+
+
+@pytest.mark.parametrize(
+    ("roots", "expected"),
+    [
+        # Both parents are "aa" prefixes: that much is final after layer 1.
+        (["aaXX", "aaYY", "aaWW", "ddZZ"], ["aa"]),
+        # "c" finished and keeps its slot: it could still be the answer, nothing is final.
+        (["aaXX", "aaYY", "c", "ddZZ"], []),
+    ],
+)
+async def test_treebon_commits_the_common_prefix_of_what_can_still_win(
+    roots: list[str], expected: list[str]
+) -> None:
+    table = {P: roots, P + "aa": ["11", "22"]}
+    reward = TableReward({"aa": 0.9, "dd": 0.1, "c": 0.0, "aa11": 0.3, "aa22": 0.6})
+    ctx = context(PromptTableGenerator(table), reward, max_tokens=4)
+    commits: list[str] = []
+    ctx.on_commit = commits.append
+    result = await TreeBoN(n=4, layers=2, branching=2, partial_score="reward").run(ctx)
+    assert commits == expected and result.best.text == "aa22"
 
 
 async def test_spec_rejection_defaults_follow_n_and_max_tokens() -> None:

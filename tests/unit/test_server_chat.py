@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from search.errors import EngineUnavailable
-from search.fakes import CharTokenizer, TableReward, completion_of
+from search.fakes import CharTokenizer, PromptTableGenerator, TableReward, completion_of
 from search.types import Completion, SamplingConfig
 from server.settings import Settings
+from tests.unit.conftest import make_runtime
 
 USER = [{"role": "user", "content": "hi"}]
 URL = "/v1/chat/completions"
@@ -214,6 +215,30 @@ async def test_stream_matches_the_non_streamed_answer(serve_app: Any, parse_sse:
     assert chunks[-1]["choices"] == []
     assert chunks[-1]["search"]["chosen_reward"] == 0.8
     assert all("usage" not in c for c in chunks)
+
+
+async def test_stream_sends_committed_text_while_the_search_runs(
+    serve_app: Any, parse_sse: Any
+) -> None:
+    # spec_rejection over 6 tokens, a decision every 2: once "dd33" alone survives its
+    # text is final and goes out as one delta, then "dd3344" adds "44"; the final pass
+    # sends nothing twice.
+    table = {
+        "<user>hi<assistant>": ["aaXXXX", "bbYYYY", "ccWWWW", "ddZZZZ"],
+        "<user>hi<assistant>bb": ["11XX"],
+        "<user>hi<assistant>dd": ["33XX"],
+        "<user>hi<assistant>dd33": ["44XX"],
+    }
+    rewards = {"bb": 0.9, "dd": 0.8, "bb11": 0.2, "dd33": 0.7, "dd3344": 0.5}
+    runtime = make_runtime(PromptTableGenerator(table), TableReward(rewards))
+    search = {"algorithm": "spec_rejection", "n": 2, "decision_tokens": 2}
+    async with serve_app(runtime) as client:
+        r = await client.post(URL, json=body(stream=True, max_tokens=6, search=search))
+    chunks = parse_sse(r.text)[:-1]
+    deltas = [ch["delta"] for c in chunks for ch in c["choices"]]
+    assert deltas[0] == {"role": "assistant", "content": ""}
+    assert [d.get("content") for d in deltas[1:]] == ["dd33", "44", None]
+    assert chunks[-1]["search"]["candidates_generated"] == 1
 
 
 async def test_stream_usage_when_asked(serve_app: Any, parse_sse: Any) -> None:
