@@ -51,11 +51,11 @@ class SearchContext:
     def sampling_for(self, max_tokens: int) -> SamplingConfig:
         """The request's sampling with a segment's max_tokens. Every call gets its own
         seed derived from the request's, so a seeded search is reproducible and two
-        continuations of one parent do not repeat each other."""
+        calls never repeat each other's samples (see ``call_seed``)."""
         seed = self.sampling.seed
-        call_seed = None if seed is None else (seed + self.calls_made) % 2**63
+        call = None if seed is None else call_seed(seed, self.calls_made)
         self.calls_made += 1
-        return dataclasses.replace(self.sampling, max_tokens=max_tokens, seed=call_seed)
+        return dataclasses.replace(self.sampling, max_tokens=max_tokens, seed=call)
 
     async def generate(
         self, prompt_ids: Sequence[int], max_tokens: int, n: int = 1
@@ -90,6 +90,20 @@ class SearchContext:
             # Configured at start-up, not by the client: a server fault, so 503.
             raise EngineUnavailable(f"the {name!r} utility is not available on this server")
         return found
+
+
+def call_seed(seed: int, call: int) -> int:
+    """The seed of a search's ``call``-th engine request. The first keeps the request's
+    seed (a seeded Best-of-N samples what a seeded vLLM request with n would). Later ones
+    are scattered by a splitmix64 step: vLLM seeds the samples of one request seed,
+    seed + 1, ..., seed + n - 1, so consecutive call seeds would redraw the previous
+    call's samples (with seed + 1, three of four again)."""
+    if call == 0:
+        return seed % 2**63
+    x = (seed + call * 0x9E3779B97F4A7C15) % 2**64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) % 2**64
+    return (x ^ (x >> 31)) % 2**63
 
 
 class SearchStrategy(BaseModel):

@@ -293,6 +293,7 @@ class ChatService:
             prepared.context.on_commit = commits.put_nowait
         search = asyncio.ensure_future(self.run(prepared))
         sent = ""
+        commit: asyncio.Future[str] | None = None
         try:
             while not search.done():
                 commit = asyncio.ensure_future(commits.get())
@@ -322,6 +323,8 @@ class ChatService:
                 yield f"data: {json.dumps(event)}\n\n"
             yield "data: [DONE]\n\n"
         finally:
+            if commit is not None:
+                commit.cancel()  # the client left while waiting: no pending getter
             if not search.done():
                 search.cancel()
                 await asyncio.gather(search, return_exceptions=True)

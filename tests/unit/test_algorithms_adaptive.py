@@ -16,6 +16,7 @@ from search.adaptive_bon import AdaptiveBoN
 from search.errors import InvalidRequest
 from search.fakes import ScriptedGenerator, TableReward, fake_context
 from search.registry import parse_strategy
+from search.strategy import call_seed
 from search.tail import fit
 from search.types import SamplingConfig
 from server.tail_check import empirical_best_of, error_table
@@ -160,3 +161,13 @@ def test_error_table_scores_each_estimator_against_the_target() -> None:
     )
     assert by["gpd"]["mae"] == pytest.approx(0.1) and by["gpd"]["bias"] == pytest.approx(0.0)
     assert "| 4 | gpd | 0.1000 | +0.0000 |" in table
+
+
+def test_call_seeds_never_redraw_another_calls_samples() -> None:
+    # vLLM seeds the samples of one request seed, seed + 1, ..., seed + n - 1. Rounds of
+    # 64 samples from 100 calls must use 6,400 distinct per-sample seeds.
+    for seed in (0, 1234, 2**63 - 5):
+        assert call_seed(seed, 0) == seed
+        per_sample = [call_seed(seed, k) + i for k in range(100) for i in range(64)]
+        assert len(set(per_sample)) == len(per_sample)
+        assert all(0 <= call_seed(seed, k) < 2**63 for k in range(100))

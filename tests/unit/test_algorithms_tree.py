@@ -16,7 +16,7 @@ from search.fakes import PromptTableGenerator, TableReward, TokenTableReference,
 from search.partial import Partial, segment_lengths
 from search.registry import parse_strategy
 from search.spec_rejection import SpeculativeRejection, survivors_count
-from search.strategy import SearchContext
+from search.strategy import SearchContext, call_seed
 from search.treebon import TreeBoN, children_per_parent, implicit_dpo_reward
 from search.types import SamplingConfig
 
@@ -88,7 +88,7 @@ async def test_treebon_keeps_finished_and_expands_the_best_parents() -> None:
     calls = [(p, m, n) for p, m, _, n in gen.calls]
     assert calls == [(P, 2, 4), (P + "bb", 2, 2), (P + "dd", 2, 1)]
     # Each call has its own seed derived from the request's.
-    assert [seed for _, _, seed, _ in gen.calls] == [7, 8, 9]
+    assert [seed for _, _, seed, _ in gen.calls] == [7, call_seed(7, 1), call_seed(7, 2)]
     assert reward.calls == [(["aa", "bb", "dd"], True), (["c", "bb11", "bb22", "dd33"], False)]
     budget = result.budget
     assert budget.generated_tokens == 2 + 2 + 1 + 2 + (2 + 2) + 2  # never above 4 x 4
