@@ -11,9 +11,14 @@ have been drawn. The answer is the argmax over everything drawn, as in Best-of-N
 The first round is at least the estimator's minimum sample (2 for normal, 4 for gpd).
 
 Defaults: round_size 4, min_gain 0.01 (reward units: 1% of the judge's [0, 1] range),
-estimator gpd (bounded rewards are the common case, and the normal model keeps promising
-gain past a bound). ``n`` is N_max (like every algorithm's n, the server's
-``--default-n`` when the request gives none; ask for 16 or more to leave room to adapt).
+estimator normal. Measured on MT-Bench with the embedded judge (README, benchmarks): its
+predictions of best-of-16 from 4 or 8 rewards erred less than the generalized Pareto
+fit's (mean absolute error 0.032 vs 0.037 at m=4), and it reached 95.1% of Best-of-16's
+reward with 39% of its tokens against gpd's 95.0%. ``gpd`` is the choice for rewards
+with a hard bound and enough samples to see it.
+
+``n`` is N_max (like every algorithm's n, the server's ``--default-n`` when the request
+gives none; ask for 16 or more to leave room to adapt).
 
 ``details``: per round the samples so far, the best reward, the fitted parameters, the
 predicted gain of the next round and the predicted best-of-N_max; ``stopped`` says why
@@ -38,7 +43,7 @@ class AdaptiveBoN(SearchStrategy):
 
     round_size: int = Field(default=4, ge=1, strict=True)
     min_gain: float = Field(default=0.01, ge=0)
-    estimator: EstimatorName = "gpd"
+    estimator: EstimatorName = "normal"
 
     async def run(self, ctx: SearchContext) -> SearchResult:
         candidates: list[Candidate] = []

@@ -124,7 +124,7 @@ async def test_a_small_gain_stops_it_and_the_first_round_covers_the_estimator() 
     table = {"a": 0.50, "b": 0.51, "c": 0.52, "d": 0.53}
     gen = ScriptedGenerator([texts] * 4)
     ctx = fake_context(gen, TableReward(table), SamplingConfig(max_tokens=8))
-    result = await AdaptiveBoN(n=16, round_size=2, min_gain=0.05).run(ctx)
+    result = await AdaptiveBoN(n=16, round_size=2, min_gain=0.05, estimator="gpd").run(ctx)
     assert [n for _, _, n in gen.calls] == [4]  # round_size 2, but gpd needs 4 to fit
     assert result.details["stopped"] == "gain_below_min"
     assert result.best.text == "d"
