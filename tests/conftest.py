@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -22,6 +23,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def engine_requests(url: str) -> float:
+    """Requests a vLLM engine is running or has queued, from its own gauges on
+    ``url``/metrics (a vllm server's, or alignserve's for its in-process engine)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    values = re.findall(r"^vllm:num_requests_(?:running|waiting)\{[^}]*\} (\S+)$", text, re.M)
+    assert values, "the engine's vllm:num_requests_* gauges are missing"
+    return sum(float(v) for v in values)
 
 
 @contextmanager

@@ -13,17 +13,10 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
+from tests.conftest import engine_requests
 from tests.e2e.conftest import MODEL, question
 
 pytestmark = pytest.mark.e2e
-
-
-def engine_requests(url: str) -> float:
-    """Requests the in-process engine is running or has queued, from its own gauges."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    values = re.findall(r"^vllm:num_requests_(?:running|waiting)\{[^}]*\} (\S+)$", text, re.M)
-    assert values, "the engine's vllm:num_requests_* gauges are missing"
-    return sum(float(v) for v in values)
 
 
 def cancellations(url: str) -> float:

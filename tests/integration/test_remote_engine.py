@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import AsyncIterator, Iterator
 
-import httpx
 import pytest
 
 from rewards.judge import JudgeReward
 from search.engines.remote import RemoteGenerator
-from tests.conftest import free_port, running_server
+from tests.conftest import engine_requests, free_port, running_server
 from tests.integration import engine_checks as checks
 
 pytestmark = pytest.mark.integration
@@ -53,13 +51,6 @@ async def remote(vllm_server: str, model_path: str) -> AsyncIterator[RemoteGener
     await gen.aclose()
 
 
-def running_requests(url: str) -> float:
-    text = httpx.get(f"{url}/metrics").text
-    values = re.findall(r"^vllm:num_requests_(?:running|waiting)\{[^}]*\} (\S+)$", text, re.M)
-    assert values, "vllm metrics missing"
-    return sum(float(v) for v in values)
-
-
 async def test_n_and_max_tokens(remote, tokenizer) -> None:
     await checks.check_n_and_max_tokens(remote, tokenizer)
 
@@ -81,7 +72,7 @@ async def test_logprobs(remote, tokenizer) -> None:
 
 
 async def test_cancel_aborts_remote_requests(remote, tokenizer, vllm_server: str) -> None:
-    await checks.check_cancel_aborts(remote, tokenizer, lambda: running_requests(vllm_server))
+    await checks.check_cancel_aborts(remote, tokenizer, lambda: engine_requests(vllm_server))
 
 
 async def test_same_tokens_as_in_process_engine(remote, engine, tokenizer) -> None:
