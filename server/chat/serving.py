@@ -360,11 +360,12 @@ class ChatService:
     ) -> Iterator[dict[str, Any]]:
         """The answer after the ``sent`` text that was streamed while the search ran."""
         chosen = self.chosen(prepared, result)
-        if not chosen[0].text.startswith(sent):  # a search committed to text it then left
+        extends = chosen[0].text.startswith(sent)
+        if not extends:  # a search committed to text it then left
             logger.error("the answer does not extend the streamed text; sending it whole")
         tokenizer = prepared.context.tokenizer
         for i, cand in enumerate(chosen):
-            already = len(sent) if i == 0 and cand.text.startswith(sent) else 0
+            already = len(sent) if i == 0 and extends else 0
             yield from self.text_chunks(prepared, "", first=not (i == 0 and sent), index=i)
             position = 0
             for piece in token_pieces(tokenizer, cand.completion.token_ids, cand.text):
