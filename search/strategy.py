@@ -48,20 +48,34 @@ class SearchContext:
     committed: str = ""
     on_commit: Callable[[str], None] | None = None
 
-    def sampling_for(self, max_tokens: int) -> SamplingConfig:
-        """The request's sampling with a segment's max_tokens. Every call gets its own
-        seed derived from the request's, so a seeded search is reproducible and two
-        calls never repeat each other's samples (see ``call_seed``)."""
+    def sampling_for(
+        self, max_tokens: int, own: SamplingConfig | None = None
+    ) -> SamplingConfig:
+        """The request's sampling (or ``own``, for a call that is not part of the answer)
+        with a segment's max_tokens. Every call gets its own seed derived from the
+        request's, so a seeded search is reproducible and two calls never repeat each
+        other's samples (see ``call_seed``)."""
         seed = self.sampling.seed
         call = None if seed is None else call_seed(seed, self.calls_made)
         self.calls_made += 1
-        return dataclasses.replace(self.sampling, max_tokens=max_tokens, seed=call)
+        base = self.sampling if own is None else own
+        return dataclasses.replace(base, max_tokens=max_tokens, seed=call)
 
     async def generate(
-        self, prompt_ids: Sequence[int], max_tokens: int, n: int = 1
+        self,
+        prompt_ids: Sequence[int],
+        max_tokens: int,
+        n: int = 1,
+        *,
+        sampling: SamplingConfig | None = None,
     ) -> list[Completion]:
-        """One engine call for n samples of up to max_tokens, counted in the budget."""
-        completions = await self.generator.generate(prompt_ids, self.sampling_for(max_tokens), n)
+        """One engine call for n samples of up to max_tokens, counted in the budget.
+
+        Calls that produce (part of) an answer use the client's sampling. A call whose
+        output is not an answer (DARWIN's instruction rewrite) passes its own ``sampling``,
+        so the client's stop strings, penalties and temperature never reach it."""
+        params = self.sampling_for(max_tokens, sampling)
+        completions = await self.generator.generate(prompt_ids, params, n)
         self.budget.count_generation(completions)
         return completions
 
@@ -119,6 +133,11 @@ class SearchStrategy(BaseModel):
 
     def peak_candidates(self) -> int:
         """The most responses this search keeps alive at once (for the server's limit)."""
+        return self.n
+
+    def samples_per_call(self) -> int:
+        """The most samples one answer-producing engine call asks for (n of a vLLM request).
+        Greedy decoding (temperature 0) has one answer, so above 1 it is refused up front."""
         return self.n
 
     async def run(self, ctx: SearchContext) -> SearchResult:

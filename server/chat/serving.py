@@ -115,10 +115,13 @@ class ChatService:
                 f"the server allows at most {self.settings.max_live_candidates}",
                 param="search",
             )
-        if request.temperature == 0 and strategy.n > 1:
-            # Greedy decoding has one answer; vLLM rejects n > 1 with it rather than repeat it.
+        if request.temperature == 0 and strategy.samples_per_call() > 1:
+            # Greedy decoding has one answer; vLLM rejects n > 1 with it rather than repeat
+            # it. Checked against what the search samples at once (speculative rejection
+            # starts n_initial responses), so it never fails mid-search.
             raise InvalidRequest(
-                "temperature 0 (greedy) yields a single candidate: use search.n = 1 "
+                f"temperature 0 (greedy) yields a single candidate, but this search samples "
+                f"{strategy.samples_per_call()} at once: use search.n = 1 "
                 "or a temperature above 0",
                 param="temperature",
             )

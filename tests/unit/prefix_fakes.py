@@ -1,0 +1,28 @@
+"""Fakes shared by the tests of the searches that score prefixes.
+
+The fakes are one token per character; the chat prompt renders as "<user>hi<assistant>"
+and a continuation's prompt is that plus the response so far, so PromptTableGenerator's
+tables read as "which continuations follow this prefix". Every completion has log pi
+-0.1 per token.
+"""
+
+from __future__ import annotations
+
+from search.fakes import PromptTableGenerator, TableReward, fake_context
+from search.strategy import SearchContext
+from search.types import SamplingConfig
+
+P = "<user>hi<assistant>"
+# Roots with segments of 2 tokens: "aa", "bb", "dd" are cut (live), "c" stopped (finished).
+ROOTS = {P: ["aaXX", "bbYY", "c", "ddZZ"]}
+
+
+def context(
+    generator: PromptTableGenerator,
+    reward: TableReward,
+    max_tokens: int,
+    seed: int | None = 7,
+    **kw: object,
+) -> SearchContext:
+    sampling = SamplingConfig(max_tokens=max_tokens, seed=seed, logprobs=True)
+    return fake_context(generator, reward, sampling, **kw)  # type: ignore[arg-type]
