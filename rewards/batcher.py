@@ -64,6 +64,11 @@ class MicroBatcher:
         self._worker: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
 
+    @property
+    def bounds(self) -> tuple[float, float] | None:
+        """The wrapped reward model's range (see search.protocols.reward_bounds)."""
+        return getattr(self.inner, "bounds", None)
+
     async def score(
         self, conversation: Sequence[Message], responses: Sequence[str], *, partial: bool = False
     ) -> list[float]:

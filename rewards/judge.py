@@ -62,6 +62,9 @@ def expected_score(top_logprobs: Mapping[int, float], score_token_ids: Sequence[
 
 
 class JudgeReward:
+    # Expected scores normalised to [0, 1] (see expected_score).
+    bounds = (0.0, 1.0)
+
     def __init__(self, generator: Generator, tokenizer: HFChatTokenizer) -> None:
         self._generator = generator
         self._tokenizer = tokenizer

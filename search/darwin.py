@@ -1,34 +1,73 @@
 """DARWIN: instruction mutation plus reward-guided beam replacement (``darwin``).
 
-Paper: Hung, Majumder, Chia, Poria 2024, "Inference-Time Alignment through Evolutionary
-Heuristics" (DARWIN, declare-lab, arXiv 2406.15193). Defaults follow the authors' code:
-replacement_period 40, top_k 3, one cycle.
+Paper: Hung, Majumder, Mehrish, Poria, "Reward-Guided Tree Search for Inference Time
+Alignment of Large Language Models", NAACL 2025 (arXiv 2406.15193; first titled "Reward
+Steering with Evolutionary Heuristics for Decoding-time Alignment"). Reference code:
+declare-lab/darwin, ``darwin.py`` and ``utils.py``; the rule and defaults below are the
+ones it runs (its README's command: ``--iteration=3 --n_mutation=1
+--replacement_period=40``, top_k 3).
 
 Rule:
-1. Plain seed output: one complete response to the user's conversation, scored.
-2. The archive of instructions starts with the user's last message (its reward is the
-   seed output's). Each of ``cycles`` cycles:
-   a. pick the archive's best instruction; the policy model rewrites it ``mutations``
-      times with a one-shot prompt that asks for 5 numbered rewrites (mutations x 5
-      variants); a rewrite that cannot be parsed is filled with copies of the picked one.
-   b. n beams, beam k answering variant k mod (mutations x 5) in place of the user's last
-      message. Every ``replacement_period`` tokens: decode that many tokens for every
-      unfinished beam (one engine request each, on its prompt ids + its ids, so the
-      prefix cache serves it), score every beam's partial response against the ORIGINAL
-      conversation, keep the top_k and replace every other unfinished beam with a copy of
-      a top-k beam drawn at random (seeded). Repeat until all beams finish.
-   c. score the final beams' responses as complete, against the original conversation.
-      The instruction whose beams reached the top-k most often joins the archive if its
-      best response beats the picked instruction's reward.
-3. The answer is the best of the seed output and every cycle's final beams.
+1. Seed output: one complete response to the user's conversation, scored. The archive
+   of instructions starts as {the user's last message: that reward}.
+2. Each of ``cycles`` cycles:
+   a. pick an archive instruction uniformly at random (seeded); the policy rewrites it
+      ``mutations`` times into 5 numbered variants each. The rewrite call has its own
+      sampling (temperature 0.7, top-k 40, up to ``rewrite_tokens``): the client's stop
+      strings and penalties would cut or bend a numbered list that is not an answer.
+   b. one beam per variant (5 x ``mutations`` beams), beam k answering variant k in place
+      of the user's last message. Every ``replacement_period`` tokens: decode that many
+      tokens for every unfinished beam on its own prompt ids + its response ids (the
+      prefix cache serves both); score every beam's response against the ORIGINAL
+      conversation (after ``look_ahead`` more tokens, which are then dropped); each top_k
+      beam position counts a hit; every other unfinished beam takes the response of a
+      top-k beam drawn at random and continues it under ITS OWN instruction.
+   c. score the final responses as complete. The two beam positions with the most hits
+      (ties: the one that reached the top-k first) offer their variant with that
+      position's final reward; each that beats the picked instruction's reward joins the
+      archive (or updates its reward), and the picked instruction leaves when another
+      one beat it (utils.py ``Archive.update_archive``).
+3. The answer is the best of the seed output and every cycle's final responses.
+
+``search.n`` is not an option: the beams are one per variant, n = 5 x ``mutations``
+(the server fills in its default n for every algorithm, so a given n is replaced, not
+refused). ``top_k`` must be below that; the reference errors out there too.
+``replacement: false`` is the paper's no-replacement ablation: each beam decodes its
+whole response in one call. ``cycles`` defaults to the README's 3 (the code's own
+default is 1); each cycle costs a rewrite and 5 x ``mutations`` full responses, so a
+CPU deployment may prefer ``cycles: 1``.
+
+Where this still differs from the reference, and why:
+- Answer calls (seed, segments, look-ahead) use the client's sampling (temperature,
+  top_p, penalties, stop, max_tokens), as every search here must; the reference samples
+  them at temperature 0.7, top-k 40, up to 2048 tokens.
+- Responses are continued on token ids, not re-tokenised text; a beam finishes on an
+  engine stop or at max_tokens (the reference: EOS in the decoded text, or 2048 tokens).
+- The rewrite prompt is a short one-shot prompt of its own (the reference's template
+  also appends "?" to the instruction). The first five numbered lines are kept and
+  missing ones are copies of the picked instruction (the reference: exactly five lines
+  or five copies), because a small model often writes three or four usable rewrites;
+  ``rewrites_parsed`` flags it.
+- Scoring at each period asks the judge for the partial-response rubric, finished beams
+  included (the reference re-scores every state with one classifier); the final scores
+  use the complete rubric.
+- Look-ahead tokens never run past max_tokens.
+- ``replacement: false``: the reference's ablation never counts hits and fails at the
+  archive update (``[].values()``); here the top_k of the final rewards count as the
+  cycle's one step, so the archive still evolves over cycles. ``look_ahead`` is unused.
+- Draws come from one seeded ``random.Random`` per request (the reference: the global
+  ``random``), in the reference's order: the archive pick, then each replacement.
+- Every cycle's beams are candidates in the report; the answer is the same argmax.
 
 Answers are always scored and returned against the user's real conversation; the
-mutated instructions only steer generation. They appear in ``details.cycles``, with the
-top-k hit counts and what joined the archive.
+variants only steer generation. ``details.cycles`` reports each cycle's picked
+instruction, variants, per-beam variant, response lineage and final reward, top-k hits,
+steps and what joined or left the archive; ``details.archive`` the final archive.
 
-Budget: engine calls 1 (seed) + ``mutations`` rewrites (one call with n=mutations) + one
-per unfinished beam per period; generated tokens include the rewrites. Reward calls: the
-seed, one per period, and one for each cycle's final beams.
+Budget: engine calls 1 (seed) + per cycle one rewrite call (n = mutations) + one per
+unfinished beam per period (twice with look-ahead); generated tokens include rewrites and
+look-ahead. Reward calls: the seed, one per period (none without replacement), one for
+each cycle's final beams.
 """
 
 from __future__ import annotations
@@ -37,16 +76,19 @@ import random
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from search.partial import Partial, as_candidates, top_indices
 from search.strategy import SearchContext, SearchStrategy, finish, gather_all
-from search.types import Candidate, Message, SearchResult
+from search.types import Candidate, Completion, Message, SamplingConfig, SearchResult
 
 VARIANTS_PER_REWRITE = 5
+# How many of the most frequent top-k positions offer their instruction to the archive.
+ARCHIVE_OFFERS = 2
+# The reference's mutation sampling (darwin.py ``mutate``); max_tokens and seed are per call.
+REWRITE_SAMPLING = SamplingConfig(temperature=0.7, top_k=40)
 REWRITE_PROMPT = """Rewrite an instruction in 5 different ways. Each rewrite must ask for \
 exactly the same thing, phrased differently and more clearly. Answer with a numbered list \
 and nothing else.
@@ -81,34 +123,89 @@ def with_instruction(conversation: Sequence[Message], instruction: str) -> list[
     return messages
 
 
-@dataclass(frozen=True)
-class Beam:
-    variant: int
-    partial: Partial
+def most_frequent(hits: Counter[int], k: int) -> list[int]:
+    """The k positions with the most hits. Ties go to the position counted first: the
+    reference sorts its insertion-ordered counter with a stable ``reverse=True`` sort."""
+    return sorted(hits, key=hits.__getitem__, reverse=True)[:k]
+
+
+def update_archive(
+    archive: dict[str, float], parent: str, offers: Sequence[tuple[str, float]]
+) -> tuple[list[dict[str, Any]], bool]:
+    """utils.py ``Archive.update_archive``, in place: each offered (instruction, reward)
+    that beats the parent's reward (read once, before any change) is set in the archive;
+    the parent leaves when an instruction other than itself beat it. Returns what joined
+    and whether the parent left."""
+    parent_reward = archive[parent]
+    beat = [(text, reward) for text, reward in offers if reward > parent_reward]
+    archive.update(beat)
+    left = any(text != parent for text, _ in beat)
+    if left:
+        del archive[parent]
+    return [{"instruction": text, "reward": reward} for text, reward in beat], left
 
 
 class Darwin(SearchStrategy):
     name = "darwin"
 
-    mutations: int = Field(default=1, ge=1, le=64, strict=True, description="rewrites (x5)")
+    mutations: int = Field(
+        default=1, ge=1, le=64, strict=True, description="rewrite calls; 5 beams each"
+    )
     replacement_period: int = Field(default=40, ge=1, strict=True, description="tokens per step")
-    top_k: int = Field(default=3, ge=1, strict=True, description="beams kept at each step")
-    cycles: int = Field(default=1, ge=1, le=64, strict=True, description="mutate-and-search cycles")
+    top_k: int = Field(
+        default=3, ge=1, strict=True, description="beams kept at each step (< 5 x mutations)"
+    )
+    cycles: int = Field(default=3, ge=1, le=64, strict=True, description="mutate-and-search cycles")
     rewrite_tokens: int = Field(
-        default=256, ge=16, le=4096, strict=True, description="max tokens of one rewrite"
+        default=1024, ge=16, le=4096, strict=True, description="max tokens of one rewrite"
+    )
+    look_ahead: int = Field(
+        default=0, ge=0, le=4096, strict=True, description="tokens sampled past a step to score it"
+    )
+    replacement: bool = Field(
+        default=True, strict=True, description="false: the no-replacement ablation"
     )
     seed: int | None = Field(
-        default=None, strict=True, description="seed of the replacement draws; default: request"
+        default=None, strict=True, description="seed of the archive and replacement draws"
     )
 
-    def last_user_message(self, ctx: SearchContext) -> str:
-        return next(m["content"] for m in reversed(ctx.conversation) if m["role"] == "user")
+    @model_validator(mode="before")
+    @classmethod
+    def _one_beam_per_variant(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        mutations = data.get("mutations", cls.model_fields["mutations"].default)
+        # A bad mutations value is reported by its own field; n only needs to be valid.
+        ok = type(mutations) is int and mutations >= 1
+        return {**data, "n": VARIANTS_PER_REWRITE * (mutations if ok else 1)}
+
+    @field_validator("top_k")
+    @classmethod
+    def _below_the_beams(cls, top_k: int, info: ValidationInfo) -> int:
+        beams = info.data.get("n")
+        if beams is not None and top_k >= beams:
+            raise ValueError(
+                f"must be less than the number of beams, 5 x mutations = {beams}, "
+                "or no beam is ever replaced"
+            )
+        return top_k
+
+    def peak_candidates(self) -> int:
+        return self.n  # one beam per variant, all alive until they finish
+
+    def samples_per_call(self) -> int:
+        # Every answer call samples one response; only the rewrite call asks for several,
+        # and it never runs greedy (its own temperature 0.7).
+        return 1
 
     async def mutate(self, ctx: SearchContext, instruction: str) -> tuple[list[str], list[bool]]:
         prompt = [{"role": "user", "content": REWRITE_PROMPT.format(instruction=instruction)}]
         with ctx.budget.phase("mutate"):
             rewrites = await ctx.generate(
-                ctx.tokenizer.render_chat(prompt), self.rewrite_tokens, self.mutations
+                ctx.tokenizer.render_chat(prompt),
+                self.rewrite_tokens,
+                self.mutations,
+                sampling=REWRITE_SAMPLING,
             )
         variants: list[str] = []
         parsed: list[bool] = []
@@ -118,91 +215,111 @@ class Darwin(SearchStrategy):
             parsed.append(ok)
         return variants, parsed
 
+    async def extend(
+        self, ctx: SearchContext, prompts: list[list[int]], beams: list[Partial], tokens: int
+    ) -> list[Completion | None]:
+        """Up to ``tokens`` more tokens for each unfinished beam under its own prompt, in
+        one engine request each (None for finished beams)."""
+        max_tokens = ctx.sampling.max_tokens
+        live = [k for k, b in enumerate(beams) if not b.finished]
+        segments = await gather_all(
+            [
+                ctx.generate(
+                    [*prompts[k], *beams[k].token_ids],
+                    min(tokens, max_tokens - beams[k].num_tokens),
+                )
+                for k in live
+            ]
+        )
+        out: list[Completion | None] = [None] * len(beams)
+        for k, (segment,) in zip(live, segments, strict=True):
+            out[k] = segment
+        return out
+
+    async def step_scores(
+        self, ctx: SearchContext, prompts: list[list[int]], beams: list[Partial]
+    ) -> list[float]:
+        texts = [b.text for b in beams]
+        if self.look_ahead and any(not b.finished for b in beams):
+            # The reference scores a peek further ahead but keeps only the step's tokens.
+            with ctx.budget.phase("look_ahead"):
+                ahead = await self.extend(ctx, prompts, beams, self.look_ahead)
+            texts = [t + (a.text if a else "") for t, a in zip(texts, ahead, strict=True)]
+        with ctx.budget.phase("score_partial"):
+            return await ctx.score(texts, partial=True)
+
     async def search(
         self, ctx: SearchContext, variants: list[str], rng: random.Random
-    ) -> tuple[list[Beam], Counter[int], int]:
-        """Beams under the variants until all finish; returns them, the top-k hits per
-        variant and the number of replacement steps."""
+    ) -> tuple[list[Partial], Counter[int], int]:
+        """One beam per variant until all finish; returns the beams (position k answers
+        variant k), the top-k hits per position and the number of steps."""
         max_tokens = ctx.sampling.max_tokens
-        tok = ctx.tokenizer
-        prompts = [tok.render_chat(with_instruction(ctx.conversation, v)) for v in variants]
-        beams = [Beam(k % len(variants), Partial(root=k)) for k in range(self.n)]
+        period = self.replacement_period if self.replacement else max_tokens
+        prompts = [
+            ctx.tokenizer.render_chat(with_instruction(ctx.conversation, v)) for v in variants
+        ]
+        beams = [Partial(root=k) for k in range(len(variants))]
         hits: Counter[int] = Counter()
         steps = 0
-        while any(not b.partial.finished for b in beams):
-            live = [k for k, b in enumerate(beams) if not b.partial.finished]
+        while any(not b.finished for b in beams):
             with ctx.budget.phase("generate"):
-                segments = await gather_all(
-                    [
-                        ctx.generate(
-                            [*prompts[beams[k].variant], *beams[k].partial.token_ids],
-                            min(self.replacement_period, max_tokens - beams[k].partial.num_tokens),
-                        )
-                        for k in live
-                    ]
-                )
-            for k, (segment,) in zip(live, segments, strict=True):
-                beams[k] = replace(beams[k], partial=beams[k].partial.extend(segment, max_tokens))
-            with ctx.budget.phase("score_partial"):
-                scores = await ctx.score([b.partial.text for b in beams], partial=True)
-            top = top_indices(scores, self.top_k)
-            hits.update(beams[k].variant for k in top)
-            for k, beam in enumerate(beams):
-                if k not in top and not beam.partial.finished:
-                    beams[k] = beams[rng.choice(top)]
+                segments = await self.extend(ctx, prompts, beams, period)
+            beams = [
+                b if s is None else b.extend(s, max_tokens)
+                for b, s in zip(beams, segments, strict=True)
+            ]
             steps += 1
+            if not self.replacement:
+                continue  # one step of max_tokens finished every beam
+            top = top_indices(await self.step_scores(ctx, prompts, beams), self.top_k)
+            hits.update(top)
+            for k, beam in enumerate(beams):
+                if k not in top and not beam.finished:
+                    # Only the response moves: beam k keeps its prompt (its variant).
+                    beams[k] = beams[rng.choice(top)]
         return beams, hits, steps
 
     async def run(self, ctx: SearchContext) -> SearchResult:
-        seed = self.seed if self.seed is not None else ctx.sampling.seed
-        rng = random.Random(seed)
+        rng = random.Random(self.seed if self.seed is not None else ctx.sampling.seed)
         with ctx.budget.phase("generate"):
             (plain,) = await ctx.generate(ctx.prompt_ids, ctx.sampling.max_tokens)
         with ctx.budget.phase("score"):
             (plain_reward,) = await ctx.score([plain.text], partial=False)
         candidates = [Candidate(plain, plain_reward)]
-        seed_entry = {"instruction": self.last_user_message(ctx), "reward": plain_reward}
-        archive: list[dict[str, Any]] = [seed_entry]
+        user = next(m["content"] for m in reversed(ctx.conversation) if m["role"] == "user")
+        archive = {user: plain_reward}
         cycles: list[dict[str, Any]] = []
         for _ in range(self.cycles):
-            picked = max(archive, key=lambda entry: entry["reward"])
-            variants, parsed = await self.mutate(ctx, picked["instruction"])
+            picked = rng.choice(list(archive))
+            picked_reward = archive[picked]
+            variants, parsed = await self.mutate(ctx, picked)
             beams, hits, steps = await self.search(ctx, variants, rng)
             with ctx.budget.phase("score"):
-                rewards = await ctx.score([b.partial.text for b in beams], partial=False)
-            candidates += as_candidates([b.partial for b in beams], rewards)
-            added = self.promote(variants, beams, rewards, hits, picked["reward"])
-            archive += added
+                rewards = await ctx.score([b.text for b in beams], partial=False)
+            if not self.replacement:
+                hits = Counter(top_indices(rewards, self.top_k))
+            candidates += as_candidates(beams, rewards)
+            winners = most_frequent(hits, ARCHIVE_OFFERS)
+            offers = [(variants[k], rewards[k]) for k in winners]
+            joined, left = update_archive(archive, picked, offers)
             cycles.append(
                 {
-                    "picked": picked["instruction"],
+                    "picked": picked,
+                    "picked_reward": picked_reward,
                     "variants": variants,
                     "rewrites_parsed": parsed,
-                    "topk_hits": {variants[v]: count for v, count in hits.most_common()},
+                    # response_from: the beam whose first segment the final response grew
+                    # from (another beam's after a replacement).
+                    "beams": [
+                        {"variant": k, "response_from": b.root, "reward": r}
+                        for k, (b, r) in enumerate(zip(beams, rewards, strict=True))
+                    ],
+                    "topk_hits": [hits[k] for k in range(len(beams))],
+                    "winners": winners,
                     "steps": steps,
-                    "beam_variants": [b.variant for b in beams],
-                    "added_to_archive": [a["instruction"] for a in added],
+                    "joined_archive": joined,
+                    "left_archive": [picked] if left else [],
                 }
             )
-        return finish(ctx, candidates, {"cycles": cycles, "archive": archive})
-
-    def promote(
-        self,
-        variants: list[str],
-        beams: list[Beam],
-        rewards: list[float],
-        hits: Counter[int],
-        picked_reward: float,
-    ) -> list[dict[str, Any]]:
-        """The most frequent top-k variant(s) whose best final response beat the picked
-        instruction's reward, as archive entries."""
-        if not hits:
-            return []
-        most = max(hits.values())
-        added = []
-        for v in sorted(variant for variant, count in hits.items() if count == most):
-            own = [r for b, r in zip(beams, rewards, strict=True) if b.variant == v]
-            best = max(own, default=None)
-            if best is not None and best > picked_reward:
-                added.append({"instruction": variants[v], "reward": best})
-        return added
+        final = [{"instruction": text, "reward": r} for text, r in archive.items()]
+        return finish(ctx, candidates, {"cycles": cycles, "archive": final})

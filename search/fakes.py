@@ -6,8 +6,11 @@
 - ``PromptTableGenerator``: answers by the decoded prompt, for searches that continue
   prefixes (the prompt then ends with the response so far).
 - ``TableReward``: a fixed reward per response text (default for unknown texts).
-- ``TokenTableReference``: a reference model with a fixed logprob per token.
+- ``TokenTableReference``: a scoring model (TreeBoN's DPO model or reference) with a
+  fixed logprob per token.
 - ``WordOverlapUtility``: Jaccard similarity of whitespace-split word sets (MBR utility).
+- ``FixedGenerator`` / ``FixedUtility``: the same completions (with chosen summed
+  logprobs) every call / a fixed utility matrix, for the regularised searches.
 - ``fake_context``: a SearchContext over these.
 """
 
@@ -79,6 +82,8 @@ class TableReward:
     default: float = 0.0
     calls: list[tuple[list[str], bool]] = field(default_factory=list)
     conversations: list[list[Message]] = field(default_factory=list)
+    # The range the scores can take, as a real reward model declares it (the judge's [0, 1]).
+    bounds: tuple[float, float] | None = None
 
     async def score(
         self, conversation: Sequence[Message], responses: Sequence[str], *, partial: bool = False
@@ -119,8 +124,10 @@ class TokenTableReference:
 
     table: Mapping[str, float]
     default: float = -0.1
+    calls: list[list[int]] = field(default_factory=list)
 
     async def token_logprobs(self, token_ids: Sequence[int]) -> list[float | None]:
+        self.calls.append(list(token_ids))
         return [None] + [self.table.get(chr(t), self.default) for t in token_ids[1:]]
 
 
@@ -137,6 +144,37 @@ class WordOverlapUtility:
         return [[len(a & b) / len(a | b) if a | b else 1.0 for b in words] for a in words]
 
 
+@dataclass
+class FixedGenerator:
+    """Answers every call with the first n of ``rows``: (text, token count, summed logprob)."""
+
+    rows: Sequence[tuple[str, int, float]]
+
+    async def generate(
+        self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
+    ) -> list[Completion]:
+        if len(self.rows) < n:
+            raise AssertionError(f"{len(self.rows)} rows for n={n}")
+        return [
+            Completion(tuple(range(1, k + 1)), text, "stop", cumulative_logprob=lp)
+            for text, k, lp in self.rows[:n]
+        ]
+
+
+@dataclass
+class FixedUtility:
+    """A fixed utility matrix, whatever the texts (it must have one row per text)."""
+
+    table: Sequence[Sequence[float]]
+    calls: list[list[str]] = field(default_factory=list)
+
+    async def matrix(self, texts: Sequence[str]) -> list[list[float]]:
+        self.calls.append(list(texts))
+        if len(texts) != len(self.table):
+            raise AssertionError(f"{len(self.table)} rows for {len(texts)} texts")
+        return [list(row) for row in self.table]
+
+
 def fake_context(
     generator: Generator,
     reward: RewardModel,
@@ -144,6 +182,7 @@ def fake_context(
     conversation: Sequence[Message] = ({"role": "user", "content": "hi"},),
     utilities: Mapping[str, Utility] | None = None,
     reference: ReferenceModel | None = None,
+    dpo: ReferenceModel | None = None,
 ) -> SearchContext:
     """A search context over the fakes, the prompt rendered by CharTokenizer. Every MBR
     utility name defaults to a WordOverlapUtility."""
@@ -159,4 +198,5 @@ def fake_context(
         sampling=sampling,
         utilities=utilities,
         reference=reference,
+        dpo=dpo,
     )

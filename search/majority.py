@@ -4,19 +4,30 @@ Paper: Wang, Wei, Schuurmans, Le, Chi, Narang, Chowdhery, Zhou 2022, "Self-Consi
 Improves Chain of Thought Reasoning in Language Models" (arXiv 2203.11171).
 
 Rule: sample N complete responses in one engine call and extract each one's final answer.
-Every candidate with an answer adds 1 (``weighting="none"``) or its reward
-(``weighting="reward"``) to its answer's tally. The winning answer has the largest tally,
-ties going to the answer that appeared first in generation order. The reply is the
-highest-reward candidate with the winning answer (the earliest on ties). If no candidate
-yields an answer, the reply is the highest-reward candidate (the first, unweighted).
+Every candidate with an answer adds 1 (``weighting="none"``) or a non-negative weight from
+its reward (``weighting="reward"``, below) to its answer's tally. The winning answer has
+the largest tally, ties going to the answer that appeared first in generation order. The
+reply is the highest-reward candidate with the winning answer (the earliest on ties). If
+no candidate yields an answer, the reply is the highest-reward candidate (the first,
+unweighted).
 
 Extraction: with ``answer_regex`` (exactly one group), the group of its last match;
 otherwise the last ``\\boxed{...}`` value (braces balanced), else the last number in the
 text. Numbers lose their thousands commas ("1,234.50" -> "1234.50") and are otherwise kept
 as written, so "3" and "3.0" are different answers. Empty answers count as none.
 
-Defaults: ``answer_regex=None``, ``weighting="none"``. Reward weighting sums raw rewards,
-so it assumes a reward model with non-negative scores: a negative reward subtracts.
+Reward weights must never be negative (a classifier's negative logits used to subtract
+votes and could flip the winner). So:
+- a reward model with a known range [lo, hi] (``bounds``; the judge's [0, 1]) weighs each
+  vote by (R - lo) / (hi - lo): on the judge that is the reward itself, the usual
+  reward-weighted vote (search-and-learn's weighted best-of-N sums [0, 1] scores);
+- an unbounded one (classifier logits, a remote pooling model) by the softmax of the
+  rewards over the N candidates, exp(R_i) / sum_j exp(R_j): a Bradley-Terry reward
+  model's scores are log-strengths, so this is each candidate's share of the strength,
+  invariant to a shift of all rewards.
+``details.weights`` reports them.
+
+Defaults: ``answer_regex=None``, ``weighting="none"``.
 
 Report: ``details.votes`` is the tally per answer, ``details.answers`` each candidate's
 extracted answer (null for none), ``details.winner`` the winning answer.
@@ -31,12 +42,14 @@ stays 0 and every ``Candidate.reward`` is 0.0.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import field_validator
 
+from search.protocols import reward_bounds
 from search.strategy import SearchContext, SearchStrategy, rank_candidates, sample_and_score
 from search.types import Candidate, SearchResult
 
@@ -68,6 +81,19 @@ def default_answer(text: str) -> str | None:
     return numbers[-1].replace(",", "") if numbers else None
 
 
+def vote_weights(rewards: Sequence[float], bounds: tuple[float, float] | None) -> list[float]:
+    """Non-negative vote weights from rewards of any sign and scale (module docstring)."""
+    if bounds is not None:
+        low, high = bounds
+        if high <= low:
+            return [1.0] * len(rewards)
+        return [min(max((r - low) / (high - low), 0.0), 1.0) for r in rewards]
+    top = max(rewards, default=0.0)
+    strengths = [math.exp(r - top) for r in rewards]  # shifted by the max: no overflow
+    total = math.fsum(strengths)
+    return [s / total for s in strengths]
+
+
 class MajorityVote(SearchStrategy):
     name = "majority"
 
@@ -96,13 +122,21 @@ class MajorityVote(SearchStrategy):
         answer = (matches[-1].group(1) or "").strip() if matches else ""
         return answer or None
 
-    def votes(self, candidates: Sequence[Candidate]) -> dict[str, float]:
+    def weights(
+        self, candidates: Sequence[Candidate], bounds: tuple[float, float] | None = None
+    ) -> list[float]:
+        if self.weighting == "none":
+            return [1.0] * len(candidates)
+        return vote_weights([c.reward for c in candidates], bounds)
+
+    def votes(
+        self, candidates: Sequence[Candidate], bounds: tuple[float, float] | None = None
+    ) -> dict[str, float]:
         """Answer -> tally, in order of first appearance (the tie-break order)."""
         tally: dict[str, float] = {}
-        for cand in candidates:
+        for cand, weight in zip(candidates, self.weights(candidates, bounds), strict=True):
             answer = self.extract(cand.text)
             if answer is not None:
-                weight = cand.reward if self.weighting == "reward" else 1.0
                 tally[answer] = tally.get(answer, 0.0) + weight
         return tally
 
@@ -114,7 +148,8 @@ class MajorityVote(SearchStrategy):
             with ctx.budget.phase("generate"):
                 completions = await ctx.generate(ctx.prompt_ids, ctx.sampling.max_tokens, self.n)
             candidates = [Candidate(c, 0.0) for c in completions]
-        tally = self.votes(candidates)
+        bounds = reward_bounds(ctx.reward)
+        tally = self.votes(candidates, bounds)
         if not tally:
             # No answer anywhere: fall back to the best reward (the first, unweighted).
             ranked = rank_candidates(candidates)
@@ -133,7 +168,13 @@ class MajorityVote(SearchStrategy):
         # The first key is the rule's choice: the largest tally, the answer seen first on equal
         # tallies, then within that answer the highest reward, the earliest on ties.
         ranked = [candidates[i] for i in sorted(range(len(candidates)), key=key)]
-        details = {"votes": tally, "answers": answers, "winner": self.extract(ranked[0].text)}
+        details: dict[str, Any] = {
+            "votes": tally,
+            "answers": answers,
+            "winner": self.extract(ranked[0].text),
+        }
+        if self.weighting == "reward":
+            details["weights"] = self.weights(candidates, bounds)
         return SearchResult(
             ranked=ranked, candidates=candidates, budget=ctx.budget, details=details
         )

@@ -24,6 +24,14 @@ class RewardModel(Protocol):
     ) -> list[float]: ...
 
 
+def reward_bounds(reward: RewardModel) -> tuple[float, float] | None:
+    """The range a reward model's scores can take, when it is known (the judge's [0, 1]);
+    None for unbounded ones (a classifier's logits). A reward model declares it with an
+    optional ``bounds`` attribute, so fakes and third-party models need not."""
+    bounds = getattr(reward, "bounds", None)
+    return None if bounds is None else (float(bounds[0]), float(bounds[1]))
+
+
 class Utility(Protocol):
     """Similarity of responses to each other, for minimum-Bayes-risk selection."""
 
@@ -32,11 +40,16 @@ class Utility(Protocol):
         ...
 
 
-class ReferenceModel(Protocol):
-    """A second model that only scores: log pi_ref of each token of a sequence given the
-    tokens before it (vLLM prompt logprobs). Entry 0 has no context and is None."""
+class TokenScorer(Protocol):
+    """A model that only scores: log p of each token of a sequence given the tokens before
+    it (vLLM prompt logprobs). Entry 0 has no context and is None. TreeBoN's DPO model and
+    its reference are two of these (either may be the served engine itself)."""
 
     async def token_logprobs(self, token_ids: Sequence[int]) -> list[float | None]: ...
+
+
+# The protocol's first name, from when the reference was the only scoring role.
+ReferenceModel = TokenScorer
 
 
 class ChatTokenizer(Protocol):

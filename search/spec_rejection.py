@@ -1,37 +1,71 @@
 """Speculative rejection (``spec_rejection``).
 
-Paper: Sun, Zhang, Wu, Jin, Song, Bai, Zhang, Chen, Jiao, Rafailov, Jiao 2024, "Fast
-Best-of-N Decoding via Speculative Rejection" (arXiv 2410.20290).
+Paper: Sun, Haider, Zhang, Yang, Qiu, Yin, Wang, Bartlett, Zanette, "Fast Best-of-N
+Decoding via Speculative Rejection", NeurIPS 2024 (arXiv 2410.20290). Reference code:
+Zanette-Labs/SpeculativeRejection (``speculative_rejection.py``, ``main.py``,
+``postprocess/gather_best_ans.py``).
 
-Rule: start ``n_initial`` responses (default 2 x n) with one engine call of
-``decision_tokens`` tokens each (default max_tokens // 4). At each decision point score
-every response in the pool with the reward model on its partial text, keep the best
-ceil((1 - alpha) * pool) of live and finished responses together (at least one) and
-continue only the live survivors by ``decision_tokens`` more (one engine request each, on
-prompt ids + their ids, so the prefix cache serves them). Repeat until every survivor has
-finished or reached max_tokens. The survivors are then scored as complete responses and
-the answer is their argmax (ties to the earlier one).
+Rule: start ``n_initial`` responses in one engine call, cut at ``decision_tokens``. At
+every decision point rank the live responses just extended together with the finished
+ones the previous cut kept, keep the best round((1 - alpha) x pool) (at least one) and
+continue only the live survivors, each by one engine request on prompt ids + its ids (the
+prefix cache serves the prefix). Every response is scored once per segment it grows by:
+a live one on its partial text, one that finished in that segment as a complete answer,
+and a finished response keeps that score ever after (it is never judged again). The next
+decision point falls where the live survivors together hold as many generated tokens as
+the first batch did at its cut (n_initial x decision_tokens), but at least
+``decision_tokens`` further. When no live response survives, the answer is the
+best-scored finished response (ties go to the one that finished first).
 
-The paper rejects at a point chosen by GPU memory; on a paged engine memory has no such
-meaning, so the decision points are every ``decision_tokens`` tokens instead.
+No response is judged as complete twice: every candidate was scored as a complete answer
+in the segment it finished in, so there is no final re-scoring pass (it would only add
+reward calls and, with a noisy judge, a second draw of the same score).
 
-Defaults: n_initial = 2 x n, decision_tokens = max_tokens // 4 (at least 1), alpha = 0.5.
+Where it still differs from the paper and the reference, and why:
 
-Streaming: the answer is one of the survivors, so their common prefix (all of the text,
-once one survives) is committed after every cut and continuation (see
+- Decision points by tokens, not GPU memory. The reference sizes the first batch to the
+  GPU (x2, at most 1000) and each segment to the free KV memory, so a batch of B can grow
+  to memory / B: halving the batch doubles how far it runs. Here the first cut is the
+  ``decision_tokens`` option and the "memory" is n_initial x decision_tokens generated
+  tokens; the prompt is not counted (vLLM shares its KV blocks between samples, the
+  reference keeps a copy per sequence). The ``decision_tokens`` floor between cuts is
+  ours: with a fixed token budget a cut that rejects nobody (round((1 - alpha) x 4) = 4
+  at alpha 0.1) would otherwise leave one-token segments to the end; the reference never
+  meets it because its memory dwarfs a small pool.
+- ``n_initial`` is an option (default 2 x n), capped by the server's
+  ``--max-live-candidates``, not a memory-sized batch of hundreds or thousands.
+- The answer is chosen among every finished response. The reference's final step takes
+  the max over all the trajectories it stored, but it stores a finished one only once it
+  survived a cut, so one that finished and was rejected at the same cut is lost to it. Its
+  complete score is already paid for; keeping it can only raise the answer's reward.
+- The cut keeps Python's round() exactly as the reference (halves to even: a pool of 5 at
+  alpha 0.5 keeps 2, a pool of 3 keeps 2) so the two agree cut for cut; only the floor of
+  one is ours: the reference's 0 stops the search and may answer with the text of a live
+  response cut off mid-sentence, which a server cannot return.
+- Finished responses are scored with the reward model's complete rubric and live ones
+  with its partial one (the judge is told the response is unfinished); the reference
+  scores both with the same reward model and no such hint. Both rubrics give [0, 1].
+- Sampling is the client's (temperature, top_p, top_k as sent); the reference defaults to
+  temperature 1.0, top_k 50, top_p 1.0. A client wanting that sends top_k 50.
+- Continuations are token ids (no re-tokenisation of the text, as the reference does).
+
+Streaming: every answer still possible extends a live survivor or is a finished response,
+so their common prefix is committed after every cut and continuation (see
 ``SearchContext.commit_common_prefix``), and a stream sends it before the search ends.
 
 Report: ``details.rounds`` lists per decision point the tokens reached, the pool size,
-how many survived, and the partial rewards. The candidates are the final survivors.
+how many survived, how many of them continue, and the pool's rewards best first. The
+candidates are every finished response, each with its complete score.
 
 Budget: generated tokens are at most n_initial x max_tokens (every rejected response
-stops early). Engine calls: 1 + one per survivor continued at each round. Reward calls:
-one per decision point plus one for the final survivors.
+stops early). Engine calls: 1 + one per live survivor at each decision point. Reward
+calls: one or two per segment (prefixes and newly finished answers, sent together), none
+at the end.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -42,8 +76,35 @@ from search.types import SearchResult
 
 def survivors_count(pool: int, alpha: float) -> int:
     """How many of a pool of ``pool`` responses survive a rejection at rate alpha."""
-    # The epsilon keeps (1 - 0.5) * 4 at 2 when floats land a hair above it.
-    return max(1, math.ceil((1.0 - alpha) * pool - 1e-9))
+    # round() halves to even, as the reference's int(round(...)) does; at least one, so
+    # the search always has an answer to continue or return.
+    return max(1, round((1.0 - alpha) * pool))
+
+
+def next_decision(length: int, live: int, memory: int, step: int, max_tokens: int) -> int:
+    """Where ``live`` responses of ``length`` tokens are cut next: where they hold the
+    ``memory`` tokens the first batch held at its cut, at least ``step`` further."""
+    return min(max_tokens, max(length + step, memory // live))
+
+
+@dataclass(frozen=True)
+class Scored:
+    response: Partial
+    # A live response's partial reward, or a finished one's complete reward (kept).
+    reward: float
+
+
+async def score_segment(ctx: SearchContext, responses: list[Partial]) -> list[Scored]:
+    """Each response scored once: live ones as prefixes, finished ones as complete
+    answers. The two reward calls go out together (the judge batches them)."""
+    live = [p.text for p in responses if not p.finished]
+    done = [p.text for p in responses if p.finished]
+    with ctx.budget.phase("score_partial" if live else "score"):
+        live_rewards, done_rewards = await gather_all(
+            [ctx.score(live, partial=True), ctx.score(done, partial=False)]
+        )
+    rewards = {False: iter(live_rewards), True: iter(done_rewards)}
+    return [Scored(p, next(rewards[p.finished])) for p in responses]
 
 
 class SpeculativeRejection(SearchStrategy):
@@ -54,7 +115,10 @@ class SpeculativeRejection(SearchStrategy):
         default=None, ge=1, strict=True, description="responses started (default 2 x n)"
     )
     decision_tokens: int | None = Field(
-        default=None, ge=1, strict=True, description="tokens between decision points"
+        default=None,
+        ge=1,
+        strict=True,
+        description="tokens to the first decision point (default max_tokens / 4)",
     )
     alpha: float = Field(
         default=0.5,
@@ -79,53 +143,63 @@ class SpeculativeRejection(SearchStrategy):
     def peak_candidates(self) -> int:
         return self.initial()
 
+    def samples_per_call(self) -> int:
+        # The first call samples all n_initial at once, whatever n is.
+        return self.initial()
+
     def step(self, max_tokens: int) -> int:
-        return self.decision_tokens or max(1, max_tokens // 4)
+        return min(max_tokens, self.decision_tokens or max(1, max_tokens // 4))
 
     async def run(self, ctx: SearchContext) -> SearchResult:
         max_tokens = ctx.sampling.max_tokens
         step = self.step(max_tokens)
+        memory = self.initial() * step
         with ctx.budget.phase("generate"):
-            first = await ctx.generate(ctx.prompt_ids, min(step, max_tokens), self.initial())
-        pool: list[Partial] = roots(first, max_tokens)
+            first = await ctx.generate(ctx.prompt_ids, step, self.initial())
+        pool = await score_segment(ctx, roots(first, max_tokens))
+        # Every finished response, in the order they finished: the possible answers.
+        finished = [s for s in pool if s.response.finished]
         rounds = []
-        while any(not p.finished for p in pool):
-            with ctx.budget.phase("score_partial"):
-                scores = await ctx.score([p.text for p in pool], partial=True)
-            keep = sorted(top_indices(scores, survivors_count(len(pool), self.alpha)))
+        while any(not s.response.finished for s in pool):
+            order = top_indices([s.reward for s in pool], survivors_count(len(pool), self.alpha))
+            kept = [pool[i] for i in order]  # best first: the reference's stable sort
+            live = [s.response for s in kept if not s.response.finished]
             rounds.append(
                 {
-                    "tokens": max(p.num_tokens for p in pool),
+                    "tokens": max(s.response.num_tokens for s in pool),
                     "pool": len(pool),
-                    "kept": len(keep),
-                    "partial_rewards": scores,
+                    "kept": len(kept),
+                    "continued": len(live),
+                    "rewards": sorted((s.reward for s in pool), reverse=True),
                 }
             )
-            pool = [pool[i] for i in keep]
-            ctx.commit_common_prefix([p.text for p in pool])  # the answer is one of these
-            pool = await self.continue_live(ctx, pool, step)
-            ctx.commit_common_prefix([p.text for p in pool])
-        with ctx.budget.phase("score"):
-            rewards = await ctx.score([p.text for p in pool], partial=False)
-        return finish(ctx, as_candidates(pool, rewards), {"rounds": rounds})
+            self.commit(ctx, live, finished)
+            if not live:
+                break
+            # Live responses all share a length: every segment ran to the same target.
+            target = next_decision(live[0].num_tokens, len(live), memory, step, max_tokens)
+            fresh = await score_segment(ctx, await self.continue_to(ctx, live, target))
+            finished += [s for s in fresh if s.response.finished]
+            # The reference ranks the kept finished first, then the extended in rank order.
+            pool = [s for s in kept if s.response.finished] + fresh
+            self.commit(ctx, [s.response for s in fresh], finished)
+        return finish(
+            ctx,
+            as_candidates([s.response for s in finished], [s.reward for s in finished]),
+            {"rounds": rounds},
+        )
 
-    async def continue_live(
-        self, ctx: SearchContext, pool: list[Partial], step: int
-    ) -> list[Partial]:
-        """Every live response one segment further; finished ones unchanged, order kept."""
+    @staticmethod
+    def commit(ctx: SearchContext, live: list[Partial], finished: list[Scored]) -> None:
+        """Every answer still possible extends a live survivor or is a finished response."""
+        ctx.commit_common_prefix([p.text for p in live] + [s.response.text for s in finished])
+
+    @staticmethod
+    async def continue_to(ctx: SearchContext, live: list[Partial], target: int) -> list[Partial]:
+        """Every live response extended to ``target`` tokens (or until it stops)."""
         max_tokens = ctx.sampling.max_tokens
-        live = [i for i, p in enumerate(pool) if not p.finished]
         with ctx.budget.phase("generate"):
             segments = await gather_all(
-                [
-                    ctx.generate(
-                        [*ctx.prompt_ids, *pool[i].token_ids],
-                        min(step, max_tokens - pool[i].num_tokens),
-                    )
-                    for i in live
-                ]
+                [ctx.generate([*ctx.prompt_ids, *p.token_ids], target - p.num_tokens) for p in live]
             )
-        extended = list(pool)
-        for i, (segment,) in zip(live, segments, strict=True):
-            extended[i] = pool[i].extend(segment, max_tokens)
-        return extended
+        return [p.extend(seg, max_tokens) for p, (seg,) in zip(live, segments, strict=True)]

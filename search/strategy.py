@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from search.errors import EngineUnavailable
-from search.protocols import ChatTokenizer, Generator, ReferenceModel, RewardModel, Utility
+from search.protocols import ChatTokenizer, Generator, RewardModel, TokenScorer, Utility
 from search.types import Budget, Candidate, Completion, Message, SamplingConfig, SearchResult
 
 T = TypeVar("T")
@@ -36,8 +36,10 @@ class SearchContext:
     budget: Budget = field(default_factory=Budget)
     # MBR utilities by name ("embedding", "chrf"); strategies that need one look it up.
     utilities: Mapping[str, Utility] = field(default_factory=dict)
-    # A reference model for implicit (DPO) rewards, when the server has one configured.
-    reference: ReferenceModel | None = None
+    # TreeBoN's implicit DPO reward log pi_dpo - log pi_ref: the DPO-trained model and its
+    # reference, both scoring by prompt logprobs; the server configures both or neither.
+    dpo: TokenScorer | None = None
+    reference: TokenScorer | None = None
     # Engine requests issued so far; continuations derive their seeds from it.
     calls_made: int = 0
     # Every (text, reward, partial) scored so far: what a search cut off by its deadline
@@ -48,9 +50,7 @@ class SearchContext:
     committed: str = ""
     on_commit: Callable[[str], None] | None = None
 
-    def sampling_for(
-        self, max_tokens: int, own: SamplingConfig | None = None
-    ) -> SamplingConfig:
+    def sampling_for(self, max_tokens: int, own: SamplingConfig | None = None) -> SamplingConfig:
         """The request's sampling (or ``own``, for a call that is not part of the answer)
         with a segment's max_tokens. Every call gets its own seed derived from the
         request's, so a seeded search is reproducible and two calls never repeat each

@@ -15,29 +15,52 @@ The pool therefore stays N responses and every layer generates at most N segment
 generated tokens never exceed Best-of-N's N x max_tokens. At the end every response is
 scored as complete with the full reward and the answer is the argmax.
 
-Partial scores (``partial_score``):
-- ``reward``: the reward model on the partial text (the default without a reference).
-- ``dpo``: the paper's weighted implicit DPO reward, sum over the response's tokens k of
-  (1/k) * (log pi(y_k | x, y_<k) - log pi_ref(y_k | x, y_<k)), with log pi the policy's
-  sampled-token logprobs (raw model logprobs from vLLM) and log pi_ref the reference
-  engine's prompt logprobs on the same token ids. Needs ``--reference-model``.
-- ``auto`` (default): ``dpo`` when the server has a reference model, else ``reward``.
+Three roles, as in the paper: the served policy samples every segment (the paper's
+pi_base); two models only score, ``--dpo-model`` (pi_dpo, DPO-trained) and
+``--reference-model`` (pi_ref, the model it was trained from, usually the SFT model).
+Either may be ``policy``: the served in-process engine scoring too. The paper's setup is
+the SFT model served with ``--reference-model policy --dpo-model <its DPO model>``. Both
+roles on one model is a start-up error: every score would be 0 and the parents would be
+picked by float noise.
 
-Defaults: layers = 2 and branching = 2 (two parents at the server's default N=4); N must
-be divisible by branching. The paper splits responses into a few equal segments; each
-extra layer costs one more sequential partial-scoring pass. Measured on the 2-core CPU
-engine (MT-Bench, 64 tokens): 2 layers take 1.21-1.25x Best-of-N's wall time, 4 layers
-1.43-1.54x, for the same tokens. Set ``layers`` higher where scoring is cheap (GPU).
+Partial scores (``partial_score``):
+- ``dpo``: the paper's weighted implicit DPO reward of a partial response y_1..y_K,
+  sum over k = 1..K of (1/k) * (log pi_dpo(y_k | x, y_<k) - log pi_ref(y_k | x, y_<k)).
+  Both terms are prompt logprobs of the two scorers on the same token ids (prompt +
+  partial), one request per scorer per live response, so the two sides are computed
+  alike. The policy's sampled-token logprobs are not used, so they are not requested.
+- ``reward``: the reward model on the partial text, told it is unfinished (the paper's
+  weaker "RM TreeBoN" ablation).
+- ``auto`` (default): ``dpo`` when the server has both scorers, else ``reward``. The
+  report's ``details.partial_score`` says which ran.
+
+Where this differs from the paper, and why. The paper publishes no code; the rule and the
+formula follow its text as quoted in a summary (the weight 1/|y_:k|, the prefix counted
+through token k, is 1/k). DPO's beta is left out: a positive factor ranks alike. The
+defaults are CPU-tuned, not the paper's (which could not be verified; its compute
+ablation pits N=8 roots against BoN with N=128): layers = 2 and branching = 2 (two
+parents at the server's default N=4); N must be divisible by branching. Each extra layer
+costs one more sequential partial-scoring pass. Measured on the 2-core CPU engine
+(MT-Bench, 64 tokens, reward partial scores): 2 layers take 1.21-1.25x Best-of-N's wall
+time, 4 layers 1.43-1.54x, for the same tokens; set ``layers`` higher where scoring is
+cheap (GPU). Responses that finish early keep their slots and compete in the final
+argmax: alignserve's extension, as a finished response cannot be continued.
+
+Cost of the DPO pass: vLLM V1 skips the prefix cache for a request that asks for prompt
+logprobs, so every layer re-prefills prompt + partial on both scorers for every live
+response. MEASURED_DPO_COST
 
 Streaming: after each layer's selection the common prefix of the parents and the
 finished responses is committed (the answer descends from one of them), so a stream can
 send it early; with different roots that prefix is usually empty.
 
-Report: ``details.layers`` lists per layer the segment length, the live and finished
-counts, the parents' lineages (root indices) and the partial scores.
+Report: ``details.partial_score`` (``dpo`` or ``reward``) and ``details.layers``: per
+layer the segment length, the live and finished counts, the parents' lineages (root
+indices) and the partial scores.
 
-Budget: engine calls 1 + one per parent per layer; reward calls one per layer of partial
-scores (a reference-model pass counts as one) and one final call of N complete responses.
+Budget: engine calls 1 + one per parent per layer (the scorers' requests are not counted
+there); reward calls one per layer of partial scores (a DPO pass over both scorers counts
+as one) and one final call of N complete responses.
 """
 
 from __future__ import annotations
@@ -50,15 +73,15 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from search.errors import EngineUnavailable, InvalidRequest
 from search.partial import Partial, as_candidates, roots, segment_lengths, top_indices
-from search.protocols import ReferenceModel
+from search.protocols import TokenScorer
 from search.strategy import SearchContext, SearchStrategy, finish, gather_all
 from search.types import SearchResult
 
 
-def implicit_dpo_reward(policy: Sequence[float], reference: Sequence[float]) -> float:
-    """sum_k (1/k) * (policy[k-1] - reference[k-1]) over the response's tokens."""
+def implicit_dpo_reward(dpo: Sequence[float], reference: Sequence[float]) -> float:
+    """sum_k (1/k) * (dpo[k-1] - reference[k-1]) over the response's tokens."""
     return math.fsum(
-        (p - r) / k for k, (p, r) in enumerate(zip(policy, reference, strict=True), start=1)
+        (d - r) / k for k, (d, r) in enumerate(zip(dpo, reference, strict=True), start=1)
     )
 
 
@@ -69,21 +92,20 @@ def children_per_parent(slots: int, branching: int) -> list[int]:
     return [min(branching, slots - j * branching) for j in range(parents)]
 
 
-async def reference_logprobs(
-    reference: ReferenceModel, prompt_ids: Sequence[int], partial: Partial
+async def response_logprobs(
+    scorer: TokenScorer, prompt_ids: Sequence[int], partial: Partial
 ) -> list[float]:
-    """log pi_ref of each of the partial's tokens, given the prompt and the tokens before."""
-    values = await reference.token_logprobs([*prompt_ids, *partial.token_ids])
+    """log p of each of the partial's tokens under ``scorer``, given the prompt and the
+    tokens before it."""
+    values = await scorer.token_logprobs([*prompt_ids, *partial.token_ids])
     tail = values[len(values) - partial.num_tokens :]
     if len(tail) != partial.num_tokens or any(v is None for v in tail):
-        raise EngineUnavailable("the reference model returned no logprob for a response token")
+        raise EngineUnavailable("a DPO scoring model returned no logprob for a response token")
     return [float(v) for v in tail if v is not None]
 
 
 class TreeBoN(SearchStrategy):
     name = "treebon"
-    # The DPO partial score reads the sampled tokens' logprobs.
-    needs_logprobs = True
 
     layers: int = Field(default=2, ge=1, strict=True, description="segments per response")
     branching: int = Field(default=2, ge=1, strict=True, description="children per parent")
@@ -98,14 +120,15 @@ class TreeBoN(SearchStrategy):
         return branching
 
     def scorer(self, ctx: SearchContext) -> Literal["reward", "dpo"]:
-        if self.partial_score == "dpo" and ctx.reference is None:
+        has_scorers = ctx.dpo is not None and ctx.reference is not None
+        if self.partial_score == "dpo" and not has_scorers:
             raise InvalidRequest(
-                "partial_score 'dpo' needs a reference model; this server has none "
-                "(start it with --reference-model)",
+                "partial_score 'dpo' needs a DPO model and its reference model; this server "
+                "has not got both (start it with --dpo-model and --reference-model)",
                 param="search.partial_score",
             )
         if self.partial_score == "auto":
-            return "dpo" if ctx.reference is not None else "reward"
+            return "dpo" if has_scorers else "reward"
         return self.partial_score
 
     async def partial_scores(
@@ -113,11 +136,15 @@ class TreeBoN(SearchStrategy):
     ) -> list[float]:
         if scorer == "reward":
             return await ctx.score([p.text for p in live], partial=True)
-        reference = ctx.reference
-        assert reference is not None  # scorer() checked it
-        ref = await gather_all([reference_logprobs(reference, ctx.prompt_ids, p) for p in live])
+        dpo, reference = ctx.dpo, ctx.reference
+        assert dpo is not None and reference is not None  # scorer() checked them
+        # Both scorers, every live response, all at once: the requests batch in each engine.
+        logprobs = await gather_all(
+            [response_logprobs(m, ctx.prompt_ids, p) for m in (dpo, reference) for p in live]
+        )
         ctx.budget.count_scoring(len(live))
-        return [implicit_dpo_reward(p.logprobs, r) for p, r in zip(live, ref, strict=True)]
+        pairs = zip(logprobs[: len(live)], logprobs[len(live) :], strict=True)
+        return [implicit_dpo_reward(d, r) for d, r in pairs]
 
     async def run(self, ctx: SearchContext) -> SearchResult:
         max_tokens = ctx.sampling.max_tokens

@@ -204,6 +204,7 @@ async def run_one(
         prompt_ids=prompt_ids,
         sampling=sampling,
         utilities=getattr(runtime, "utilities", {}),
+        dpo=getattr(runtime, "dpo", None),
         reference=getattr(runtime, "reference", None),
     )
     start = clock()

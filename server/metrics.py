@@ -216,6 +216,11 @@ class TimedReward:
         self._errors = metrics.reward_errors.labels(label)
         self._batch = metrics.reward_batch.labels(label)
 
+    @property
+    def bounds(self) -> tuple[float, float] | None:
+        """The wrapped reward model's range (see search.protocols.reward_bounds)."""
+        return getattr(self.inner, "bounds", None)
+
     async def score(
         self, conversation: Sequence[Message], responses: Sequence[str], *, partial: bool = False
     ) -> list[float]:

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.protocols import ChatTokenizer, Generator, ReferenceModel, RewardModel, Utility
+from search.protocols import ChatTokenizer, Generator, RewardModel, TokenScorer, Utility
+from server.settings import POLICY, same_model_error, scorer_identity
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,9 @@ class Runtime:
     max_model_len: int
     health_check: Callable[[], Awaitable[None]] | None = None
     utilities: Mapping[str, Utility] = field(default_factory=dict)
-    reference: ReferenceModel | None = None
+    # TreeBoN's DPO scorers (both or neither; either may be the generator itself).
+    dpo: TokenScorer | None = None
+    reference: TokenScorer | None = None
     closers: list[Callable[[], Any]] = field(default_factory=list)
 
     async def close(self) -> None:
@@ -72,10 +75,12 @@ async def load_runtime(settings: Any) -> Runtime:
     )
     if hasattr(reward, "aclose"):
         closers.append(reward.aclose)
-    reference = None
-    if settings.reference_model:
-        reference = await asyncio.to_thread(start_reference, settings)
-        closers.append(reference.shutdown)
+    dpo = reference = None
+    if settings.dpo_model and settings.reference_model:
+        in_process = None if settings.remote_engine_url else generator
+        dpo, reference = await asyncio.to_thread(
+            start_scorers, settings, model, in_process, tokenizer, closers
+        )
     from rewards.utility import build_utilities
 
     return Runtime(
@@ -86,6 +91,7 @@ async def load_runtime(settings: Any) -> Runtime:
         max_model_len=max_model_len,
         health_check=generator.check_health,
         utilities=build_utilities(),
+        dpo=dpo,
         reference=reference,
         closers=closers,
     )
@@ -106,14 +112,43 @@ def engine_config(settings: Any, model: str) -> Any:
     )
 
 
-def start_reference(settings: Any) -> Any:
-    """The reference engine: the policy's engine settings on the reference weights (on one
-    GPU, give both engines room with --gpu-memory-utilization)."""
+def start_scorers(
+    settings: Any,
+    policy_model: str,
+    generator: Any | None,
+    tokenizer: Any,
+    closers: list[Callable[[], Any]],
+) -> tuple[Any, Any]:
+    """TreeBoN's DPO model and its reference. A role on the policy's model scores with the
+    in-process ``generator`` (None when the policy is remote); any other gets an engine of
+    its own with the policy's engine settings (on one GPU, give every engine room with
+    --gpu-memory-utilization). Each engine's shutdown goes on ``closers``."""
+    from search.engines.tokenizer import HFChatTokenizer
     from search.engines.vllm_local import VLLMGenerator
 
-    name = settings.reference_model
-    model = resolve_model(None if name == "default" else name, settings.model_cache_dir)
-    return VLLMGenerator.start(engine_config(settings, model))
+    names = (settings.dpo_model, settings.reference_model)
+    models = [
+        policy_model
+        if name == POLICY
+        else resolve_model(None if name == "default" else name, settings.model_cache_dir)
+        for name in names
+    ]
+    roles = [scorer_identity(m, policy_model) for m in models]
+    # Settings checked the names; only resolved paths show e.g. "default" = the model folder.
+    if roles[0] == roles[1]:
+        raise RuntimeError(same_model_error(*names))
+    scorers = []
+    for role, model in zip(roles, models, strict=True):
+        if role == POLICY and generator is not None:
+            scorers.append(generator)
+            continue
+        # The scorers read the policy's token ids: a different vocabulary scores nonsense.
+        if HFChatTokenizer.load(model).vocab() != tokenizer.vocab():
+            raise RuntimeError(f"{model} does not share the policy's tokenizer")
+        engine = VLLMGenerator.start(engine_config(settings, model))
+        closers.append(engine.shutdown)
+        scorers.append(engine)
+    return scorers[0], scorers[1]
 
 
 def tokenizer_context(model: str) -> int:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rewards.spec import RewardSpec
@@ -44,9 +45,12 @@ class Settings(BaseSettings):
     # A reward call (one caller's share of a batch) that takes longer fails with 504, so a
     # stuck reward model cannot hold searches until their own deadline.
     reward_timeout_s: float = Field(default=120.0, gt=0)
-    # A second in-process engine scoring TreeBoN's partial responses with the implicit DPO
-    # reward (log pi - log pi_ref). It must share the policy's tokenizer; "default" is the
-    # embedded default model.
+    # TreeBoN's implicit DPO reward (log pi_dpo - log pi_ref on partial responses) scores
+    # with two models' prompt logprobs: a DPO-trained model and its reference, the model it
+    # was trained from. Each is a model folder or hub id sharing the policy's tokenizer,
+    # "default" (the embedded default model) or "policy" (the served in-process engine);
+    # any other gets an in-process engine of its own. Both or neither.
+    dpo_model: str | None = None
     reference_model: str | None = None
 
     # Auth: Bearer keys accepted on the /v1 routes (none: open). With protect_ops_routes
@@ -90,3 +94,69 @@ class Settings(BaseSettings):
     def _reward_spec_parses(cls, value: str) -> str:
         RewardSpec.parse(value)
         return value
+
+    @model_validator(mode="after")
+    def _dpo_roles_differ(self) -> Settings:
+        error = dpo_roles_error(
+            self.model,
+            self.dpo_model,
+            self.reference_model,
+            remote=self.remote_engine_url is not None,
+        )
+        if error:
+            raise ValueError(error)
+        return self
+
+
+POLICY = "policy"
+
+
+def scorer_identity(name: str, model: str | None) -> str:
+    """What a DPO scorer flag names, comparable with the other role's: ``policy`` for the
+    served model (``model``; None is the embedded default), else the model's real path
+    when it is a folder here, else the name as given."""
+    if name == "default":
+        return POLICY if model is None else "default"
+    if name == POLICY:
+        return POLICY
+    real = _real_path(name)
+    return POLICY if model is not None and real == _real_path(model) else real
+
+
+def _real_path(name: str) -> str:
+    path = os.path.expanduser(name)
+    return os.path.realpath(path) if os.path.exists(path) else name
+
+
+def dpo_roles_error(
+    model: str | None, dpo: str | None, reference: str | None, *, remote: bool
+) -> str | None:
+    """Why these DPO scorer flags cannot work, or None when they can."""
+    if dpo is None and reference is None:
+        return None
+    if dpo is None:
+        # Earlier versions put the served model's sampled-token logprobs in the numerator.
+        return (
+            "--reference-model needs --dpo-model: TreeBoN's implicit DPO reward is "
+            "log pi_dpo - log pi_ref (to score with the served model as the DPO model, "
+            "add --dpo-model policy)"
+        )
+    if reference is None:
+        return "--dpo-model needs --reference-model, the model the DPO model was trained from"
+    same = scorer_identity(dpo, model) == scorer_identity(reference, model)
+    if same:
+        return same_model_error(dpo, reference)
+    if remote and POLICY in (dpo, reference):
+        return (
+            "'policy' as a DPO scoring model needs the in-process engine; with "
+            "--remote-engine-url name the model instead (it gets an in-process engine)"
+        )
+    return None
+
+
+def same_model_error(dpo: str, reference: str) -> str:
+    return (
+        f"--dpo-model ({dpo}) and --reference-model ({reference}) are the same model: "
+        "log pi_dpo - log pi_ref would be 0 for every token, so every TreeBoN partial "
+        "score would be 0 and its parents would be picked by float noise"
+    )

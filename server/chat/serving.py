@@ -174,6 +174,7 @@ class ChatService:
             prompt_ids=prompt_ids,
             sampling=sampling,
             utilities=runtime.utilities,
+            dpo=runtime.dpo,
             reference=runtime.reference,
         )
         return Prepared(

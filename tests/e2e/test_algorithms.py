@@ -56,7 +56,8 @@ def test_bon(client: openai.OpenAI) -> None:
 
 def test_rbon_kl(client: openai.OpenAI) -> None:
     beta = 0.05
-    _, report, cands, _ = ask(client, {"algorithm": "rbon_kl", "n": 4, "beta": beta}, 1)
+    search = {"algorithm": "rbon_kl", "n": 4, "beta": beta, "logprob": "sum"}
+    _, report, cands, _ = ask(client, search, 1)
     assert len(cands) == 4 and all(c["logprob"] < 0 for c in cands)
     objective = [c["reward"] + beta * c["logprob"] for c in cands]
     assert report["chosen_index"] == argmax(objective)
@@ -128,6 +129,15 @@ def test_treebon_spends_at_most_best_of_n_tokens(client: openai.OpenAI) -> None:
     assert report["engine_calls"] == 1 + sum(len(x["parents"]) for x in details["layers"])
 
 
+def test_treebon_dpo_without_scorers_is_a_400(client: openai.OpenAI) -> None:
+    # The e2e server has no --dpo-model / --reference-model.
+    with pytest.raises(openai.BadRequestError) as info:
+        ask(client, {"algorithm": "treebon", "partial_score": "dpo"})
+    error = info.value.response.json()["error"]
+    assert error["param"] == "search.partial_score"
+    assert "--dpo-model" in error["message"]
+
+
 def test_spec_rejection_cuts_half_at_each_decision(client: openai.OpenAI) -> None:
     search = {"algorithm": "spec_rejection", "n": 2, "decision_tokens": 8}
     _, report, cands, _ = ask(client, search, 7)
@@ -137,25 +147,52 @@ def test_spec_rejection_cuts_half_at_each_decision(client: openai.OpenAI) -> Non
     for before, after in itertools.pairwise(rounds):
         assert after["pool"] == before["kept"]
     assert all(r["kept"] == survivors_count(r["pool"], 0.5) for r in rounds)
-    assert len(cands) == rounds[-1]["kept"]
+    # First cut at 8 tokens; 4 x 8 tokens of "memory" let 2 live survivors run to 16.
+    assert rounds[0]["tokens"] == 8
+    if len(rounds) > 1 and rounds[0]["continued"] == 2:
+        assert rounds[1]["tokens"] == 16
+    # The candidates are the finished responses, each judged once as complete: a segment
+    # costs at most two reward calls (prefixes, newly finished), and there is no final pass.
+    assert all(c["finish_reason"] == "stop" or c["tokens"] == MAX_TOKENS for c in cands)
+    assert report["reward_calls"] <= 2 * (len(rounds) + 1)
     assert report["chosen_index"] == argmax([c["reward"] for c in cands])
+
+
+DARWIN = {"algorithm": "darwin", "mutations": 1, "cycles": 1, "replacement_period": 12}
+
+
+def check_darwin_cycle(report: dict[str, Any], cands: list[dict[str, Any]], i: int) -> Any:
+    """One beam per variant, the top_k hits and the archive update consistent."""
+    (cycle,) = report["details"]["cycles"]
+    variants, beams = cycle["variants"], cycle["beams"]
+    assert len(variants) == 5 and all(v.strip() for v in variants)
+    assert [b["variant"] for b in beams] == list(range(5))
+    assert len(cands) == 1 + 5  # the plain seed output and one beam per variant
+    assert [b["reward"] for b in beams] == [c["reward"] for c in cands[1:]]
+    assert report["chosen_index"] == argmax([c["reward"] for c in cands])
+    assert cycle["picked"] == question(i)[0]["content"] and sum(cycle["topk_hits"]) > 0
+    joined = {e["instruction"] for e in cycle["joined_archive"]}
+    archive = {e["instruction"] for e in report["details"]["archive"]}
+    assert joined <= archive and (cycle["picked"] in archive) != bool(cycle["left_archive"])
+    return cycle
 
 
 def test_darwin_reports_its_instructions(client: openai.OpenAI) -> None:
-    search = {
-        "algorithm": "darwin",
-        "n": 2,
-        "replacement_period": 12,
-        "top_k": 1,
-        "rewrite_tokens": 96,
-    }
+    search = {**DARWIN, "top_k": 1, "rewrite_tokens": 96}
     _, report, cands, _ = ask(client, search, 8)
-    (cycle,) = report["details"]["cycles"]
-    assert len(cycle["variants"]) == 5 and all(v.strip() for v in cycle["variants"])
-    assert len(cands) == 1 + 2  # the plain seed output and the beams
-    assert report["chosen_index"] == argmax([c["reward"] for c in cands])
-    archive = report["details"]["archive"]
-    assert archive[0]["instruction"] == question(8)[0]["content"]
+    check_darwin_cycle(report, cands, 8)
+
+
+def test_darwin_rewrites_ignore_the_clients_stop_string(client: openai.OpenAI) -> None:
+    # The client's stop "\n" used to reach the rewrite call too, cutting its numbered list
+    # after the first line: at most one variant differed from the instruction.
+    search = {**DARWIN, "top_k": 2, "rewrite_tokens": 256}
+    _, report, cands, _ = ask(client, search, 0, stop=["\n"])
+    cycle = check_darwin_cycle(report, cands, 0)
+    rewritten = [v for v in cycle["variants"] if v != cycle["picked"]]
+    assert len(rewritten) >= 2, cycle
+    # The answers still honour the client's stop string.
+    assert not any("\n" in c["text"] for c in cands)
 
 
 def test_adaptive_bon_reports_its_rounds_and_why_it_stopped(client: openai.OpenAI) -> None:

@@ -78,6 +78,35 @@ def test_too_few_samples_is_an_error() -> None:
         fit([0.1, 0.2, 0.3], "gpd")
 
 
+def test_gpd_ties_at_the_threshold_are_not_exceedances() -> None:
+    # Regression: the zero excesses of rewards tied at the threshold pushed the PWM shape
+    # to its +0.5 clip and predicted a gain of 0.030 (the normal model: 0.007).
+    tied = [0.5, 0.5, 0.5, 0.625]
+    gpd = fit(tied, "gpd")
+    assert gpd.expected_gain(0.625, 4) < 0.01
+    assert gpd.params["xi"] != 0.5
+    # With two distinct exceedances above a tied body the tail is fitted on them alone.
+    fitted = fit([0.5, 0.5, 0.5, 0.5, 0.6, 0.8], "gpd")
+    assert fitted.params["tail_mass"] == pytest.approx(2 / 6)
+    assert fitted.params["threshold"] == 0.5 and fitted.params["scale"] > 0
+
+
+@pytest.mark.parametrize("estimator", ["normal", "gpd", "max"])
+def test_predictions_stay_inside_the_rewards_range(estimator: str) -> None:
+    high = [0.9, 0.95, 0.97, 0.99]
+    # Unclipped, the normal model promises a best-of-64 above the judge's maximum of 1.
+    assert fit(high, "normal").expected_best_of(64) > 1.0
+    clipped = fit(high, estimator, (0.0, 1.0))  # type: ignore[arg-type]
+    assert 0.9 < clipped.expected_best_of(64) <= 1.0
+    assert clipped.expected_gain(0.99, 4) <= 0.01
+
+
+def test_max_of_m_predicts_no_gain() -> None:
+    tail = fit([0.1, 0.7, 0.3], "max")
+    assert tail.expected_best_of(16) == pytest.approx(0.7)
+    assert tail.expected_gain(0.7, 4) == pytest.approx(0.0, abs=1e-9)
+
+
 # -- the strategy ------------------------------------------------------------------------
 
 
@@ -128,6 +157,25 @@ async def test_a_small_gain_stops_it_and_the_first_round_covers_the_estimator() 
     assert [n for _, _, n in gen.calls] == [4]  # round_size 2, but gpd needs 4 to fit
     assert result.details["stopped"] == "gain_below_min"
     assert result.best.text == "d"
+
+
+async def test_max_estimator_stops_after_the_first_round_and_bounds_reach_the_fit() -> None:
+    gen = rising_rounds(4, 4)
+    ctx = fake_context(gen, TableReward(RISING), SamplingConfig(max_tokens=8, seed=3))
+    result = await AdaptiveBoN(n=16, estimator="max").run(ctx)
+    assert len(gen.calls) == 1 and result.details["stopped"] == "gain_below_min"
+    # A bounded reward clips the predicted best-of-N_max (RISING's first round: 1..4).
+    gen = rising_rounds(4, 4)
+    reward = TableReward(RISING, bounds=(0.0, 4.5))
+    ctx = fake_context(gen, reward, SamplingConfig(max_tokens=8, seed=3))
+    result = await AdaptiveBoN(n=16, min_gain=10.0).run(ctx)
+    assert 4.0 < result.details["rounds"][0]["expected_best_of_n"] <= 4.5
+
+
+def test_greedy_guard_counts_the_first_round() -> None:
+    assert AdaptiveBoN(n=16, round_size=1, estimator="gpd").samples_per_call() == 4
+    assert AdaptiveBoN(n=2, round_size=8).samples_per_call() == 2
+    assert AdaptiveBoN(n=16, round_size=1, estimator="max").samples_per_call() == 1
 
 
 def test_options_are_validated() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import re
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,9 +26,13 @@ def context(generator: ScriptedGenerator, reward: TableReward) -> SearchContext:
 
 
 async def vote(
-    strategy: MajorityVote, texts: Sequence[str], rewards: dict[str, float] | None = None
+    strategy: MajorityVote,
+    texts: Sequence[str],
+    rewards: dict[str, float] | None = None,
+    bounds: tuple[float, float] | None = (0.0, 1.0),
 ) -> tuple[SearchResult, TableReward]:
-    reward = TableReward(rewards or {})
+    """The vote on scripted samples; the reward is judge-like ([0, 1]) unless told."""
+    reward = TableReward(rewards or {}, bounds=bounds)
     result = await strategy.run(context(ScriptedGenerator([list(texts)]), reward))
     return result, reward
 
@@ -99,9 +106,37 @@ def test_votes_table_in_order_of_first_appearance() -> None:
 
 
 def test_votes_weighted_by_reward() -> None:
-    cands = [cand("a 4", 0.2), cand("b 4", 0.3), cand("c 9", 0.9), cand("none", 5.0)]
-    assert MajorityVote(weighting="reward").votes(cands) == pytest.approx({"4": 0.5, "9": 0.9})
+    cands = [cand("a 4", 0.2), cand("b 4", 0.3), cand("c 9", 0.9), cand("none", 1.0)]
+    weighted = MajorityVote(weighting="reward")
+    # A [0, 1] reward (the judge's bounds) weighs by the reward itself.
+    assert weighted.votes(cands, (0.0, 1.0)) == pytest.approx({"4": 0.5, "9": 0.9})
+    # Other bounds rescale to [0, 1]: (R + 1) / 2 on [-1, 1].
+    assert weighted.votes(cands, (-1.0, 1.0)) == pytest.approx({"4": 1.25, "9": 0.95})
     assert MajorityVote(weighting="none").votes(cands) == {"4": 2.0, "9": 1.0}
+
+
+def test_unbounded_rewards_weigh_by_their_softmax() -> None:
+    rewards = [0.2, 0.3, 0.9, 1.0]
+    cands = [cand("a 4", 0.2), cand("b 4", 0.3), cand("c 9", 0.9), cand("none", 1.0)]
+    total = sum(math.exp(r) for r in rewards)
+    expected = {"4": (math.exp(0.2) + math.exp(0.3)) / total, "9": math.exp(0.9) / total}
+    assert MajorityVote(weighting="reward").votes(cands) == pytest.approx(expected)
+    # Shifting every reward changes nothing.
+    shifted = [cand(c.text, c.reward - 100.0) for c in cands]
+    assert MajorityVote(weighting="reward").votes(shifted) == pytest.approx(expected)
+
+
+async def test_negative_classifier_logits_no_longer_subtract_votes() -> None:
+    # Regression: raw sums gave "4" -0.5 - 0.5 = -1.0 against "9"'s 0.1, so one vote beat
+    # two nearly as good. As strengths, 2 e^-0.5 = 1.21 > e^0.1 = 1.11: "4" wins.
+    sampled = ["x 4", "y 4", "z 9"]
+    logits = {"x 4": -0.5, "y 4": -0.5, "z 9": 0.1}
+    result, _ = await vote(MajorityVote(n=3, weighting="reward"), sampled, logits, None)
+    assert result.details["winner"] == "4"
+    assert result.details["weights"] == pytest.approx(
+        [math.exp(-0.5) / (2 * math.exp(-0.5) + math.exp(0.1))] * 2
+        + [math.exp(0.1) / (2 * math.exp(-0.5) + math.exp(0.1))]
+    )
 
 
 async def test_majority_picks_the_most_common_answer() -> None:
@@ -267,3 +302,18 @@ async def test_http_majority_weighted_and_bad_regex(
     assert weighted.json()["search"]["reward_calls"] == 1
     assert bad.status_code == 400
     assert bad.json()["error"]["param"] == "search.answer_regex"
+
+
+async def test_conformance_with_self_consistency_plurality_vote() -> None:
+    """Wang et al. 2022: parse each sampled path's final answer and take the most frequent
+    (the paper's unweighted plurality vote), stated here independently of MajorityVote."""
+    sampled = ["so 12", "it is 7", "7", "x = 12", "answer 12", "maybe 7", "none", "3"]
+    parsed = [re.findall(r"-?\d+", t)[-1] if re.findall(r"-?\d+", t) else None for t in sampled]
+    counts = Counter(a for a in parsed if a is not None)
+    top = max(counts.values())
+    # Ties go to the answer seen first; the reply is the first path with that answer.
+    expected = next(a for a in parsed if a is not None and counts[a] == top)
+    result, _ = await vote(MajorityVote(n=len(sampled)), sampled)
+    assert result.details["winner"] == expected == "12"
+    assert result.best.text == sampled[parsed.index(expected)]
+    assert result.details["votes"] == {a: float(c) for a, c in counts.items()}

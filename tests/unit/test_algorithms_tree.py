@@ -79,30 +79,109 @@ async def test_treebon_keeps_finished_and_expands_the_best_parents() -> None:
     }
 
 
-async def test_treebon_with_a_reference_uses_the_weighted_dpo_reward() -> None:
-    # Policy -0.1 per token. Reference: a -0.5, b -0.1, d -0.3. Implicit rewards of the
-    # two-token prefixes: aa 0.4 + 0.4/2 = 0.6, bb 0, dd 0.2 + 0.1 = 0.3 -> parents aa, dd.
+async def test_treebon_dpo_scores_with_the_dpo_model_over_its_reference() -> None:
+    # DPO model: a -0.2, b -0.4, d -0.1; reference: a -0.5, b -0.1, d -0.3, so the log
+    # ratios are a 0.3, b -0.3, d 0.2. Two-token prefixes: aa 0.3 + 0.3/2 = 0.45,
+    # bb -0.3 - 0.15 = -0.45, dd 0.2 + 0.1 = 0.3 -> parents aa, dd. The policy's own
+    # logprobs (-0.1 a token) play no part: with them as the numerator aa would be 0.6.
     gen = PromptTableGenerator({**ROOTS, P + "aa": ["11", "22"], P + "dd": ["33"]})
     reward = TableReward({"aa11": 0.5, "aa22": 0.4, "dd33": 0.6, "c": 0.1})
+    dpo = TokenTableReference({"a": -0.2, "b": -0.4, "d": -0.1})
     ref = TokenTableReference({"a": -0.5, "b": -0.1, "d": -0.3})
     result = await TreeBoN(n=4, branching=2, layers=2).run(
-        context(gen, reward, max_tokens=4, reference=ref)
+        context(gen, reward, max_tokens=4, dpo=dpo, reference=ref)
     )
     layer = result.details["layers"][0]
     assert result.details["partial_score"] == "dpo"
-    assert layer["partial_scores"] == pytest.approx([0.6, 0.0, 0.3])
+    assert layer["partial_scores"] == pytest.approx([0.45, -0.45, 0.3])
     assert layer["parents"] == [0, 3]
     assert result.best.text == "dd33"
+    # Both scorers read the same ids: the prompt and each live partial response.
+    live = [[ord(ch) for ch in P + text] for text in ("aa", "bb", "dd")]
+    assert dpo.calls == live and ref.calls == live
     # The reward model only scores the complete responses; the DPO pass counts as a call.
     assert reward.calls == [(["c", "aa11", "aa22", "dd33"], False)]
     assert result.budget.reward_calls == 2
 
 
-async def test_treebon_dpo_without_reference_is_a_400() -> None:
+def test_treebon_never_asks_the_policy_for_logprobs() -> None:
+    # Regression (review: needs_logprobs was set even for partial_score=reward): the DPO
+    # score reads both scorers' prompt logprobs, never the sampled tokens'.
+    assert TreeBoN.needs_logprobs is False
+
+
+@pytest.mark.parametrize("scorers", [{}, {"reference": TokenTableReference({})}])
+async def test_treebon_dpo_without_both_scorers_is_a_400(scorers: dict[str, object]) -> None:
     gen = PromptTableGenerator(ROOTS)
     with pytest.raises(InvalidRequest) as info:
-        await TreeBoN(n=4, partial_score="dpo").run(context(gen, TableReward({}), max_tokens=4))
+        await TreeBoN(n=4, partial_score="dpo").run(
+            context(gen, TableReward({}), max_tokens=4, **scorers)
+        )
     assert info.value.param == "search.partial_score"
+    assert "--dpo-model" in info.value.message and gen.calls == []
+
+
+async def test_treebon_auto_without_both_scorers_scores_with_the_reward() -> None:
+    gen = PromptTableGenerator({**ROOTS, P + "aa": ["11", "22"], P + "bb": ["33"]})
+    reward = TableReward({"aa": 0.9, "bb": 0.5})
+    ctx = context(gen, reward, max_tokens=4, dpo=TokenTableReference({}))
+    result = await TreeBoN(n=4).run(ctx)
+    assert result.details["partial_score"] == "reward"
+    assert result.details["layers"][0]["partial_scores"] == [0.9, 0.5, 0.0]
+
+
+# -- conformance: TreeBoN against the paper's rule, stated here on its own ---------------
+# One token per character; log pi_dpo - log pi_ref per character: a 0.4, b -0.2, c 0.3,
+# d -0.1. "ab" and "ba" (also "cd" and "dc") have equal plain sums, so only the 1/k
+# weights separate them. Every segment is 2 tokens and none finishes early.
+LOGP_DPO = {"a": -1.0, "b": -1.6, "c": -0.9, "d": -1.3}
+LOGP_REF = {"a": -1.4, "b": -1.4, "c": -1.2, "d": -1.2}
+CONTINUATIONS = {
+    "": ["abXX", "baXX", "cdXX", "dcXX"],
+    "ab": ["caXX", "bdXX"],
+    "cd": ["aaXX", "dbXX"],
+    "abca": ["ddXX", "cbXX"],
+    "cdaa": ["bcXX", "adXX"],
+}
+FULL_REWARD = {"abcadd": 0.2, "abcacb": 0.4, "cdaabc": 0.9, "cdaaad": 0.3}
+
+
+def paper_treebon(n: int, n_children: int, layers: int, seg: int) -> tuple[list[list[str]], str]:
+    """Qiu et al. 2024 (arXiv 2410.16033), TreeBoN: N first segments from the base policy;
+    at each further layer the N / N_children best by the weighted implicit reward
+    r(y) = sum_k w_k log(pi*(y_k | x, y_<k) / pi_ref(y_k | x, y_<k)), w_k = 1 / |y_:k|,
+    each continued N_children times; the answer is the argmax of the full reward over the
+    last layer. Returns the parents of each layer and the answer."""
+
+    def weighted_implicit_reward(y: str) -> float:
+        return sum((LOGP_DPO[t] - LOGP_REF[t]) / len(y[: k + 1]) for k, t in enumerate(y))
+
+    pool = [c[:seg] for c in CONTINUATIONS[""][:n]]
+    parents_by_layer = []
+    for _ in range(layers - 1):
+        parents = sorted(pool, key=weighted_implicit_reward, reverse=True)[: n // n_children]
+        parents_by_layer.append(parents)
+        pool = [p + c[:seg] for p in parents for c in CONTINUATIONS[p][:n_children]]
+    return parents_by_layer, max(pool, key=FULL_REWARD.__getitem__)
+
+
+async def test_treebon_conforms_to_the_papers_rule() -> None:
+    gen = PromptTableGenerator({P + prefix: texts for prefix, texts in CONTINUATIONS.items()})
+    ctx = context(
+        gen,
+        TableReward(FULL_REWARD),
+        max_tokens=6,
+        dpo=TokenTableReference(LOGP_DPO),
+        reference=TokenTableReference(LOGP_REF),
+    )
+    result = await TreeBoN(n=4, branching=2, layers=3).run(ctx)
+
+    parents, answer = paper_treebon(n=4, n_children=2, layers=3, seg=2)
+    assert parents == [["ab", "cd"], ["abca", "cdaa"]]  # the weights decide layer 1
+    # TreeBoN continues exactly its parents: prompt + parent, after the roots' call.
+    continued = [prompt.removeprefix(P) for prompt, _, _, _ in gen.calls[1:]]
+    assert continued == [p for layer in parents for p in layer]
+    assert result.best.text == answer == "cdaabc"
 
 
 async def test_treebon_with_one_layer_is_best_of_n() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -50,6 +52,132 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "remote:http://h:1/pooling",
         {"max_num_seqs": 2},
     )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"dpo_model": "policy", "reference_model": "policy"},
+        {"dpo_model": "/models/dpo", "reference_model": "/models/dpo"},
+        # The embedded default serves unless --model is given.
+        {"dpo_model": "default", "reference_model": "policy"},
+        {"model": "/models/sft", "dpo_model": "/models/sft", "reference_model": "policy"},
+        {"model": "/models/x", "dpo_model": "default", "reference_model": "default"},
+    ],
+)
+def test_dpo_and_reference_on_one_model_is_a_startup_error(kwargs: dict[str, str]) -> None:
+    with pytest.raises(ValidationError, match="every TreeBoN partial score would be 0"):
+        Settings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_dpo_roles_compare_folders_by_their_real_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "m").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValidationError, match="same model"):
+        Settings(dpo_model="./m", reference_model=str(tmp_path / "m"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"reference_model": "/models/sft"}, "add --dpo-model policy"),
+        ({"dpo_model": "/models/dpo"}, "--dpo-model needs --reference-model"),
+        (
+            {"remote_engine_url": "http://h:1", "dpo_model": "/d", "reference_model": "policy"},
+            "needs the in-process engine",
+        ),
+    ],
+)
+def test_dpo_roles_startup_errors_say_why(kwargs: dict[str, str], says: str) -> None:
+    with pytest.raises(ValidationError, match=says):
+        Settings(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"dpo_model": "/models/dpo", "reference_model": "policy"},
+        {"dpo_model": "policy", "reference_model": "default", "model": "/models/dpo"},
+        {"dpo_model": "/models/dpo", "reference_model": "/models/sft"},
+    ],
+)
+def test_dpo_roles_on_two_models_are_accepted(kwargs: dict[str, str]) -> None:
+    s = Settings(**kwargs)  # type: ignore[arg-type]
+    assert (s.dpo_model, s.reference_model) == (kwargs["dpo_model"], kwargs["reference_model"])
+
+
+class FakeScorerEngine:
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+    def shutdown(self) -> None: ...
+
+
+class FakeVocab:
+    def vocab(self) -> dict[str, int]:
+        return {"a": 0}
+
+
+@pytest.fixture
+def scorer_engines(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Scorer engines that only remember their model; a converted default model in
+    tmp_path (its config.json is all ensure_default_model looks for)."""
+    from search.engines import tokenizer, vllm_local
+
+    monkeypatch.setattr(
+        vllm_local.VLLMGenerator, "start", staticmethod(lambda c: FakeScorerEngine(c.model))
+    )
+    monkeypatch.setattr(tokenizer.HFChatTokenizer, "load", staticmethod(lambda m: FakeVocab()))
+    (tmp_path / "SmolLM2-135M-Instruct").mkdir()
+    (tmp_path / "SmolLM2-135M-Instruct" / "config.json").write_text("{}")
+    return tmp_path
+
+
+def test_a_policy_role_scores_with_the_served_engine(scorer_engines: Path) -> None:
+    from server.runtime import start_scorers
+
+    settings = Settings(
+        model="/models/sft",
+        model_cache_dir=str(scorer_engines),
+        dpo_model="default",
+        reference_model="/models/sft",
+    )
+    served, closers = object(), list[Callable[[], object]]()
+    dpo, reference = start_scorers(settings, "/models/sft", served, FakeVocab(), closers)
+    # The policy's own model reuses its engine; the other role gets an engine of its own.
+    assert reference is served
+    assert dpo.model == str(scorer_engines / "SmolLM2-135M-Instruct")
+    assert closers == [dpo.shutdown]
+
+
+def test_default_and_the_default_models_folder_are_one_model(scorer_engines: Path) -> None:
+    from server.runtime import start_scorers
+
+    folder = str(scorer_engines / "SmolLM2-135M-Instruct")
+    # Only the resolved paths show these are the same weights.
+    settings = Settings(
+        model_cache_dir=str(scorer_engines), dpo_model="default", reference_model=folder
+    )
+    with pytest.raises(RuntimeError, match="every TreeBoN partial score would be 0"):
+        start_scorers(settings, folder, object(), FakeVocab(), [])
+
+
+def test_a_scorer_with_another_tokenizer_is_refused(
+    scorer_engines: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from search.engines import tokenizer
+    from server.runtime import start_scorers
+
+    class OtherVocab:
+        def vocab(self) -> dict[str, int]:
+            return {"b": 0}
+
+    monkeypatch.setattr(tokenizer.HFChatTokenizer, "load", staticmethod(lambda m: OtherVocab()))
+    settings = Settings(dpo_model="/models/dpo", reference_model="policy")
+    with pytest.raises(RuntimeError, match="tokenizer"):
+        start_scorers(settings, "/models/sft", object(), FakeVocab(), [])
 
 
 # -- CLI ---------------------------------------------------------------------------------

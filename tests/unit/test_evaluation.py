@@ -174,7 +174,7 @@ def test_options_parse_per_algorithm() -> None:
     config = eval_cli.config_from_args(args)
     assert config.algorithms == ("bon", "rbon_kl") and config.budgets == (2, 4)
     strategies = config.strategies()
-    assert strategies["rbon_kl", 4].model_dump() == {"n": 4, "beta": 0.5}
+    assert strategies["rbon_kl", 4].model_dump() == {"n": 4, "beta": 0.5, "logprob": "mean"}
     assert settings_from_args(args).dtype == "float32"
     bad = EvalConfig(algorithms=("rbon_kl",), budgets=(2,), options={"rbon_kl": {"beta": "x"}})
     with pytest.raises(InvalidRequest, match=r"rbon_kl\.beta"):
