@@ -18,8 +18,8 @@ the first batch did at its cut (n_initial x decision_tokens), but at least
 best-scored finished response (ties go to the one that finished first).
 
 No response is judged as complete twice: every candidate was scored as a complete answer
-in the segment it finished in, so there is no final re-scoring pass (it would only add
-reward calls and, with a noisy judge, a second draw of the same score).
+in the segment it finished in, so there is no final re-scoring pass (the reference has
+none either: its final max reads the stored scores).
 
 Where it still differs from the paper and the reference, and why:
 
