@@ -1,8 +1,9 @@
 """TreeBoN: speculative tree search inside Best-of-N (``treebon``).
 
-Paper: Qiu, Lu, Zeng, Guo, Geng, Zhu, Juan, Yang, Wang, Huang, Wu, Wang 2024, "TreeBoN:
+Paper: Qiu, Lu, Zeng, Guo, Geng, Zhu, Juan, Yang, Wang, Huang, Wu, Wang, "TreeBoN:
 Enhancing Inference-Time Alignment with Speculative Tree-Search and Best-of-N Sampling"
-(arXiv 2410.16033). The paper publishes no code; this follows its algorithm.
+(Findings of EMNLP 2025; arXiv 2410.16033). The paper publishes no code; this follows
+its algorithm.
 
 Rule: split max_tokens into ``layers`` near-equal segments. Sample N root segments in one
 engine call. At every further layer, score each live partial response, keep the top
@@ -48,7 +49,16 @@ argmax: alignserve's extension, as a finished response cannot be continued.
 
 Cost of the DPO pass: vLLM V1 skips the prefix cache for a request that asks for prompt
 logprobs, so every layer re-prefills prompt + partial on both scorers for every live
-response. MEASURED_DPO_COST
+response and computes full-vocabulary logprobs at every position. Measured on the 2-core
+CPU (shared with other work, load 4-20), the served default model as the DPO model and
+its seeded perturbation as the reference (a second engine), MT-Bench 81-90, 64 tokens,
+n=4, ``alignserve eval --algorithms treebon --budgets 4 --limit 10 --dpo-model policy
+--reference-model <perturbed> --option treebon.partial_score=dpo --option
+treebon.layers=4``: a DPO pass took a median 4.2 s against 3.0 s for a layer's
+generation (1.36x; the judge's partial pass 0.59 s, 0.30x), and the search 25.5 s against
+10.0 s with ``partial_score: reward``. With 2 layers: 7.0 s against 16.9 s (0.38x; judge
+0.16x), the search 46.6 s against 21.6 s. Each scorer alone takes about 1 s for four
+partials; here the two engines at once took longer than one after the other.
 
 Streaming: after each layer's selection the common prefix of the parents and the
 finished responses is committed (the answer descends from one of them), so a stream can

@@ -79,7 +79,9 @@ def test_api_never_fails_and_matches_its_schema(
         def check(case: schemathesis.Case) -> None:
             nonlocal sent
             sent += 1
-            case.call_and_validate(excluded_checks=[positive_data_acceptance])
+            # The server cuts every search at --request-timeout-s 30 (then 504, documented);
+            # the client waits longer, so a loaded machine's slow 200 is not a failure.
+            case.call_and_validate(excluded_checks=[positive_data_acceptance], timeout=60)
 
         check()
     assert sent >= EXAMPLES  # hypothesis may stop early on small input spaces
