@@ -42,7 +42,6 @@ stays 0 and every ``Candidate.reward`` is 0.0.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -50,7 +49,13 @@ from typing import Any, Literal
 from pydantic import field_validator
 
 from search.protocols import reward_bounds
-from search.strategy import SearchContext, SearchStrategy, rank_candidates, sample_and_score
+from search.strategy import (
+    SearchContext,
+    SearchStrategy,
+    rank_candidates,
+    sample_and_score,
+    softmax,
+)
 from search.types import Candidate, SearchResult
 
 BOXED = "\\boxed{"
@@ -88,10 +93,7 @@ def vote_weights(rewards: Sequence[float], bounds: tuple[float, float] | None) -
         if high <= low:
             return [1.0] * len(rewards)
         return [min(max((r - low) / (high - low), 0.0), 1.0) for r in rewards]
-    top = max(rewards, default=0.0)
-    strengths = [math.exp(r - top) for r in rewards]  # shifted by the max: no overflow
-    total = math.fsum(strengths)
-    return [s / total for s in strengths]
+    return softmax(rewards) if rewards else []
 
 
 class MajorityVote(SearchStrategy):

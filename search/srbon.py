@@ -81,7 +81,6 @@ wd adds the N x N utility matrix, timed in phase "utility".
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -90,7 +89,7 @@ from pydantic import Field
 
 from search.rbon_kl import LogprobMode, ref_logprob
 from search.rbon_wd import UtilityName
-from search.strategy import SearchContext, SearchStrategy, rank_by, sample_and_score
+from search.strategy import SearchContext, SearchStrategy, rank_by, sample_and_score, softmax
 from search.types import Candidate, SearchResult
 
 Variant = Literal["kl", "wd", "length"]
@@ -100,16 +99,6 @@ DEFAULT_BETA: dict[str, float] = {"kl": 100.0, "wd": 0.05, "length": 1.0}
 def kl_scores(logprobs: Sequence[float], rewards: Sequence[float], beta: float) -> list[float]:
     """Unnormalised log-probabilities log pi_ref(y_i|x) + beta * R_i."""
     return [lp + beta * r for lp, r in zip(logprobs, rewards, strict=True)]
-
-
-def softmax(scores: Sequence[float]) -> list[float]:
-    """p(i) ∝ exp(scores[i]), computed stably in log space."""
-    top = max(scores)
-    if top == -math.inf:
-        # Every candidate impossible under pi_ref: nothing to prefer, so draw uniformly.
-        return [1.0 / len(scores)] * len(scores)
-    log_norm = top + math.log(sum(math.exp(s - top) for s in scores))
-    return [math.exp(s - log_norm) for s in scores]
 
 
 def kl_probabilities(

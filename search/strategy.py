@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -154,6 +155,16 @@ async def gather_all(aws: Sequence[Awaitable[T]]) -> list[T]:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def softmax(scores: Sequence[float]) -> list[float]:
+    """p(i) ∝ exp(scores[i]), computed stably in log space."""
+    top = max(scores)
+    if top == -math.inf:
+        # Every candidate impossible (e.g. under pi_ref): nothing to prefer, so uniform.
+        return [1.0 / len(scores)] * len(scores)
+    log_norm = top + math.log(sum(math.exp(s - top) for s in scores))
+    return [math.exp(s - log_norm) for s in scores]
 
 
 def rank_by(candidates: Sequence[Candidate], objective: Sequence[float]) -> list[Candidate]:
