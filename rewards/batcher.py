@@ -29,6 +29,8 @@ class ScoreItem:
     conversation: Sequence[Message]
     response: str
     partial: bool = False
+    # The request's own judging criteria (search.rubric) for the judge kinds; None: theirs.
+    rubric: str | None = None
 
 
 @runtime_checkable
@@ -70,14 +72,20 @@ class MicroBatcher:
         return getattr(self.inner, "bounds", None)
 
     async def score(
-        self, conversation: Sequence[Message], responses: Sequence[str], *, partial: bool = False
+        self,
+        conversation: Sequence[Message],
+        responses: Sequence[str],
+        *,
+        partial: bool = False,
+        rubric: str | None = None,
     ) -> list[float]:
         if not responses:
             return []
         self._ensure_worker()
         loop = asyncio.get_running_loop()
         pending = [
-            _Pending(ScoreItem(conversation, r, partial), loop.create_future()) for r in responses
+            _Pending(ScoreItem(conversation, r, partial, rubric), loop.create_future())
+            for r in responses
         ]
         for p in pending:
             self._queue.put_nowait(p)

@@ -36,8 +36,24 @@ def render_conversation(conversation: Sequence[Message]) -> str:
     return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in conversation)
 
 
-def judge_messages(conversation: Sequence[Message], response: str, partial: bool) -> list[Message]:
-    task = f"{RUBRIC} {PARTIAL_NOTE}" if partial else RUBRIC
+def rubric_task(rubric: str) -> str:
+    """A request's own criteria (search.rubric) in place of RUBRIC; the 1-9 scale and the
+    single-digit reply stay the judge's, so the score is read the same way."""
+    return (
+        "You are a strict and fair judge of AI assistant answers. Judge the assistant's "
+        f"response to the user's last message by these criteria:\n{rubric}\n"
+        "Rate it from 1 (fails the criteria) to 9 (meets them fully). Reply with a single digit."
+    )
+
+
+def judge_messages(
+    conversation: Sequence[Message], response: str, partial: bool, rubric: str | None = None
+) -> list[Message]:
+    """The judge's prompt. The criteria come first (the system message), so every request
+    with the same rubric shares a cached prefix."""
+    task = RUBRIC if rubric is None else rubric_task(rubric)
+    if partial:
+        task = f"{task} {PARTIAL_NOTE}"
     body = (
         f"Conversation:\n{render_conversation(conversation)}\n\n"
         f"Assistant's response:\n{response}\n\n"
@@ -72,14 +88,20 @@ class JudgeReward:
         self._params = SamplingConfig(max_tokens=1, temperature=0.0, top_logprobs=TOP_LOGPROBS)
 
     async def score(
-        self, conversation: Sequence[Message], responses: Sequence[str], *, partial: bool = False
+        self,
+        conversation: Sequence[Message],
+        responses: Sequence[str],
+        *,
+        partial: bool = False,
+        rubric: str | None = None,
     ) -> list[float]:
-        return await self.score_items([ScoreItem(conversation, r, partial) for r in responses])
+        items = [ScoreItem(conversation, r, partial, rubric) for r in responses]
+        return await self.score_items(items)
 
     async def score_items(self, items: Sequence[ScoreItem]) -> list[float]:
         prompts = [
             self._tokenizer.render_with_prefix(
-                judge_messages(it.conversation, it.response, it.partial), SCORE_PREFIX
+                judge_messages(it.conversation, it.response, it.partial, it.rubric), SCORE_PREFIX
             )
             for it in items
         ]

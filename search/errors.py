@@ -68,6 +68,13 @@ class RewardUnavailable(AlignserveError):
     status_code = 503
     error_type = "service_unavailable"
 
+    def __init__(self, message: str, *, reason: str = "error", param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        # Why, as a metric label: "error" (the model or its server failed), "no_score" (a
+        # judge's reply held no score), "exception" or "bad_value" (a python reward raised,
+        # or returned a non-finite value or the wrong number of values).
+        self.reason = reason
+
 
 class RewardTimeout(AlignserveError):
     status_code = 504

@@ -14,8 +14,10 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from rewards.batcher import ItemScorer, MicroBatcher
-from rewards.spec import RewardSpec
+from rewards.choice import RewardSet
+from rewards.spec import parse_specs
 from search.engines.default_model import DEFAULT_MODEL_NAME
+from search.protocols import RewardModel
 from server.admission import Admission
 from server.auth import require_api_key
 from server.body_limit import BodyLimit
@@ -40,24 +42,36 @@ def create_app(
 
     def install(loaded: Runtime) -> None:
         # A copy, so the runtime given in stays unwrapped and can serve another app.
-        label = RewardSpec.parse(settings.reward).kind
-        reward = loaded.reward
-        batched = isinstance(reward, ItemScorer)
-        if isinstance(reward, ItemScorer):
-            batcher = MicroBatcher(
-                reward,
-                max_batch_size=settings.reward_max_batch_size,
-                max_wait_ms=settings.reward_max_wait_ms,
-                observe=metrics.batch_observer(label),
+        closers = list(loaded.closers)
+
+        def wrap(name: str, reward: RewardModel) -> RewardModel:
+            """Micro-batched across requests when it can score mixed items, and bounded by
+            --reward-timeout-s with its latency and errors labelled by its name."""
+            batched = isinstance(reward, ItemScorer)
+            if isinstance(reward, ItemScorer):
+                batcher = MicroBatcher(
+                    reward,
+                    max_batch_size=settings.reward_max_batch_size,
+                    max_wait_ms=settings.reward_max_wait_ms,
+                    observe=metrics.batch_observer(name),
+                )
+                reward = batcher
+                closers.append(batcher.aclose)
+            return TimedReward(
+                reward, name, metrics, batched=batched, timeout_s=settings.reward_timeout_s
             )
-            reward = batcher
-            closers = [*loaded.closers, batcher.aclose]
+
+        named = loaded.rewards
+        if named is None:  # an injected runtime with one reward: the settings' default
+            specs, default = parse_specs(settings.reward, settings.default_reward)
+            named = RewardSet({default: loaded.reward}, specs, default)
+        models = {name: wrap(name, model) for name, model in named.models.items()}
+        rewards = RewardSet(models, list(named.specs.values()), named.default)
         rt = dataclasses.replace(
             loaded,
-            reward=TimedReward(
-                reward, label, metrics, batched=batched, timeout_s=settings.reward_timeout_s
-            ),
-            closers=closers if batched else loaded.closers,
+            reward=rewards.default_model or loaded.reward,
+            rewards=rewards,
+            closers=closers,
         )
         app.state.runtime = rt
         app.state.chat_service = ChatService(rt, settings, metrics, recorder=app.state.recorder)

@@ -48,6 +48,19 @@ def serve_parser(parser: argparse.ArgumentParser) -> None:
                 metavar="KEY=VALUE",
                 help="any other vLLM engine argument, VALUE parsed as JSON when it is JSON",
             )
+        elif name == "reward":
+            parser.add_argument(
+                "--reward",
+                dest=name,
+                action="append",
+                default=None,
+                metavar="[NAME=]SPEC",
+                help="a reward the server holds, picked per request with search.reward "
+                "(repeatable; the first is the default unless --default-reward): judge, "
+                "classifier:PATH_OR_ID, remote:URL, openai-judge:URL[#MODEL][,key_env=VAR]"
+                "[,mode=auto|logprobs|json], python:MODULE:FUNCTION[#text]; constraints is "
+                "always held (env ALIGNSERVE_REWARD: one spec or a JSON list)",
+            )
         elif name == "api_key":
             parser.add_argument(
                 "--api-key",

@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from rewards.spec import CONSTRAINTS, parse_specs
 from search.errors import InvalidRequest
 from search.types import SamplingConfig
 from server.eval_report import write_results
@@ -31,6 +32,7 @@ from server.evaluation import (
     evaluate,
     load_prompts,
     options_of,
+    reward_for,
 )
 from server.logs import setup_logging
 from server.runtime import Runtime, load_runtime
@@ -85,6 +87,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a strategy option, VALUE parsed as JSON when it is JSON (repeatable)",
     )
     group.add_argument(
+        "--search-reward",
+        type=_reward_choice,
+        default=None,
+        metavar="NAME|JSON",
+        help='the searches\' reward, as search.reward: a name, or {"judge": 1, "constraints": 1} '
+        "(default: the server's default reward); prompts' constraints go with it",
+    )
+    group.add_argument(
+        "--truth",
+        default=None,
+        metavar="NAME",
+        help="score every answer also with this reward, which the search does not optimise "
+        "(constraints: pass rate and mean fraction of the prompts' checks met)",
+    )
+    group.add_argument(
+        "--best-of-1",
+        action="store_true",
+        help="also run one sample per prompt (bon, n=1) as the no-search baseline",
+    )
+    group.add_argument(
         "--cold-cache",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -107,6 +129,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _reward_choice(text: str) -> str | dict[str, float]:
+    if not text.lstrip().startswith("{"):
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--search-reward: bad JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("--search-reward wants a name or a JSON object")
+    return value
+
+
+def check_rewards(settings: Settings, config: EvalConfig, prompts: list[Prompt]) -> None:
+    """The reward names exist and prompts carry the constraints a constraints reward needs;
+    checked before any engine starts (ValueError)."""
+    specs, default = parse_specs(settings.reward, settings.default_reward)
+    known = {s.name for s in specs}
+    search = config.search_reward or default
+    names = set(search if isinstance(search, dict) else [search])
+    if config.truth is not None:
+        names.add(config.truth)
+    unknown = sorted(names - known)
+    if unknown:
+        raise ValueError(f"no reward named {unknown[0]!r}: have {', '.join(sorted(known))}")
+    if CONSTRAINTS in names:
+        missing = [p.id for p in prompts if not p.constraints]
+        if missing:
+            raise ValueError(
+                f"the constraints reward needs prompts with constraints; {missing[0]} has none "
+                "(use --prompts server/data/verifiable_prompts.jsonl)"
+            )
+
+
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
     return EvalConfig(
         algorithms=tuple(args.algorithms),
@@ -116,14 +171,18 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         seed=args.seed,
         options=options_of(args.options),
         cold_cache=args.cold_cache,
+        search_reward=args.search_reward,
+        truth=args.truth,
+        best_of_1=args.best_of_1,
     )
 
 
-async def warm_up(runtime: Runtime, prompt: Prompt) -> None:
+async def warm_up(runtime: Runtime, prompt: Prompt, config: EvalConfig) -> None:
     """The first engine steps are slow; one small request keeps that out of the first run."""
     ids = runtime.tokenizer.render_chat(prompt.conversation)
     [completion] = await runtime.generator.generate(ids, SamplingConfig(max_tokens=8, seed=0), 1)
-    await runtime.reward.score(prompt.conversation, [completion.text])
+    reward = reward_for(runtime, config.search_reward, prompt)
+    await reward.score(prompt.conversation, [completion.text])
 
 
 async def run_eval(
@@ -140,8 +199,8 @@ async def run_eval(
 
     runtime = await loader(settings)
     try:
-        await warm_up(runtime, prompts[0])
-        total = len(prompts) * len(config.budgets) * len(config.algorithms)
+        await warm_up(runtime, prompts[0], config)
+        total = len(prompts) * len(config.strategies())
         with tqdm(total=total, unit="run", desc="eval", file=sys.stderr) as bar:
 
             def progress(row: Row) -> None:
@@ -161,6 +220,9 @@ async def run_eval(
             "seed": config.seed,
             "options": {k: dict(v) for k, v in config.options.items()},
             "cold_cache": config.cold_cache,
+            "search_reward": config.search_reward,
+            "truth": config.truth,
+            "best_of_1": config.best_of_1,
             "prompts": source,
             "prompt_ids": [p.id for p in prompts],
         },
@@ -170,7 +232,8 @@ async def run_eval(
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     title = (
-        f"{model}, reward {settings.reward}: {len(prompts)} prompts, "
+        f"{model}, reward {config.search_reward or settings.default_reward or settings.reward[0]}"
+        f"{f', truth {config.truth}' if config.truth else ''}: {len(prompts)} prompts, "
         f"max_tokens {config.max_tokens}, temperature {config.temperature}, seed {config.seed}"
     )
     _, table = write_results(out, record, rows, title)
@@ -184,7 +247,7 @@ async def run_tail_check(
 
     runtime = await load_runtime(settings)
     try:
-        await warm_up(runtime, prompts[0])
+        await warm_up(runtime, prompts[0], EvalConfig())
         with tqdm(total=len(prompts), unit="prompt", desc="tail", file=sys.stderr) as bar:
             rows = await tail_check(
                 runtime,
@@ -216,6 +279,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         config = config_from_args(args)
         config.strategies()  # bad algorithms or options fail here, before the engine starts
         prompts = load_prompts(args.prompts, offset=args.offset, limit=args.limit)
+        check_rewards(settings, config, prompts)
     except (ValueError, OSError, InvalidRequest) as exc:
         print(f"alignserve eval: error: {exc}", file=sys.stderr)
         return 2

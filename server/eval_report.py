@@ -37,6 +37,11 @@ class Aggregate:
     reward_calls: float
     tokens_vs_bon: float | None = None
     wall_vs_bon: float | None = None
+    # Ground truth (--truth): its mean, and the pass rate when it is the constraints.
+    truth: float | None = None
+    truth_se: float | None = None
+    pass_rate: float | None = None
+    pass_rate_se: float | None = None
 
 
 def standard_error(values: Sequence[float]) -> float:
@@ -66,6 +71,7 @@ def aggregate(rows: Sequence[Row]) -> list[Aggregate]:
             wall_s=statistics.fmean(r.wall_s for r in group),
             engine_calls=statistics.fmean(r.engine_calls for r in group),
             reward_calls=statistics.fmean(r.reward_calls for r in group),
+            **truth_means(group),
         )
     out = []
     for (_, n), agg in means.items():
@@ -82,6 +88,18 @@ def aggregate(rows: Sequence[Row]) -> list[Aggregate]:
     return out
 
 
+def truth_means(group: Sequence[Row]) -> dict[str, float]:
+    """Mean truth and pass rate with their standard errors, where the rows have them."""
+    out = {}
+    truths = [r.truth for r in group if r.truth is not None]
+    if truths:
+        out["truth"], out["truth_se"] = statistics.fmean(truths), standard_error(truths)
+    passes = [float(r.truth_pass) for r in group if r.truth_pass is not None]
+    if passes:
+        out["pass_rate"], out["pass_rate_se"] = statistics.fmean(passes), standard_error(passes)
+    return out
+
+
 def _times(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}x"
 
@@ -91,52 +109,78 @@ def markdown_table(aggregates: Sequence[Aggregate]) -> str:
         "| algorithm | n | runs | reward (± se) | tokens | wall s | engine calls "
         "| reward calls | tokens / bon | wall / bon |"
     )
-    lines = [header, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    rule = "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    truth = any(a.truth is not None for a in aggregates)
+    if truth:
+        header = header.replace(
+            "| reward (± se)", "| truth pass (± se) | truth (± se) | reward (± se)"
+        )
+        rule += "--:|--:|"
+    lines = [header, rule]
     for a in sorted(aggregates, key=lambda a: a.n):
+        truth_cells = (
+            f"| {_mean_se(a.pass_rate, a.pass_rate_se)} | {_mean_se(a.truth, a.truth_se)} "
+            if truth
+            else ""
+        )
         lines.append(
-            f"| {a.algorithm} | {a.n} | {a.runs} | {a.reward:.3f} ± {a.reward_se:.3f} "
+            f"| {a.algorithm} | {a.n} | {a.runs} {truth_cells}| {a.reward:.3f} ± {a.reward_se:.3f} "
             f"| {a.generated_tokens:.1f} | {a.wall_s:.2f} | {a.engine_calls:.1f} "
             f"| {a.reward_calls:.1f} | {_times(a.tokens_vs_bon)} | {_times(a.wall_vs_bon)} |"
         )
     return "\n".join(lines) + "\n"
 
 
+def _mean_se(mean: float | None, se: float | None) -> str:
+    return "–" if mean is None else f"{mean:.3f} ± {se or 0.0:.3f}"
+
+
 def plot(aggregates: Sequence[Aggregate], path: Path, title: str) -> None:
-    """Mean reward against mean generated tokens: a line per algorithm, n at each point."""
+    """Mean reward against mean generated tokens: a line per algorithm, n at each point;
+    with --truth a second panel, the truth's pass rate (or mean) against the same tokens."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    truth = any(a.truth is not None for a in aggregates)
+    passes = any(a.pass_rate is not None for a in aggregates)
+    fig, axes = plt.subplots(1, 2 if truth else 1, figsize=(13 if truth else 7, 4.5), dpi=120)
+    panels = list(axes) if truth else [axes]
     try:
-        lines: dict[str, list[Aggregate]] = {}
-        for agg in aggregates:
-            lines.setdefault(agg.algorithm, []).append(agg)
-        for algorithm, points in lines.items():
-            points.sort(key=lambda a: a.n)
-            xs = [a.generated_tokens for a in points]
-            ys = [a.reward for a in points]
-            ax.errorbar(
-                xs, ys, yerr=[a.reward_se for a in points], marker="o", capsize=3, label=algorithm
-            )
-            for a in points:
-                ax.annotate(
-                    f"n={a.n}",
-                    (a.generated_tokens, a.reward),
-                    textcoords="offset points",
-                    xytext=(4, 4),
-                    fontsize=8,
-                )
-        ax.set_xlabel("mean generated tokens per request")
-        ax.set_ylabel("mean reward of the answer (re-scored, ± 1 s.e.)")
-        ax.set_title(textwrap.fill(title, 80), fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend()
+        _panel(panels[0], aggregates, "reward", "mean reward of the answer (re-scored, ± 1 s.e.)")
+        if truth:
+            key, label = ("pass_rate", "truth: pass rate") if passes else ("truth", "mean truth")
+            _panel(panels[1], aggregates, key, f"{label} of the answer (± 1 s.e.)")
+        fig.suptitle(textwrap.fill(title, 120), fontsize=9)
         fig.tight_layout()
         fig.savefig(path)
     finally:
         plt.close(fig)
+
+
+def _panel(ax: Any, aggregates: Sequence[Aggregate], key: str, ylabel: str) -> None:
+    lines: dict[str, list[Aggregate]] = {}
+    for agg in aggregates:
+        lines.setdefault(agg.algorithm, []).append(agg)
+    for algorithm, points in lines.items():
+        points.sort(key=lambda a: a.n)
+        xs = [a.generated_tokens for a in points]
+        ys = [getattr(a, key) or 0.0 for a in points]
+        errors = [getattr(a, f"{key}_se") or 0.0 for a in points]
+        ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=algorithm)
+        for a, y in zip(points, ys, strict=True):
+            ax.annotate(
+                f"n={a.n}",
+                (a.generated_tokens, y),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=8,
+            )
+    ax.set_xlabel("mean generated tokens per request")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
 
 
 def write_results(

@@ -28,6 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from rewards.choice import RewardOptions
 from search.registry import parse_strategy
 from search.strategy import SearchContext, SearchStrategy
 from search.types import Message, SamplingConfig
@@ -44,6 +45,8 @@ class Prompt:
     index: int
     id: str
     conversation: list[Message]
+    # Checks of the answer (rewards/constraints), for --truth constraints or as a reward.
+    constraints: list[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,12 @@ class EvalConfig:
     # Per-algorithm strategy options, e.g. {"treebon": {"layers": 4}}.
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     cold_cache: bool = True
+    # The search's reward: a name or {name: weight} (search.reward); None: the default.
+    search_reward: str | dict[str, float] | None = None
+    # A reward the search does not optimise, scoring each answer as ground truth.
+    truth: str | None = None
+    # Also run bon with n = 1 (one sample, no search) on every prompt, as the baseline.
+    best_of_1: bool = False
 
     def __post_init__(self) -> None:
         if not self.algorithms or not self.budgets:
@@ -73,13 +82,15 @@ class EvalConfig:
     def strategies(self) -> dict[tuple[str, int], SearchStrategy]:
         """Every (algorithm, n) validated before any engine starts; bad options raise
         ``search.errors.InvalidRequest`` naming the option."""
+        runs = [(name, n) for n in self.budgets for name in self.algorithms]
+        if self.best_of_1:
+            runs.insert(0, ("bon", 1))
         return {
             (name, n): parse_strategy(
-                {"algorithm": name, "n": n, **self.options.get(name, {})},
+                {"algorithm": name, "n": n, **(self.options.get(name, {}) if n > 1 else {})},
                 param_prefix=f"option {name}",
             )
-            for n in self.budgets
-            for name in self.algorithms
+            for name, n in runs
         }
 
 
@@ -102,6 +113,9 @@ class Row:
     answer: str
     # Seconds per phase of the search (generate, score, score_partial, ...).
     timings: dict[str, float] = field(default_factory=dict)
+    # The --truth reward of the answer, and (constraints) whether it meets every check.
+    truth: float | None = None
+    truth_pass: bool | None = None
 
 
 def parse_option(text: str) -> tuple[str, str, Any]:
@@ -156,7 +170,7 @@ def load_prompts(
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise ValueError(f"{source}: prompt {index}: {exc}") from None
         prompt_id = row.get("question_id", row.get("id", index))
-        prompts.append(Prompt(index, str(prompt_id), conversation))
+        prompts.append(Prompt(index, str(prompt_id), conversation, row.get("constraints")))
     chosen = prompts[offset:] if limit is None else prompts[offset : offset + limit]
     if not chosen:
         raise ValueError(f"{source}: no prompts left after offset {offset} and limit {limit}")
@@ -196,9 +210,10 @@ async def run_one(
         seed=seed,
         logprobs=strategy.needs_logprobs,
     )
+    search_reward = reward_for(runtime, config.search_reward, prompt)
     context = SearchContext(
         generator=runtime.generator,
-        reward=runtime.reward,
+        reward=search_reward,
         tokenizer=runtime.tokenizer,
         conversation=prompt.conversation,
         prompt_ids=prompt_ids,
@@ -211,7 +226,13 @@ async def run_one(
     result = await strategy.run(context)
     wall = clock() - start
     best = result.best
-    [reward] = await runtime.reward.score(prompt.conversation, [best.text])
+    [reward] = await search_reward.score(prompt.conversation, [best.text])
+    truth = truth_pass = None
+    if config.truth is not None:
+        truth_reward = reward_for(runtime, config.truth, prompt)
+        [truth] = await truth_reward.score(prompt.conversation, [best.text])
+        checks = getattr(truth_reward, "constraints", None)
+        truth_pass = None if checks is None else checks.passed(best.text)
     budget = result.budget
     return Row(
         algorithm=strategy.name,
@@ -228,7 +249,17 @@ async def run_one(
         answer_tokens=best.completion.num_tokens,
         answer=best.text,
         timings={k: round(v, 4) for k, v in budget.phase_seconds.items()},
+        truth=truth,
+        truth_pass=truth_pass,
     )
+
+
+def reward_for(runtime: Runtime, reward: str | dict[str, float] | None, prompt: Prompt) -> Any:
+    """The named (or combined) reward with the prompt's constraints, as a request gets it."""
+    if runtime.rewards is None:
+        return runtime.reward
+    options = RewardOptions(reward=reward, constraints=prompt.constraints)
+    return runtime.rewards.for_request(options)
 
 
 async def evaluate(
@@ -239,20 +270,20 @@ async def evaluate(
     progress: Callable[[Row], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> list[Row]:
-    """All runs, in order prompt -> budget -> algorithm; ``progress`` sees each row."""
+    """All runs, in order prompt -> budget -> algorithm (Best-of-1 first when asked);
+    ``progress`` sees each row."""
     strategies = config.strategies()
     reset = cache_resetter(runtime) if config.cold_cache else None
     rows = []
     for prompt in prompts:
         prompt_ids = render(runtime, prompt, config.max_tokens)
-        for n in config.budgets:
-            for name in config.algorithms:
-                if reset is not None and inspect.isawaitable(cleared := reset()):
-                    await cleared
-                row = await run_one(runtime, strategies[name, n], prompt, prompt_ids, config, clock)
-                rows.append(row)
-                if progress is not None:
-                    progress(row)
+        for strategy in strategies.values():  # budget by budget, algorithms interleaved
+            if reset is not None and inspect.isawaitable(cleared := reset()):
+                await cleared
+            row = await run_one(runtime, strategy, prompt, prompt_ids, config, clock)
+            rows.append(row)
+            if progress is not None:
+                progress(row)
     return rows
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from prometheus_client import (
     REGISTRY,
@@ -17,7 +18,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from search.errors import RewardTimeout
+from search.errors import RewardTimeout, RewardUnavailable
 from search.protocols import RewardModel
 from search.types import Message, SearchResult
 
@@ -102,6 +103,15 @@ class ServerMetrics:
             "alignserve_reward_errors",
             "Reward-model calls that failed or timed out",
             ["reward"],
+            registry=r,
+        )
+        # Failures by why, so a judge whose replies hold no score or a python reward that
+        # raises shows apart from a dead server (see search.errors.RewardUnavailable).
+        self.reward_failures = Counter(
+            "alignserve_reward_failures",
+            "Reward calls that failed a request, by reason (error, timeout, no_score, "
+            "exception, bad_value)",
+            ["reward", "reason"],
             registry=r,
         )
         self.reward_batch = Histogram(
@@ -214,6 +224,8 @@ class TimedReward:
         self.timeout_s = timeout_s
         self._latency = metrics.reward_latency.labels(label)
         self._errors = metrics.reward_errors.labels(label)
+        self._failures = metrics.reward_failures
+        self._label = label
         self._batch = metrics.reward_batch.labels(label)
 
     @property
@@ -222,22 +234,40 @@ class TimedReward:
         return getattr(self.inner, "bounds", None)
 
     async def score(
-        self, conversation: Sequence[Message], responses: Sequence[str], *, partial: bool = False
+        self,
+        conversation: Sequence[Message],
+        responses: Sequence[str],
+        *,
+        partial: bool = False,
+        **options: Any,
     ) -> list[float]:
+        """``options``: what the wrapped model also takes (a judge's ``rubric``)."""
         start = time.perf_counter()
+        score: Any = self.inner.score
         try:
             return await asyncio.wait_for(
-                self.inner.score(conversation, responses, partial=partial), self.timeout_s
+                score(conversation, responses, partial=partial, **options),
+                self.timeout_s,
             )
         except TimeoutError:
-            self._errors.inc()
+            self._fail("timeout")
             raise RewardTimeout(
                 f"the reward model did not answer within {self.timeout_s:g} s"
             ) from None
+        except RewardTimeout:
+            self._fail("timeout")
+            raise
+        except RewardUnavailable as exc:
+            self._fail(exc.reason)
+            raise
         except Exception:
-            self._errors.inc()
+            self._fail("error")
             raise
         finally:
             self._latency.observe(time.perf_counter() - start)
             if not self.batched:
                 self._batch.observe(len(responses))
+
+    def _fail(self, reason: str) -> None:
+        self._errors.inc()
+        self._failures.labels(self._label, reason).inc()

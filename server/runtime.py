@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rewards.choice import RewardSet
 from search.protocols import ChatTokenizer, Generator, RewardModel, TokenScorer, Utility
 from server.settings import POLICY, same_model_error, scorer_identity
 
@@ -20,6 +21,7 @@ logger = logging.getLogger(__name__)
 class Runtime:
     generator: Generator
     tokenizer: ChatTokenizer
+    # The default reward (what a request that names none searches with).
     reward: RewardModel
     model_name: str
     max_model_len: int
@@ -28,6 +30,8 @@ class Runtime:
     # TreeBoN's DPO scorers (both or neither; either may be the generator itself).
     dpo: TokenScorer | None = None
     reference: TokenScorer | None = None
+    # Every named reward (--reward NAME=SPEC); None: only ``reward``, as "judge" (tests).
+    rewards: RewardSet | None = None
     closers: list[Callable[[], Any]] = field(default_factory=list)
 
     async def close(self) -> None:
@@ -35,6 +39,20 @@ class Runtime:
             result = close()
             if asyncio.iscoroutine(result):
                 await result
+
+
+class NeedsConstraints:
+    """The default reward when it is ``constraints``: scoring without a request's
+    constraints is a request error, never a made-up score."""
+
+    bounds = (0.0, 1.0)
+
+    async def score(self, *_: Any, **__: Any) -> list[float]:
+        from search.errors import InvalidRequest
+
+        raise InvalidRequest(
+            "the default reward is constraints: send search.constraints", param="search.constraints"
+        )
 
 
 def resolve_model(model: str | None, cache_dir: str | None) -> str:
@@ -47,7 +65,7 @@ def resolve_model(model: str | None, cache_dir: str | None) -> str:
 
 async def load_runtime(settings: Any) -> Runtime:
     """Start the engine (in-process or remote) and the reward model the settings name."""
-    from rewards.spec import RewardSpec, build_reward
+    from rewards.spec import build_reward, parse_specs
     from search.engines.default_model import DEFAULT_MODEL_NAME
     from search.engines.tokenizer import HFChatTokenizer
 
@@ -69,12 +87,18 @@ async def load_runtime(settings: Any) -> Runtime:
         generator = await asyncio.to_thread(VLLMGenerator.start, engine_config(settings, model))
         closers.append(generator.shutdown)
         max_model_len = generator.max_model_len
-    spec = RewardSpec.parse(settings.reward)
-    reward = await asyncio.to_thread(
-        build_reward, spec, generator, tokenizer, api_key=settings.remote_api_key
-    )
-    if hasattr(reward, "aclose"):
-        closers.append(reward.aclose)
+    specs, default = parse_specs(settings.reward, settings.default_reward)
+    models: dict[str, RewardModel] = {}
+    for spec in specs:
+        built = await asyncio.to_thread(
+            build_reward, spec, generator, tokenizer, api_key=settings.remote_api_key
+        )
+        if built is None:  # constraints: built per request
+            continue
+        models[spec.name] = built
+        if hasattr(built, "aclose"):
+            closers.append(built.aclose)
+    rewards = RewardSet(models, specs, default)
     dpo = reference = None
     if settings.dpo_model and settings.reference_model:
         in_process = None if settings.remote_engine_url else generator
@@ -86,7 +110,8 @@ async def load_runtime(settings: Any) -> Runtime:
     return Runtime(
         generator=generator,
         tokenizer=tokenizer,
-        reward=reward,
+        reward=rewards.default_model or NeedsConstraints(),
+        rewards=rewards,
         model_name=settings.served_model_name or settings.model or DEFAULT_MODEL_NAME,
         max_model_len=max_model_len,
         health_check=generator.check_health,

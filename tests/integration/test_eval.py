@@ -75,3 +75,33 @@ def test_tail_check_predicts_best_of_n_on_real_rewards(
         (4, "gpd"),
     }
     assert "| m | estimator | mean abs error | bias |" in done.stdout
+
+
+def test_eval_truth_constraints_as_a_command(
+    tmp_path: Path, cpu_env: dict[str, str], model_path: str
+) -> None:
+    """The judge searches, the verifiable prompts' own constraints are the truth."""
+    from rewards.constraints import ConstraintsReward, parse_constraints
+
+    out = tmp_path / "truth"
+    prompts = ROOT / "server" / "data" / "verifiable_prompts.jsonl"
+    command = [str(Path(sys.executable).parent / "alignserve"), "eval", "--model", model_path]
+    command += ["--prompts", str(prompts), "--limit", "2", "--budgets", "2"]
+    command += ["--algorithms", "bon", "--truth", "constraints", "--best-of-1"]
+    command += ["--max-tokens", "16", "--out", str(out), "--log-level", "warning"]
+    done = subprocess.run(
+        command, cwd=ROOT, env=cpu_env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    document = json.loads((out / "eval.json").read_text())
+    rows = document["rows"]
+    assert [(r["algorithm"], r["n"]) for r in rows] == [("bon", 1), ("bon", 2)] * 2
+    specs = [json.loads(line) for line in prompts.read_text().splitlines()[:2]]
+    for row in rows:
+        spec = specs[0] if row["prompt_id"] == str(specs[0]["id"]) else specs[1]
+        checks = ConstraintsReward(parse_constraints(spec["constraints"]))
+        assert row["truth"] == pytest.approx(checks.score_text(row["answer"], False))
+        assert row["truth_pass"] == checks.passed(row["answer"])
+        assert 0.0 <= row["reward"] <= 1.0  # the judge's, the search's own reward
+    assert document["settings"]["eval"]["truth"] == "constraints"
+    assert "| truth pass (± se) | truth (± se) |" in done.stdout

