@@ -62,19 +62,27 @@ def judge_messages(
     return [{"role": "system", "content": task}, {"role": "user", "content": body}]
 
 
+def digit_score(probs: Mapping[int, float]) -> float | None:
+    """Expected score in [0, 1] from (unnormalised) probabilities of the scores 1..9,
+    renormalised over those present; None when they hold no probability."""
+    total = sum(probs.values())
+    if not (total > 0.0 and math.isfinite(total)):
+        return None
+    mean = sum(score * p for score, p in probs.items()) / total
+    return (mean - SCORES[0]) / (SCORES[-1] - SCORES[0])
+
+
 def expected_score(top_logprobs: Mapping[int, float], score_token_ids: Sequence[int]) -> float:
     """Expected score in [0, 1] from the score tokens' probabilities, renormalised over
-    those present in the top-k. With none present, the midpoint (no information)."""
-    probs = [
-        (score, math.exp(top_logprobs[tok]))
+    those present in the top-k. With none present, the midpoint (no information; after the
+    "Score: " prefill the digits hold nearly all the mass, so this is rare)."""
+    probs = {
+        score: math.exp(top_logprobs[tok])
         for score, tok in zip(SCORES, score_token_ids, strict=True)
         if tok in top_logprobs
-    ]
-    total = sum(p for _, p in probs)
-    if total <= 0.0:
-        return 0.5
-    mean = sum(score * p for score, p in probs) / total
-    return (mean - SCORES[0]) / (SCORES[-1] - SCORES[0])
+    }
+    score = digit_score(probs)
+    return 0.5 if score is None else score
 
 
 class JudgeReward:

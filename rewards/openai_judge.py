@@ -52,7 +52,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from rewards.judge import SCORE_PREFIX, SCORES, TOP_LOGPROBS, judge_messages
+from rewards.judge import SCORE_PREFIX, SCORES, TOP_LOGPROBS, digit_score, judge_messages
 from search.engines.retry import post_with_retries
 from search.errors import RewardUnavailable
 from search.types import Message
@@ -91,16 +91,6 @@ def api_base(url: str) -> str:
     if parts.path in ("", "/"):
         parts = parts._replace(path="/v1")
     return urlunsplit(parts)
-
-
-def digit_score(probs: Mapping[int, float]) -> float | None:
-    """Expected score in [0, 1] from (unnormalised) probabilities of the scores 1..9,
-    renormalised over those present; None when they hold no probability."""
-    total = sum(probs.values())
-    if not (total > 0.0 and math.isfinite(total)):
-        return None
-    mean = sum(score * p for score, p in probs.items()) / total
-    return (mean - SCORES[0]) / (SCORES[-1] - SCORES[0])
 
 
 def top_logprobs_score(token: Mapping[str, Any]) -> float | None:
