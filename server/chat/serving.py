@@ -404,6 +404,8 @@ def search_record(prepared: Prepared, result: SearchResult) -> dict[str, Any]:
         "model": prepared.model,
         "algorithm": prepared.algorithm,
         "options": prepared.strategy.model_dump(),
+        # The request's reward choice ({name: weight}); null: the server's default reward.
+        "reward": getattr(prepared.context.reward, "weights", None),
         "conversation": [dict(m) for m in prepared.context.conversation],
         "candidates": [
             {
