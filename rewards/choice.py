@@ -79,7 +79,7 @@ class RequestReward:
 
     components: list[Component]
     constraints: Any = None  # the request's ConstraintsReward, when it sent constraints
-    _scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    _scores: dict[str, dict[str, float]] = field(default_factory=dict, init=False)
 
     @property
     def bounds(self) -> tuple[float, float] | None:

@@ -82,15 +82,18 @@ class EvalConfig:
     def strategies(self) -> dict[tuple[str, int], SearchStrategy]:
         """Every (algorithm, n) validated before any engine starts; bad options raise
         ``search.errors.InvalidRequest`` naming the option."""
-        runs = [(name, n) for n in self.budgets for name in self.algorithms]
-        if self.best_of_1:
-            runs.insert(0, ("bon", 1))
+        # The Best-of-1 baseline is plain bon, whatever options bon is evaluated with.
+        baseline = {("bon", 1): parse_strategy({"algorithm": "bon", "n": 1})}
         return {
-            (name, n): parse_strategy(
-                {"algorithm": name, "n": n, **(self.options.get(name, {}) if n > 1 else {})},
-                param_prefix=f"option {name}",
-            )
-            for name, n in runs
+            **(baseline if self.best_of_1 else {}),
+            **{
+                (name, n): parse_strategy(
+                    {"algorithm": name, "n": n, **self.options.get(name, {})},
+                    param_prefix=f"option {name}",
+                )
+                for n in self.budgets
+                for name in self.algorithms
+            },
         }
 
 

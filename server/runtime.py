@@ -30,7 +30,8 @@ class Runtime:
     # TreeBoN's DPO scorers (both or neither; either may be the generator itself).
     dpo: TokenScorer | None = None
     reference: TokenScorer | None = None
-    # Every named reward (--reward NAME=SPEC); None: only ``reward``, as "judge" (tests).
+    # Every named reward (--reward NAME=SPEC); None: only ``reward``, under the name of
+    # the settings' default (runtimes built by hand, in tests).
     rewards: RewardSet | None = None
     closers: list[Callable[[], Any]] = field(default_factory=list)
 
