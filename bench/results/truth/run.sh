@@ -18,5 +18,5 @@ run judge-reward --limit 12 --algorithms bon,rbon_wd,treebon,spec_rejection,adap
   --budgets 4,8,16
 run constraints-reward --limit 16 --algorithms bon,treebon,spec_rejection,adaptive_bon \
   --budgets 4,8,16,32 --search-reward constraints
-run judge-plus-constraints --limit 8 --algorithms bon,treebon,spec_rejection,adaptive_bon \
+run judge-plus-constraints --limit 6 --algorithms bon,treebon,spec_rejection,adaptive_bon \
   --budgets 4,8,16 --search-reward '{"judge": 1, "constraints": 1}'
