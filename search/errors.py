@@ -2,6 +2,7 @@
 
 AlignserveError
 ├── InvalidRequest      400: the request cannot be served as written (names the param)
+│   └── LimitExceeded   400: it exceeds one of the server's limits (named, as a metric label)
 ├── Unauthorized        401: a missing or wrong API key
 ├── ModelNotFound       404: the request names a model this server does not serve
 ├── Overloaded          429: no room to run or queue the search now (with Retry-After)
@@ -32,6 +33,15 @@ class AlignserveError(Exception):
 class InvalidRequest(AlignserveError):
     status_code = 400
     error_type = "invalid_request_error"
+
+
+class LimitExceeded(InvalidRequest):
+    """A request over one of the server's limits. ``limit`` names it with a fixed string
+    (counted in ``alignserve_limit_rejections_total{limit}``), never with client text."""
+
+    def __init__(self, message: str, *, limit: str, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.limit = limit
 
 
 class Unauthorized(AlignserveError):

@@ -147,6 +147,14 @@ class ServerMetrics:
             registry=r,
         )
 
+        self.limit_rejections = Counter(
+            "alignserve_limit_rejections",
+            "Requests refused with 400 for exceeding a server limit (search budget, "
+            "messages, characters, regex time), or cut off by a socket timeout, by limit",
+            ["limit"],
+            registry=r,
+        )
+
         self.deadline_hits = Counter(
             "alignserve_deadline_hits",
             "Searches cut off by their deadline, by outcome (best_so_far answered, error)",

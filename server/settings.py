@@ -69,6 +69,33 @@ class Settings(BaseSettings):
     max_tokens_limit: int = Field(default=4096, ge=1)
     max_live_candidates: int = Field(default=256, ge=1)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # What one request may send: messages, and characters of message content in all.
+    max_messages: int = Field(default=1024, ge=1)
+    max_request_chars: int = Field(default=1_000_000, ge=1)
+    # What one search may spend (see search.budget): a request whose worst case exceeds a
+    # limit is refused with 400 naming it; a search that reaches one at run time ends as at
+    # its deadline, with the best response scored so far.
+    max_search_tokens: int = Field(default=1_048_576, ge=1)
+    max_search_engine_calls: int = Field(default=4096, ge=1)
+    max_search_reward_items: int = Field(default=65_536, ge=1)
+    # Characters of scored text a search keeps for its deadline fallback.
+    max_search_kept_chars: int = Field(default=16_000_000, ge=1)
+    # A user regex (majority's answer_regex) gets this long per search, then 400.
+    regex_timeout_s: float = Field(default=0.5, gt=0)
+    # Sockets: open streams beyond this are refused with 429; a stream whose client reads
+    # nothing for stream_write_timeout_s is closed; headers and each body chunk must arrive
+    # within http_read_timeout_s (else 408); uvicorn refuses connections beyond
+    # max_connections with 503.
+    max_open_streams: int = Field(default=64, ge=1)
+    stream_write_timeout_s: float = Field(default=30.0, gt=0)
+    http_read_timeout_s: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=1024, ge=1)
+    # Health: how often the engine, reward and scorer checks run in the background, and how
+    # long each may take; an in-process engine that died ends the process.
+    health_interval_s: float = Field(default=5.0, gt=0)
+    health_timeout_s: float = Field(default=5.0, gt=0)
+    # /docs, /redoc and /openapi.json (off by default whenever API keys are set).
+    disable_docs: bool = False
     # Every search's deadline; a request's search.timeout_s may only lower it.
     request_timeout_s: float = Field(default=600.0, gt=0)
     # On SIGTERM /ready turns 503 and new searches are refused; in-flight searches get this
