@@ -34,15 +34,20 @@ gives none; ask for 16 or more to leave room to adapt).
 predicted gain of the next round and the predicted best-of-N_max; ``stopped`` says why
 (``gain_below_min`` or ``budget_spent``).
 
-Budget: one engine call and one reward call per round; at most N_max responses.
+Budget: one engine call and one reward call per round; at most N_max responses, so at
+most N_max x max_tokens tokens and 1 + ceil((N_max - first round) / round_size) rounds
+(``worst_case``). No option multiplies work beyond n: a round is never larger than the
+responses left.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import Field
 
+from search.budget import Work
 from search.protocols import reward_bounds
 from search.strategy import SearchContext, SearchStrategy, finish, sample_and_score
 from search.tail import MIN_SAMPLES, EstimatorName, fit
@@ -61,6 +66,11 @@ class AdaptiveBoN(SearchStrategy):
 
     def samples_per_call(self) -> int:
         return min(self.n, max(self.first_round(), self.round_size))
+
+    def worst_case(self, max_tokens: int) -> Work:
+        first = min(self.n, self.first_round())
+        rounds = 1 + math.ceil((self.n - first) / self.round_size)
+        return Work(tokens=self.n * max_tokens, engine_calls=rounds, reward_items=self.n)
 
     async def run(self, ctx: SearchContext) -> SearchResult:
         candidates: list[Candidate] = []

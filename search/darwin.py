@@ -64,14 +64,30 @@ variants only steer generation. ``details.cycles`` reports each cycle's picked
 instruction, variants, per-beam variant, response lineage and final reward, top-k hits,
 steps and what joined or left the archive; ``details.archive`` the final archive.
 
+The conversation must have a user message (the instruction the variants rewrite); one
+without is refused with 400 before anything is generated.
+
 Budget: engine calls 1 (seed) + per cycle one rewrite call (n = mutations) + one per
 unfinished beam per period (twice with look-ahead); generated tokens include rewrites and
 look-ahead. Reward calls: the seed, one per period (none without replacement), one for
-each cycle's final beams.
+each cycle's final beams. ``worst_case`` takes every beam live for ceil(max_tokens /
+replacement_period) steps (live beams all share a length, which grows by a period per
+step), each beam position generating at most max_tokens per cycle.
+
+Bounds on the options that multiply work (review H2), none of which the reference's
+settings (3 cycles, 1 mutation, period 40) come near:
+
+- ``cycles`` at most 16 and ``mutations`` at most 16 (80 beams; the server's ``--max-n``
+  caps 5 x mutations too);
+- ``replacement_period``: at most MAX_SEGMENTS (512) steps per cycle, i.e. at least
+  max_tokens / 512 (8 at 4096); checked with max_tokens, since the option alone cannot say;
+- ``rewrite_tokens`` and ``look_ahead`` at most 4096;
+- the whole search must fit the per-search limits (search.budget).
 """
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections import Counter
@@ -80,6 +96,8 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from search.budget import Work, check_segments
+from search.errors import InvalidRequest
 from search.partial import Partial, as_candidates, top_indices
 from search.strategy import SearchContext, SearchStrategy, finish, gather_all
 from search.types import Candidate, Completion, Message, SamplingConfig, SearchResult
@@ -149,13 +167,13 @@ class Darwin(SearchStrategy):
     name = "darwin"
 
     mutations: int = Field(
-        default=1, ge=1, le=64, strict=True, description="rewrite calls; 5 beams each"
+        default=1, ge=1, le=16, strict=True, description="rewrite calls; 5 beams each"
     )
     replacement_period: int = Field(default=40, ge=1, strict=True, description="tokens per step")
     top_k: int = Field(
         default=3, ge=1, strict=True, description="beams kept at each step (< 5 x mutations)"
     )
-    cycles: int = Field(default=3, ge=1, le=64, strict=True, description="mutate-and-search cycles")
+    cycles: int = Field(default=3, ge=1, le=16, strict=True, description="mutate-and-search cycles")
     rewrite_tokens: int = Field(
         default=1024, ge=16, le=4096, strict=True, description="max tokens of one rewrite"
     )
@@ -197,6 +215,24 @@ class Darwin(SearchStrategy):
         # Every answer call samples one response; only the rewrite call asks for several,
         # and it never runs greedy (its own temperature 0.7).
         return 1
+
+    def worst_case(self, max_tokens: int) -> Work:
+        beams = self.n
+        if self.replacement:
+            steps = math.ceil(max_tokens / self.replacement_period)
+            check_segments(steps, max_tokens, "search.replacement_period")
+            peeks = steps if self.look_ahead else 0
+        else:
+            steps, peeks = 1, 0  # one call of max_tokens per beam, no step scores
+        cycle = Work(
+            tokens=self.mutations * self.rewrite_tokens
+            + beams * max_tokens
+            + peeks * beams * min(self.look_ahead, max_tokens),
+            engine_calls=1 + (steps + peeks) * beams,
+            reward_items=(steps * beams if self.replacement else 0) + beams,
+        )
+        seed = Work(tokens=max_tokens, engine_calls=1, reward_items=1)
+        return seed + cycle * self.cycles
 
     async def mutate(self, ctx: SearchContext, instruction: str) -> tuple[list[str], list[bool]]:
         prompt = [{"role": "user", "content": REWRITE_PROMPT.format(instruction=instruction)}]
@@ -280,6 +316,12 @@ class Darwin(SearchStrategy):
         return beams, hits, steps
 
     async def run(self, ctx: SearchContext) -> SearchResult:
+        if not any(m["role"] == "user" for m in ctx.conversation):
+            # Checked before the seed output: the variants rewrite the last user message.
+            raise InvalidRequest(
+                "darwin rewrites the last user message, and the conversation has none",
+                param="messages",
+            )
         rng = random.Random(self.seed if self.seed is not None else ctx.sampling.seed)
         with ctx.budget.phase("generate"):
             (plain,) = await ctx.generate(ctx.prompt_ids, ctx.sampling.max_tokens)

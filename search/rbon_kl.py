@@ -48,6 +48,9 @@ in that mode, ``details.objective`` each candidate's objective.
 Ranking: by the objective, best first; ``Candidate.reward`` stays the raw reward.
 
 Budget: one engine call of N samples (with logprobs), one reward call of N responses.
+
+Bound: beta at most MAX_BETA (1e6), far above any tuned value, so beta x log pi_ref and
+the reported objective stay finite (JSON has no infinity: an overflow was a 500).
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ from search.strategy import SearchContext, SearchStrategy, rank_by, sample_and_s
 from search.types import Candidate, SearchResult
 
 LogprobMode = Literal["sum", "mean"]
+# Largest beta of the regularised searches (rbon_kl, rbon_wd, srbon): see "Bound" above.
+MAX_BETA = 1e6
 
 
 def normalise_logprob(total: float, num_tokens: int, mode: LogprobMode | str) -> float:
@@ -90,6 +95,7 @@ class RegularizedBoNKL(SearchStrategy):
     beta: float = Field(
         default=0.05,
         ge=0.0,
+        le=MAX_BETA,
         strict=True,
         allow_inf_nan=False,
         description="weight of log pi_ref(y|x) against the reward",

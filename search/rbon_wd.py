@@ -29,6 +29,8 @@ Ranking: by the objective, best first; ``Candidate.reward`` stays the raw reward
 
 Budget: one engine call of N samples, one reward call of N responses; the utility matrix
 is timed in phase "utility" (it calls no engine and no reward model).
+
+Bound: beta at most 1e6 (``rbon_kl.MAX_BETA``), far above any tuned value.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from search.rbon_kl import MAX_BETA
 from search.strategy import SearchContext, SearchStrategy, rank_by, sample_and_score
 from search.types import SearchResult
 
@@ -63,6 +66,7 @@ class RegularizedBoNWD(SearchStrategy):
     beta: float = Field(
         default=1.0,
         ge=0.0,
+        le=MAX_BETA,
         strict=True,
         allow_inf_nan=False,
         description="weight of the mean utility against the reward",

@@ -60,18 +60,38 @@ candidates are every finished response, each with its complete score.
 Budget: generated tokens are at most n_initial x max_tokens (every rejected response
 stops early). Engine calls: 1 + one per live survivor at each decision point. Reward
 calls: one or two per segment (prefixes and newly finished answers, sent together), none
-at the end.
+at the end. ``worst_case`` bounds both counts: the pool after each cut is exactly
+survivors_count of the pool before it, and there are at most ceil(max_tokens /
+decision_tokens) - 1 continuations (each moves the live responses at least
+decision_tokens on).
+
+Bounds on the options that multiply work (review H2), none of which a real search meets:
+
+- ``alpha`` >= 0.05 (default 0.5): a cut rejects nobody while alpha x pool <= 0.5
+  (round() keeps them all), so at lower rates ever larger pools run to the end as in
+  Best-of-N, paying a round of engine calls and scores at every decision point; alpha 0
+  (the H2 request) never rejected anything.
+- ``decision_tokens``: at most MAX_SEGMENTS (512) decision points, i.e. at least
+  max_tokens / 512 (8 at 4096); checked with max_tokens (``worst_case``), since the
+  option alone cannot say. Each decision point is a round of engine calls and scores.
+- ``n_initial``: at most the server's ``--max-live-candidates`` (the server checks it).
+- The whole search must fit the per-search limits (search.budget).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from search.budget import Work, check_segments
 from search.partial import Partial, as_candidates, roots, top_indices
 from search.strategy import SearchContext, SearchStrategy, finish, gather_all
 from search.types import SearchResult
+
+# Smallest rejection rate: see "Bounds" in the module docstring.
+MIN_ALPHA = 0.05
 
 
 def survivors_count(pool: int, alpha: float) -> int:
@@ -122,7 +142,7 @@ class SpeculativeRejection(SearchStrategy):
     )
     alpha: float = Field(
         default=0.5,
-        ge=0.0,
+        ge=MIN_ALPHA,
         lt=1.0,
         strict=True,
         allow_inf_nan=False,
@@ -149,6 +169,28 @@ class SpeculativeRejection(SearchStrategy):
 
     def step(self, max_tokens: int) -> int:
         return min(max_tokens, self.decision_tokens or max(1, max_tokens // 4))
+
+    def worst_case(self, max_tokens: int) -> Work:
+        """n_initial responses of max_tokens; the pools' sizes after every cut (the live
+        survivors continued and scored are at most the pool kept), over the most
+        continuations the decision_tokens floor allows."""
+        step = self.step(max_tokens)
+        check_segments(math.ceil(max_tokens / step), max_tokens, "search.decision_tokens")
+        continuations = math.ceil(max_tokens / step) - 1
+        pool = self.initial()
+        continued = 0
+        for done in range(continuations):
+            kept = survivors_count(pool, self.alpha)
+            if kept == pool:  # a fixed point: every later cut keeps the same number
+                continued += pool * (continuations - done)
+                break
+            pool = kept
+            continued += pool
+        return Work(
+            tokens=self.initial() * max_tokens,
+            engine_calls=1 + continued,
+            reward_items=self.initial() + continued,
+        )
 
     async def run(self, ctx: SearchContext) -> SearchResult:
         max_tokens = ctx.sampling.max_tokens

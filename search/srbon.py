@@ -77,17 +77,24 @@ Ranking: the chosen candidate first, then the rest by probability (kl, wd) or ob
 Budget: one engine call of N samples (with logprobs; the class asks for them whatever the
 variant, since a ClassVar cannot depend on an option), one reward call of N responses;
 wd adds the N x N utility matrix, timed in phase "utility".
+
+Overflow (review L3): beta is at most 1e6 (``rbon_kl.MAX_BETA``; the kl default is 100),
+and the kl probabilities are a max-shifted softmax in log space. A reward large enough to
+overflow beta x R all the same (an unbounded remote reward) gives +inf scores, which
+share the probability between them, as very large finite ones would; a score that is
+not a number (a -inf log pi_ref plus a +inf term, or a NaN reward) is never drawn.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field
 
-from search.rbon_kl import LogprobMode, ref_logprob
+from search.rbon_kl import MAX_BETA, LogprobMode, ref_logprob
 from search.rbon_wd import UtilityName
 from search.strategy import SearchContext, SearchStrategy, rank_by, sample_and_score, softmax
 from search.types import Candidate, SearchResult
@@ -97,8 +104,10 @@ DEFAULT_BETA: dict[str, float] = {"kl": 100.0, "wd": 0.05, "length": 1.0}
 
 
 def kl_scores(logprobs: Sequence[float], rewards: Sequence[float], beta: float) -> list[float]:
-    """Unnormalised log-probabilities log pi_ref(y_i|x) + beta * R_i."""
-    return [lp + beta * r for lp, r in zip(logprobs, rewards, strict=True)]
+    """Unnormalised log-probabilities log pi_ref(y_i|x) + beta * R_i; one that is not a
+    number is -inf, never drawn (module docstring)."""
+    scores = [lp + beta * r for lp, r in zip(logprobs, rewards, strict=True)]
+    return [-math.inf if math.isnan(s) else s for s in scores]
 
 
 def kl_probabilities(
@@ -147,6 +156,7 @@ class StochasticRBoN(SearchStrategy):
     beta: float | None = Field(
         default=None,
         gt=0.0,
+        le=MAX_BETA,
         strict=True,
         allow_inf_nan=False,
         description=(

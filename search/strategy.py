@@ -11,12 +11,14 @@ import asyncio
 import dataclasses
 import math
 import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from search.budget import BudgetExhausted, SearchLimits, Work, first_over, trim_scored
 from search.errors import EngineUnavailable
 from search.protocols import ChatTokenizer, Generator, RewardModel, TokenScorer, Utility
 from search.types import Budget, Candidate, Completion, Message, SamplingConfig, SearchResult
@@ -44,12 +46,17 @@ class SearchContext:
     # Engine requests issued so far; continuations derive their seeds from it.
     calls_made: int = 0
     # Every (text, reward, partial) scored so far: what a search cut off by its deadline
-    # can still answer with.
+    # can still answer with. Within limits.kept_chars characters (see keep_scored).
     scored: list[tuple[str, float, bool]] = field(default_factory=list)
     # Text every answer the search can still give starts with (see commit_common_prefix),
     # and who hears it grow: a stream sends it before the search ends.
     committed: str = ""
     on_commit: Callable[[str], None] | None = None
+    # What this search may spend (search.budget); None: no limit (offline evaluation).
+    limits: SearchLimits | None = None
+    # The most the calls still running may spend, reserved when they start.
+    in_flight: Work = field(default_factory=Work, init=False, repr=False)
+    kept_chars: int = field(default=0, init=False, repr=False)
 
     def sampling_for(self, max_tokens: int, own: SamplingConfig | None = None) -> SamplingConfig:
         """The request's sampling (or ``own``, for a call that is not part of the answer)
@@ -75,19 +82,48 @@ class SearchContext:
         Calls that produce (part of) an answer use the client's sampling. A call whose
         output is not an answer (DARWIN's instruction rewrite) passes its own ``sampling``,
         so the client's stop strings, penalties and temperature never reach it."""
-        params = self.sampling_for(max_tokens, sampling)
-        completions = await self.generator.generate(prompt_ids, params, n)
-        self.budget.count_generation(completions)
+        with self.spending(Work(tokens=n * max_tokens, engine_calls=1)):
+            params = self.sampling_for(max_tokens, sampling)
+            completions = await self.generator.generate(prompt_ids, params, n)
+            self.budget.count_generation(completions)
         return completions
 
     async def score(self, responses: Sequence[str], *, partial: bool) -> list[float]:
         """One reward call against the request's conversation, counted in the budget."""
         if not responses:
             return []
-        rewards = await self.reward.score(self.conversation, responses, partial=partial)
-        self.budget.count_scoring(len(responses))
-        self.scored += [(text, r, partial) for text, r in zip(responses, rewards, strict=True)]
+        with self.spending(Work(reward_items=len(responses))):
+            rewards = await self.reward.score(self.conversation, responses, partial=partial)
+            self.budget.count_scoring(len(responses))
+        self.keep_scored([(t, r, partial) for t, r in zip(responses, rewards, strict=True)])
         return rewards
+
+    @contextmanager
+    def spending(self, work: Work) -> Iterator[None]:
+        """Admit a call that may spend up to ``work``, or raise BudgetExhausted if what was
+        spent, what the calls still running may spend and ``work`` together could pass a
+        limit; while it runs, ``work`` is reserved, so calls started together (gather_all)
+        cannot pass a limit between them. Count what it spent before leaving."""
+        if self.limits is not None:
+            spent = Work.spent(self.budget)
+            over = first_over(self.limits, spent + self.in_flight + work, only=work)
+            if over is not None:
+                raise BudgetExhausted(over, getattr(self.limits, over))
+        self.in_flight += work
+        try:
+            yield
+        finally:
+            self.in_flight -= work
+
+    def keep_scored(self, entries: Sequence[tuple[str, float, bool]]) -> None:
+        """Keep scored responses for the deadline fallback. Over limits.kept_chars, trim to
+        half of it (search.budget.trim_scored), so trims are rare and the text kept is
+        bounded whatever the search's length."""
+        self.scored += entries
+        self.kept_chars += sum(len(text) for text, _, _ in entries)
+        if self.limits is not None and self.kept_chars > self.limits.kept_chars:
+            self.scored = trim_scored(self.scored, self.committed, self.limits.kept_chars // 2)
+            self.kept_chars = sum(len(text) for text, _, _ in self.scored)
 
     def commit_common_prefix(self, texts: Sequence[str]) -> None:
         """Called by searches that narrow: every answer still possible extends one of
@@ -141,6 +177,21 @@ class SearchStrategy(BaseModel):
         Greedy decoding (temperature 0) has one answer, so above 1 it is refused up front."""
         return self.n
 
+    def worst_case(self, max_tokens: int) -> Work:
+        """The most this search can spend at ``max_tokens`` (search.budget): an upper
+        bound, checked against the server's limits before it runs. An option out of bounds
+        for this max_tokens raises InvalidRequest naming it.
+
+        The default is the one-shot shape: peak_candidates responses of max_tokens each,
+        sampled samples_per_call at a time, each scored once. Searches that go in rounds
+        override it."""
+        peak = self.peak_candidates()
+        return Work(
+            tokens=peak * max_tokens,
+            engine_calls=math.ceil(peak / self.samples_per_call()),
+            reward_items=peak,
+        )
+
     async def run(self, ctx: SearchContext) -> SearchResult:
         raise NotImplementedError
 
@@ -158,8 +209,12 @@ async def gather_all(aws: Sequence[Awaitable[T]]) -> list[T]:
 
 
 def softmax(scores: Sequence[float]) -> list[float]:
-    """p(i) ∝ exp(scores[i]), computed stably in log space."""
+    """p(i) ∝ exp(scores[i]), computed stably in log space. Scores of +inf (a product that
+    overflowed) share all the mass, as very large finite ones would."""
     top = max(scores)
+    if top == math.inf:
+        infinite = [s == math.inf for s in scores]
+        return [1.0 / sum(infinite) if is_inf else 0.0 for is_inf in infinite]
     if top == -math.inf:
         # Every candidate impossible (e.g. under pi_ref): nothing to prefer, so uniform.
         return [1.0 / len(scores)] * len(scores)

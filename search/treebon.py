@@ -70,7 +70,15 @@ indices) and the partial scores.
 
 Budget: engine calls 1 + one per parent per layer (the scorers' requests are not counted
 there); reward calls one per layer of partial scores (a DPO pass over both scorers counts
-as one) and one final call of N complete responses.
+as one) and one final call of N complete responses. ``worst_case``: N x max_tokens
+tokens, 1 + (layers - 1) x N / branching engine calls, layers x N scored responses (a
+DPO pass counts its live responses as scored, as the budget does).
+
+Bounds on the options that multiply work (review H2): ``layers`` at most 64 (each layer
+is one more sequential scoring pass and round of engine calls; the measured settings are
+2 and 4) and at most max_tokens (a segment has at least one token), the latter checked
+with max_tokens. ``branching`` divides N, so it is at most N and multiplies nothing: the
+pool stays N.
 """
 
 from __future__ import annotations
@@ -81,11 +89,15 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from search.budget import Work
 from search.errors import EngineUnavailable, InvalidRequest
 from search.partial import Partial, as_candidates, roots, segment_lengths, top_indices
 from search.protocols import TokenScorer
 from search.strategy import SearchContext, SearchStrategy, finish, gather_all
 from search.types import SearchResult
+
+# Most layers a search may have: see "Bounds" in the module docstring.
+MAX_LAYERS = 64
 
 
 def implicit_dpo_reward(dpo: Sequence[float], reference: Sequence[float]) -> float:
@@ -117,7 +129,9 @@ async def response_logprobs(
 class TreeBoN(SearchStrategy):
     name = "treebon"
 
-    layers: int = Field(default=2, ge=1, strict=True, description="segments per response")
+    layers: int = Field(
+        default=2, ge=1, le=MAX_LAYERS, strict=True, description="segments per response"
+    )
     branching: int = Field(default=2, ge=1, strict=True, description="children per parent")
     partial_score: Literal["auto", "reward", "dpo"] = "auto"
 
@@ -149,20 +163,35 @@ class TreeBoN(SearchStrategy):
         dpo, reference = ctx.dpo, ctx.reference
         assert dpo is not None and reference is not None  # scorer() checked them
         # Both scorers, every live response, all at once: the requests batch in each engine.
-        logprobs = await gather_all(
-            [response_logprobs(m, ctx.prompt_ids, p) for m in (dpo, reference) for p in live]
-        )
-        ctx.budget.count_scoring(len(live))
+        with ctx.spending(Work(reward_items=len(live))):
+            logprobs = await gather_all(
+                [response_logprobs(m, ctx.prompt_ids, p) for m in (dpo, reference) for p in live]
+            )
+            ctx.budget.count_scoring(len(live))
         pairs = zip(logprobs[: len(live)], logprobs[len(live) :], strict=True)
         return [implicit_dpo_reward(d, r) for d, r in pairs]
 
-    async def run(self, ctx: SearchContext) -> SearchResult:
-        max_tokens = ctx.sampling.max_tokens
+    def check_layers(self, max_tokens: int) -> None:
         if self.layers > max_tokens:
             raise InvalidRequest(
                 f"search.layers ({self.layers}) cannot exceed max_tokens ({max_tokens})",
                 param="search.layers",
             )
+
+    def worst_case(self, max_tokens: int) -> Work:
+        """N responses of max_tokens; every layer after the first continues N / branching
+        parents and scores at most N live responses, then N are scored as complete."""
+        self.check_layers(max_tokens)
+        parents = math.ceil(self.n / self.branching)
+        return Work(
+            tokens=self.n * max_tokens,
+            engine_calls=1 + (self.layers - 1) * parents,
+            reward_items=self.layers * self.n,
+        )
+
+    async def run(self, ctx: SearchContext) -> SearchResult:
+        max_tokens = ctx.sampling.max_tokens
+        self.check_layers(max_tokens)
         scorer = self.scorer(ctx)
         lengths = segment_lengths(max_tokens, self.layers)
         with ctx.budget.phase("generate"):
