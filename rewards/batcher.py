@@ -9,19 +9,34 @@ are dispatched without waiting for the previous one, so an engine-backed judge k
 several in flight (the engine batches them further) while a classifier's single worker
 thread takes them in turn.
 
-A caller that is cancelled (its search was) drops its items if their batch has not been
-sent yet; a batch that fails fails every caller in it with the same error.
+Failures stay with their caller. A batch mixes several tenants' items, and one bad item
+(a conversation too long for the reward model, a reply it cannot parse) must not fail the
+others: when a batch that holds more than one caller fails, each caller's items are
+scored again on their own, concurrently, and only a caller whose own call fails gets the
+error. A failed batch therefore costs its items once more; a batch of one caller is not
+retried. A scorer that answers with the wrong number of rewards fails the batch with
+``RewardUnavailable(reason="bad_value")`` (and so is retried per caller too): it never
+kills the batch task and never leaves a caller waiting for its timeout.
+
+Cancellation: a caller that is cancelled (its search was: a disconnect, a deadline, the
+reward timeout) drops its items if their batch has not been sent yet; once every caller
+of a dispatched batch has gone, the batch's call to the reward model is cancelled too, so
+an engine-backed judge aborts its requests rather than finish work nobody will read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+from search.errors import RewardUnavailable
 from search.types import Message
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,10 +53,25 @@ class ItemScorer(Protocol):
     async def score_items(self, items: Sequence[ScoreItem]) -> list[float]: ...
 
 
+async def gather_or_cancel(coros: Sequence[Coroutine[Any, Any, float]]) -> list[float]:
+    """``asyncio.gather``, except that the first failure cancels the others: their replies
+    could no longer be used, and the model should not keep working for nothing."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 @dataclass
 class _Pending:
     item: ScoreItem
     future: asyncio.Future[float]
+    # The score() call it belongs to: a failed batch is retried per caller.
+    caller: int
     queued_at: float = field(default_factory=time.perf_counter)
 
 
@@ -65,6 +95,7 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
+        self._callers = 0
 
     @property
     def bounds(self) -> tuple[float, float] | None:
@@ -83,8 +114,11 @@ class MicroBatcher:
             return []
         self._ensure_worker()
         loop = asyncio.get_running_loop()
+        self._callers += 1
         pending = [
-            _Pending(ScoreItem(conversation, r, partial, rubric), loop.create_future())
+            _Pending(
+                ScoreItem(conversation, r, partial, rubric), loop.create_future(), self._callers
+            )
             for r in responses
         ]
         for p in pending:
@@ -94,7 +128,7 @@ class MicroBatcher:
         finally:
             for p in pending:
                 if p.future.done() and not p.future.cancelled():
-                    p.future.exception()  # retrieved: a shared batch error is logged once
+                    p.future.exception()  # retrieved: an error is logged once, by the caller
                 p.future.cancel()  # no-op when resolved; otherwise the worker skips it
 
     def _ensure_worker(self) -> None:
@@ -122,16 +156,70 @@ class MicroBatcher:
     async def _send(self, batch: list[_Pending]) -> None:
         if self.observe is not None:
             self.observe(len(batch), time.perf_counter() - min(p.queued_at for p in batch))
+        callers: dict[int, list[_Pending]] = {}
+        for p in batch:
+            callers.setdefault(p.caller, []).append(p)
         try:
-            rewards = await self.inner.score_items([p.item for p in batch])
+            rewards = await self._scored(batch)
         except Exception as exc:
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(exc)
+            if len(callers) == 1:
+                _fail(batch, exc)
+                return
+            logger.warning(
+                "a reward batch of %d items from %d callers failed (%r); scoring each "
+                "caller's items on their own",
+                len(batch),
+                len(callers),
+                exc,
+            )
+            await asyncio.gather(*(self._send_alone(group) for group in callers.values()))
             return
-        for p, reward in zip(batch, rewards, strict=True):
-            if not p.future.done():
-                p.future.set_result(reward)
+        if rewards is not None:
+            _resolve(batch, rewards)
+
+    async def _send_alone(self, group: list[_Pending]) -> None:
+        try:
+            rewards = await self._scored(group)
+        except Exception as exc:
+            _fail(group, exc)
+            return
+        if rewards is not None:
+            _resolve(group, rewards)
+
+    async def _scored(self, batch: list[_Pending]) -> list[float] | None:
+        """The inner model's rewards for ``batch``; None when every caller went away while
+        it ran (the call is then cancelled: see the module docstring)."""
+        if all(p.future.done() for p in batch):
+            return None
+        call = asyncio.ensure_future(self.inner.score_items([p.item for p in batch]))
+
+        def abandon(_: object) -> None:
+            if all(p.future.cancelled() for p in batch):
+                call.cancel()
+
+        for p in batch:
+            p.future.add_done_callback(abandon)
+        try:
+            rewards = await call
+        except asyncio.CancelledError:
+            if call.cancelled() and all(p.future.cancelled() for p in batch):
+                return None  # abandoned, not our own cancellation (aclose)
+            raise
+        finally:
+            for p in batch:
+                p.future.remove_done_callback(abandon)
+        if not isinstance(rewards, list | tuple) or len(rewards) != len(batch):
+            count = len(rewards) if isinstance(rewards, list | tuple) else type(rewards).__name__
+            logger.error(
+                "reward model %s returned %s rewards for %d items",
+                type(self.inner).__name__,
+                count,
+                len(batch),
+            )
+            raise RewardUnavailable(
+                "the reward model returned the wrong number of rewards", reason="bad_value"
+            )
+        return list(rewards)
 
     async def aclose(self) -> None:
         """Stop collecting (the inner model is closed by its owner, the runtime)."""
@@ -139,3 +227,15 @@ class MicroBatcher:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _fail(batch: list[_Pending], exc: BaseException) -> None:
+    for p in batch:
+        if not p.future.done():
+            p.future.set_exception(exc)
+
+
+def _resolve(batch: list[_Pending], rewards: list[float]) -> None:
+    for p, reward in zip(batch, rewards, strict=True):
+        if not p.future.done():
+            p.future.set_result(reward)

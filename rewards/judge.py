@@ -4,17 +4,35 @@ response (max_tokens=1, top-20 logprobs). Nothing is sampled and no text is pars
 small judge model still yields a graded, always-defined reward.
 
 Rewards are normalised to [0, 1]: 0 is a certain "1", 1 a certain "9".
+
+The prompt fits the judge's context. It runs on the served engine, whose context the
+policy's prompt plus ``max_tokens`` was checked against; but the judge's prompt is the
+rubric, a re-render of the whole conversation and the response, so it can be longer. With
+``max_model_len`` known, a prompt over ``max_model_len - 1`` tokens (one token is
+generated) is shortened as rewards.fit describes: the oldest turns first (the prompt
+says how many were left out), then the middle of the last user turn, the middle of the
+system prompt, and the head of the response. One that cannot be shortened enough (a
+context smaller than the rubric and about 3,000 characters) fails with
+``RewardUnavailable(reason="too_long")``. Without ``max_model_len`` (a remote engine whose
+context is not known) the prompt goes as it is.
+
+Failures are 503s without the engine's text: an engine that refuses a judge prompt
+(vLLM's "the decoder prompt (length ...) is longer than ...") would otherwise reach the
+client as a 400 about a prompt it never sent, with the server's internals in it. The
+detail is logged; the client gets ``RewardUnavailable``. The first failure among a call's
+responses cancels the others' engine requests.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from rewards.batcher import ScoreItem
+from rewards.batcher import ScoreItem, gather_or_cancel
+from rewards.fit import Shortened, fit, render_turn
 from search.engines.tokenizer import HFChatTokenizer
+from search.errors import InvalidRequest, RewardUnavailable
 from search.protocols import Generator
 from search.types import Message, SamplingConfig
 
@@ -32,8 +50,14 @@ PARTIAL_NOTE = "The response is unfinished; rate how good it is so far and how p
 SCORE_PREFIX = "Score: "
 
 
-def render_conversation(conversation: Sequence[Message]) -> str:
-    return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in conversation)
+def render_conversation(conversation: Sequence[Message], omitted: int = 0) -> str:
+    """The turns as text; ``omitted`` earlier turns left out are marked after the leading
+    system messages."""
+    parts = [render_turn(m) for m in conversation]
+    if omitted:
+        lead = next((i for i, m in enumerate(conversation) if m["role"] != "system"), len(parts))
+        parts.insert(lead, f"[... {omitted} earlier turns left out ...]")
+    return "\n\n".join(parts)
 
 
 def rubric_task(rubric: str) -> str:
@@ -47,15 +71,21 @@ def rubric_task(rubric: str) -> str:
 
 
 def judge_messages(
-    conversation: Sequence[Message], response: str, partial: bool, rubric: str | None = None
+    conversation: Sequence[Message],
+    response: str,
+    partial: bool,
+    rubric: str | None = None,
+    *,
+    omitted: int = 0,
 ) -> list[Message]:
     """The judge's prompt. The criteria come first (the system message), so every request
-    with the same rubric shares a cached prefix."""
+    with the same rubric shares a cached prefix. ``omitted``: earlier turns left out to
+    fit the judge's context (see the module docstring)."""
     task = RUBRIC if rubric is None else rubric_task(rubric)
     if partial:
         task = f"{task} {PARTIAL_NOTE}"
     body = (
-        f"Conversation:\n{render_conversation(conversation)}\n\n"
+        f"Conversation:\n{render_conversation(conversation, omitted)}\n\n"
         f"Assistant's response:\n{response}\n\n"
         "Rate the response from 1 to 9."
     )
@@ -89,11 +119,21 @@ class JudgeReward:
     # Expected scores normalised to [0, 1] (see expected_score).
     bounds = (0.0, 1.0)
 
-    def __init__(self, generator: Generator, tokenizer: HFChatTokenizer) -> None:
+    def __init__(
+        self,
+        generator: Generator,
+        tokenizer: HFChatTokenizer,
+        *,
+        max_model_len: int | None = None,
+    ) -> None:
         self._generator = generator
         self._tokenizer = tokenizer
         self._score_ids = [tokenizer.token_id(str(s)) for s in SCORES]
         self._params = SamplingConfig(max_tokens=1, temperature=0.0, top_logprobs=TOP_LOGPROBS)
+        # The prompt and the one generated token must fit the engine's context.
+        self.max_prompt_tokens = (
+            None if max_model_len is None else max_model_len - self._params.max_tokens
+        )
 
     async def score(
         self,
@@ -107,18 +147,61 @@ class JudgeReward:
         return await self.score_items(items)
 
     async def score_items(self, items: Sequence[ScoreItem]) -> list[float]:
-        prompts = [
-            self._tokenizer.render_with_prefix(
-                judge_messages(it.conversation, it.response, it.partial, it.rubric), SCORE_PREFIX
-            )
-            for it in items
-        ]
+        counts: dict[str, int] = {}  # token counts of pieces, shared by a call's items
+
+        def count(text: str) -> int:
+            if text not in counts:
+                counts[text] = len(self._tokenizer.encode(text))
+            return counts[text]
+
+        prompts = [self.prompt(it, count) for it in items]
         # Submitted together, so the engine batches them; the shared rubric prefix is cached.
-        outputs = await asyncio.gather(
-            *(self._generator.generate(p, self._params, 1) for p in prompts)
+        return await gather_or_cancel([self._judge(p) for p in prompts])
+
+    def prompt(self, item: ScoreItem, count: Callable[[str], int] | None = None) -> list[int]:
+        """The judge prompt's token ids for ``item``, shortened to fit the context."""
+
+        def render(state: Shortened) -> list[int]:
+            messages = judge_messages(
+                state.conversation(),
+                state.response_text,
+                item.partial,
+                item.rubric,
+                omitted=state.dropped,
+            )
+            return self._tokenizer.render_with_prefix(messages, SCORE_PREFIX)
+
+        start = Shortened.of(item.conversation, item.response)
+        budget = self.max_prompt_tokens
+        if budget is None:
+            return render(start)
+        state, ids, length = fit(
+            start, render, len, budget, count or (lambda t: len(self._tokenizer.encode(t)))
         )
-        rewards = []
-        for out in outputs:
-            steps = out[0].top_logprobs
-            rewards.append(expected_score(steps[0] if steps else {}, self._score_ids))
-        return rewards
+        if length > budget:
+            logger.warning(
+                "a judge prompt of %d tokens cannot be shortened to the judge's %d",
+                length,
+                budget,
+            )
+            raise RewardUnavailable("the conversation is too long for the judge", reason="too_long")
+        if state.shortened:
+            logger.debug(
+                "judge prompt shortened to %d tokens: %d turns left out, %d/%d/%d characters "
+                "cut from the user turn/system prompt/response",
+                length,
+                state.dropped,
+                state.user_cut,
+                state.system_cut,
+                state.response_cut,
+            )
+        return ids
+
+    async def _judge(self, prompt: list[int]) -> float:
+        try:
+            out = await self._generator.generate(prompt, self._params, 1)
+        except InvalidRequest as exc:
+            logger.warning("the engine refused a judge prompt of %d tokens: %s", len(prompt), exc)
+            raise RewardUnavailable("the judge could not score a response") from exc
+        steps = out[0].top_logprobs
+        return expected_score(steps[0] if steps else {}, self._score_ids)

@@ -20,6 +20,8 @@ search at random. Transport errors, HTTP errors and malformed replies raise
 ``RewardUnavailable(reason="error")``; transient ones (connection failures, 429/502/503/504)
 are retried first, as ``rewards.remote`` does. An endpoint that rejects ``logprobs`` with
 a 400 (some hosted reasoning models) is an error, not a fallback: set ``mode="json"``.
+The client's message says only what failed ("the judge failed (HTTP 500)"); the endpoint's
+URL, its reply and the exception go to the server's log, never to the client.
 
 ``prefill=True`` (off by default) ends the judge prompt with an assistant turn "Score: "
 and asks vLLM to continue it (its extension fields ``continue_final_message: true,
@@ -46,12 +48,13 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from rewards.batcher import gather_or_cancel
 from rewards.judge import SCORE_PREFIX, SCORES, TOP_LOGPROBS, digit_score, judge_messages
 from search.engines.retry import post_with_retries
 from search.errors import RewardUnavailable
@@ -121,19 +124,6 @@ def json_score(content: Any) -> float | None:
 def excerpt(text: Any) -> str:
     text = str(text)
     return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "..."
-
-
-async def gather_or_cancel(coros: Sequence[Coroutine[Any, Any, float]]) -> list[float]:
-    """``asyncio.gather``, except that the first failure cancels the others: their replies
-    could no longer be used, and the endpoint should not keep working for nothing."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 class _NoLogprobs(Exception):
@@ -212,14 +202,17 @@ class OpenAIJudgeReward:
             reply.raise_for_status()
             models = reply.json()["data"]
         except httpx.HTTPStatusError as exc:
-            raise RewardUnavailable(
-                f"{self.name}: GET {url} answered {exc.response.status_code}: "
-                f"{excerpt(exc.response.text)}"
+            status = exc.response.status_code
+            raise self._error(
+                f"the judge failed (HTTP {status})",
+                f"GET {url} answered {status}: {excerpt(exc.response.text)}",
             ) from exc
         except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
-            raise RewardUnavailable(f"{self.name}: GET {url} failed: {exc!r}") from exc
+            raise self._error(
+                "the judge's model list is unreadable", f"GET {url}: {exc!r}"
+            ) from exc
         if not models or not isinstance(models, list) or "id" not in models[0]:
-            raise RewardUnavailable(f"{self.name}: GET {url} lists no model")
+            raise self._error("the judge's endpoint lists no model", f"GET {url}: {models!r}")
         return str(models[0]["id"])
 
     async def score(
@@ -246,7 +239,7 @@ class OpenAIJudgeReward:
                     return await self._score_logprobs(model, messages)
                 except _NoLogprobs:
                     if self.mode == "logprobs":
-                        raise self._no_score("the reply held no logprobs") from None
+                        raise self._no_score("the reply held no logprobs", "") from None
                     self._fall_back_to_json()
             return await self._score_json(model, messages)
 
@@ -278,14 +271,16 @@ class OpenAIJudgeReward:
             raise _NoLogprobs
         tokens = logprobs["content"]
         if not tokens:
-            raise self._no_score("no token was generated")
+            raise self._no_score("no token was generated", "")
         try:
             score = top_logprobs_score(tokens[0])
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise self._error(f"malformed logprobs in the reply: {exc!r}") from exc
+            raise self._error(
+                "the judge sent a malformed reply", f"malformed logprobs: {exc!r}"
+            ) from exc
         if score is None:
             top = [e.get("token") for e in tokens[0].get("top_logprobs") or [tokens[0]]]
-            raise self._no_score(f"no digit 1-9 among the top tokens {excerpt(top)}")
+            raise self._no_score("no digit 1-9 among the top tokens", excerpt(top))
         return score
 
     async def _score_json(self, model: str, messages: list[Message]) -> float:
@@ -301,7 +296,9 @@ class OpenAIJudgeReward:
         content = message.get("content") if isinstance(message, dict) else None
         score = json_score(content)
         if score is None:
-            raise self._no_score(excerpt(content if content is not None else message))
+            raise self._no_score(
+                'not a {"score": 1-9} object', excerpt(content if content is not None else message)
+            )
         return score
 
     async def _chat(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -310,24 +307,33 @@ class OpenAIJudgeReward:
         try:
             reply = await post_with_retries(self._client, url, body)
         except httpx.HTTPError as exc:
-            raise self._error(f"POST {url} failed: {exc!r}") from exc
+            raise self._error(
+                f"the judge failed ({type(exc).__name__})", f"POST {url}: {exc!r}"
+            ) from exc
         if not reply.is_success:
-            raise self._error(f"POST {url} answered {reply.status_code}: {excerpt(reply.text)}")
+            raise self._error(
+                f"the judge failed (HTTP {reply.status_code})",
+                f"POST {url} answered {reply.status_code}: {excerpt(reply.text)}",
+            )
         try:
             choice = reply.json()["choices"][0]
         except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise self._error(f"malformed reply {excerpt(reply.text)}: {exc!r}") from exc
+            raise self._error(
+                "the judge sent a malformed reply", f"{excerpt(reply.text)}: {exc!r}"
+            ) from exc
         if not isinstance(choice, dict):
-            raise self._error(f"malformed reply {excerpt(reply.text)}")
+            raise self._error("the judge sent a malformed reply", excerpt(reply.text))
         return choice
 
-    def _no_score(self, detail: str) -> RewardUnavailable:
-        return RewardUnavailable(
-            f"{self.name}: the judge's reply held no score: {detail}", reason="no_score"
-        )
+    def _no_score(self, why: str, reply: str) -> RewardUnavailable:
+        """``why`` goes to the client; the judge's ``reply`` only to the log."""
+        logger.warning("%s: the judge's reply held no score: %s %s", self.name, why, reply)
+        return RewardUnavailable(f"the judge's reply held no score: {why}", reason="no_score")
 
-    def _error(self, detail: str) -> RewardUnavailable:
-        return RewardUnavailable(f"{self.name}: {detail}", reason="error")
+    def _error(self, public: str, detail: str) -> RewardUnavailable:
+        """``public`` goes to the client; ``detail`` (URLs, replies) only to the log."""
+        logger.warning("%s: %s", self.name, detail)
+        return RewardUnavailable(public, reason="error")
 
     async def aclose(self) -> None:
         if self._owns_client:

@@ -29,9 +29,11 @@ exactly one real, finite number per response. Anything else fails the request wi
 ``RewardUnavailable(reason="bad_value")``, never a default score; that includes ``None``
 (TRL's "not applicable", which only means something across several reward functions) and
 bools (``True`` is more often a verifier's result that forgot ``float()`` than a chosen
-1.0; return ``float(ok)``). An exception in the function is
-``RewardUnavailable(reason="exception")`` naming its type and message; the traceback is
-logged.
+1.0; return ``float(ok)``). NaN and infinities are ``reason="non_finite"``, as for every
+reward (server.metrics.TimedReward). An exception in the function is
+``RewardUnavailable(reason="exception")`` naming its type only: its message may hold
+whatever the function had at hand (paths, data, other requests' text), so the message and
+the traceback go to the server's log, never to the client.
 
 The function runs in one of a few worker threads of its own (``workers``, 4 by default),
 never on the event loop nor in its default executor, with ``timeout_s`` per call; past it
@@ -290,7 +292,7 @@ class PythonReward:
             exc = raised.original
             logger.warning("python reward %s raised", self.name, exc_info=exc)
             raise RewardUnavailable(
-                f"python reward {self.name} raised {type(exc).__name__}: {exc}",
+                f"python reward {self.name} raised {type(exc).__name__} (see the server log)",
                 reason="exception",
             ) from exc
         return self._check(result, len(responses))
@@ -314,12 +316,16 @@ class PythonReward:
         values = []
         for i, value in enumerate(result):
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                shown = repr(value)
+                shown = shown if len(shown) <= 40 else shown[:40] + "..."
                 raise self._bad_value(
-                    f"value {i} is {value!r} ({type(value).__name__}), not a real number"
+                    f"value {i} is {shown} ({type(value).__name__}), not a real number"
                 )
             number = float(value)
             if not math.isfinite(number):
-                raise self._bad_value(f"value {i} is {number}")
+                raise RewardUnavailable(
+                    f"python reward {self.name} value {i} is {number}", reason="non_finite"
+                )
             values.append(number)
         return values
 

@@ -130,14 +130,17 @@ def build_reward(
     tokenizer: HFChatTokenizer,
     *,
     api_key: str | None = None,
+    max_model_len: int | None = None,
 ) -> RewardModel | None:
     """The reward model a spec names; None for ``constraints``, which is built per request
     from its search.constraints. The judge runs on the served engine (in-process or
-    remote) with the policy's tokenizer."""
+    remote) with the policy's tokenizer, and shortens its prompts to the engine's context:
+    ``max_model_len``, else the generator's own (an in-process engine knows it)."""
     if spec.kind == "judge":
         from rewards.judge import JudgeReward
 
-        return JudgeReward(generator, tokenizer)
+        context = max_model_len or getattr(generator, "max_model_len", None)
+        return JudgeReward(generator, tokenizer, max_model_len=context)
     if spec.kind == "constraints":
         return None
     if spec.kind == "classifier":

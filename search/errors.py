@@ -81,8 +81,9 @@ class RewardUnavailable(AlignserveError):
     def __init__(self, message: str, *, reason: str = "error", param: str | None = None) -> None:
         super().__init__(message, param=param)
         # Why, as a metric label: "error" (the model or its server failed), "no_score" (a
-        # judge's reply held no score), "exception" or "bad_value" (a python reward raised,
-        # or returned a non-finite value or the wrong number of values).
+        # judge's reply held no score), "exception" (a python reward raised), "non_finite"
+        # (a NaN or infinite reward), "bad_value" (not a number, or the wrong number of
+        # values), "too_long" (the judge's prompt cannot fit its context even shortened).
         self.reason = reason
 
 

@@ -7,6 +7,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from rewards.batcher import MicroBatcher, ScoreItem
 from search.errors import RewardUnavailable
 from tests.unit.conftest import USER, make_runtime
@@ -16,7 +18,9 @@ B = [{"role": "user", "content": "b"}]
 
 
 class ItemTable:
-    """Reward = len(response) + 100 if partial; records every batch it is sent."""
+    """Reward = len(response) + 100 if partial; records every batch it is sent. ``fail``:
+    every call fails; a call holding a "poison" response fails too (an item the model
+    cannot take, as a conversation too long for it)."""
 
     def __init__(self, delay_s: float = 0.0, fail: bool = False) -> None:
         self.batches: list[list[ScoreItem]] = []
@@ -26,7 +30,7 @@ class ItemTable:
     async def score_items(self, items: Sequence[ScoreItem]) -> list[float]:
         self.batches.append(list(items))
         await asyncio.sleep(self.delay_s)
-        if self.fail:
+        if self.fail or any(it.response == "poison" for it in items):
             raise RewardUnavailable("reward model down")
         return [len(it.response) + (100.0 if it.partial else 0.0) for it in items]
 
@@ -64,12 +68,109 @@ async def test_a_full_batch_goes_out_without_waiting() -> None:
     await batcher.aclose()
 
 
-async def test_a_failed_batch_fails_every_caller_in_it() -> None:
-    batcher = MicroBatcher(ItemTable(fail=True), max_wait_ms=20)
+async def test_m1_a_failed_batch_fails_only_the_caller_whose_item_fails() -> None:
+    inner = ItemTable()
+    batcher = MicroBatcher(inner, max_wait_ms=50)
+    first, poisoned, third = await asyncio.gather(
+        batcher.score(A, ["x", "yy"]),
+        batcher.score(B, ["ok", "poison"]),
+        batcher.score(A, ["zzz"]),
+        return_exceptions=True,
+    )
+    assert first == [1.0, 2.0] and third == [3.0]
+    assert isinstance(poisoned, RewardUnavailable)
+    # The shared batch, then each caller's items on their own (concurrently: any order).
+    assert [it.response for it in inner.batches[0]] == ["x", "yy", "ok", "poison", "zzz"]
+    retried = sorted([it.response for it in b] for b in inner.batches[1:])
+    assert retried == [["ok", "poison"], ["x", "yy"], ["zzz"]]
+    await batcher.aclose()
+
+
+async def test_a_failed_batch_of_one_caller_is_not_retried() -> None:
+    inner = ItemTable(fail=True)
+    batcher = MicroBatcher(inner, max_wait_ms=20)
+    with pytest.raises(RewardUnavailable):
+        await batcher.score(A, ["x", "y"])
+    assert len(inner.batches) == 1
+    await batcher.aclose()
+
+
+async def test_a_model_that_is_down_fails_every_caller_once_retried() -> None:
+    inner = ItemTable(fail=True)
+    batcher = MicroBatcher(inner, max_wait_ms=50)
     results = await asyncio.gather(
         batcher.score(A, ["x"]), batcher.score(B, ["y"]), return_exceptions=True
     )
     assert all(isinstance(r, RewardUnavailable) for r in results)
+    assert len(inner.batches) == 3  # the batch, then each of its two callers once
+    await batcher.aclose()
+
+
+class WrongLength:
+    """Returns one reward too few for its first ``bad_calls`` calls, then scores right."""
+
+    def __init__(self, bad_calls: int) -> None:
+        self.calls = 0
+        self.bad_calls = bad_calls
+
+    async def score_items(self, items: Sequence[ScoreItem]) -> list[float]:
+        self.calls += 1
+        rewards = [float(len(it.response)) for it in items]
+        return rewards[1:] if self.calls <= self.bad_calls else rewards
+
+
+async def test_l10_a_wrong_length_result_fails_its_callers_at_once() -> None:
+    # Retried per caller, and wrong again: both callers fail cleanly, promptly.
+    batcher = MicroBatcher(WrongLength(bad_calls=3), max_wait_ms=50)
+    results = await asyncio.wait_for(
+        asyncio.gather(batcher.score(A, ["x"]), batcher.score(B, ["y"]), return_exceptions=True),
+        5,
+    )
+    assert all(isinstance(r, RewardUnavailable) and r.reason == "bad_value" for r in results)
+    # The batcher still works: the batch task died cleanly, not the worker.
+    assert await asyncio.wait_for(batcher.score(A, ["abc"]), 5) == [3.0]
+    await batcher.aclose()
+
+
+async def test_l10_a_wrong_length_batch_is_retried_per_caller() -> None:
+    batcher = MicroBatcher(WrongLength(bad_calls=1), max_wait_ms=50)
+    results = await asyncio.wait_for(
+        asyncio.gather(batcher.score(A, ["x"]), batcher.score(B, ["yy"])), 5
+    )
+    assert results == [[1.0], [2.0]]
+    await batcher.aclose()
+
+
+class Blocking:
+    """A call that runs until cancelled, counting cancellations."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.cancelled = 0
+
+    async def score_items(self, items: Sequence[ScoreItem]) -> list[float]:
+        self.started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return []
+
+
+async def test_l2_a_dispatched_batch_is_cancelled_once_every_caller_has_gone() -> None:
+    inner = Blocking()
+    batcher = MicroBatcher(inner, max_wait_ms=20)
+    first = asyncio.ensure_future(batcher.score(A, ["x"]))
+    second = asyncio.ensure_future(batcher.score(B, ["y"]))
+    await asyncio.wait_for(inner.started.wait(), 5)
+    first.cancel()
+    await asyncio.sleep(0.05)
+    assert inner.cancelled == 0  # the second caller still waits for it
+    second.cancel()
+    await asyncio.sleep(0.05)
+    assert inner.cancelled == 1
+    assert not batcher._batches  # the batch task ended
     await batcher.aclose()
 
 

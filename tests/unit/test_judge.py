@@ -18,6 +18,7 @@ from rewards.judge import (
     judge_messages,
     render_conversation,
 )
+from search.errors import InvalidRequest, RewardUnavailable
 from search.fakes import CharTokenizer
 from search.types import Completion, SamplingConfig
 
@@ -201,3 +202,128 @@ def test_judge_reward_needs_single_token_digits() -> None:
 
     with pytest.raises(ValueError):
         JudgeReward(LogprobGenerator({}), Multi())  # type: ignore[arg-type]
+
+
+# -- M1: the judge's prompt fits the judge's context ---------------------------------------
+
+
+@dataclass
+class ContextEngine:
+    """A judge engine with a context of ``max_model_len`` tokens: a longer prompt (plus the
+    one generated token) is refused as vLLM refuses it; otherwise a certain "7"."""
+
+    max_model_len: int
+    prompts: list[str] = field(default_factory=list)
+
+    async def generate(
+        self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
+    ) -> list[Completion]:
+        if len(prompt_ids) + params.max_tokens > self.max_model_len:
+            raise InvalidRequest(
+                f"The decoder prompt (length {len(prompt_ids)}) is longer than the maximum "
+                f"model length of {self.max_model_len}."
+            )
+        self.prompts.append("".join(map(chr, prompt_ids)))
+        top = {ord("7"): 0.0}
+        return [
+            Completion(token_ids=(ord("7"),), text="7", finish_reason="length", top_logprobs=(top,))
+        ]
+
+
+def full_prompt_length(conversation: list[dict[str, str]], response: str) -> int:
+    return len(
+        JudgeTokenizer().render_with_prefix(
+            judge_messages(conversation, response, False), SCORE_PREFIX
+        )
+    )
+
+
+async def judged_prompt(
+    conversation: list[dict[str, str]], response: str, max_model_len: int
+) -> str:
+    engine = ContextEngine(max_model_len)
+    judge = JudgeReward(engine, JudgeTokenizer(), max_model_len=max_model_len)  # type: ignore[arg-type]
+    assert await judge.score(conversation, [response]) == [0.75]
+    (prompt,) = engine.prompts
+    assert len(prompt) <= max_model_len - 1
+    return prompt
+
+
+async def test_m1_a_prompt_that_fits_is_sent_as_it_is() -> None:
+    conv = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    length = full_prompt_length(conv, "hello")
+    prompt = await judged_prompt(conv, "hello", length + 1)
+    assert prompt == "".join(
+        map(
+            chr,
+            JudgeTokenizer().render_with_prefix(judge_messages(conv, "hello", False), SCORE_PREFIX),
+        )
+    )
+
+
+async def test_m1_the_oldest_turns_are_left_out_first() -> None:
+    conv = [
+        {"role": "system", "content": "SYSTEM PROMPT"},
+        {"role": "user", "content": "first question " + "a" * 400},
+        {"role": "assistant", "content": "first answer " + "b" * 400},
+        {"role": "user", "content": "second question " + "c" * 100},
+        {"role": "assistant", "content": "second answer " + "d" * 100},
+        {"role": "user", "content": "LAST QUESTION"},
+    ]
+    full = full_prompt_length(conv, "THE RESPONSE")
+    # Room for everything but the first exchange (about 830 characters).
+    prompt = await judged_prompt(conv, "THE RESPONSE", full - 700)
+    assert "[... 2 earlier turns left out ...]" in prompt
+    assert "first question" not in prompt and "first answer" not in prompt
+    for kept in (
+        "SYSTEM PROMPT",
+        "second question",
+        "second answer",
+        "LAST QUESTION",
+        "THE RESPONSE",
+    ):
+        assert kept in prompt
+    # The marker sits after the system prompt, before the first kept turn.
+    assert prompt.index("SYSTEM PROMPT") < prompt.index("left out") < prompt.index("second")
+
+
+async def test_m1_then_the_middle_of_the_last_user_turn() -> None:
+    user = "HEAD " + "x" * 3000 + " TAIL"
+    conv = [{"role": "system", "content": "SYSTEM"}, {"role": "user", "content": user}]
+    full = full_prompt_length(conv, "THE RESPONSE")
+    prompt = await judged_prompt(conv, "THE RESPONSE", full - 1000)
+    assert "HEAD " in prompt and " TAIL" in prompt and "characters left out ...]" in prompt
+    assert "SYSTEM" in prompt and "Assistant's response:\nTHE RESPONSE\n\n" in prompt
+
+
+async def test_m1_then_the_system_prompt_and_last_the_head_of_the_response() -> None:
+    conv = [
+        {"role": "system", "content": "S" * 1500},
+        {"role": "user", "content": "U" * 1500},
+    ]
+    response = "START " + "r" * 3000 + " FINISH"
+    # Nothing fits but about 1000 characters of each part, and the rubric.
+    prompt = await judged_prompt(conv, response, 3600)
+    assert prompt.count("characters left out ...]") == 3
+    assert "START" not in prompt and prompt.count("r") >= 900 and " FINISH\n\n" in prompt
+
+
+async def test_m1_a_prompt_that_cannot_fit_is_reward_unavailable() -> None:
+    conv = [{"role": "user", "content": "u" * 5000}]
+    judge = JudgeReward(ContextEngine(800), JudgeTokenizer(), max_model_len=800)  # type: ignore[arg-type]
+    with pytest.raises(RewardUnavailable) as info:
+        await judge.score(conv, ["r" * 5000])
+    assert info.value.status_code == 503
+    assert info.value.reason == "too_long"
+
+
+async def test_m1_an_engine_refusal_is_503_without_the_engine_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # No max_model_len: the prompt goes as it is, and the engine refuses it.
+    judge = JudgeReward(ContextEngine(100), JudgeTokenizer())  # type: ignore[arg-type]
+    with pytest.raises(RewardUnavailable) as info:
+        await judge.score([{"role": "user", "content": "q" * 200}], ["a"])
+    assert info.value.status_code == 503
+    assert info.value.message == "the judge could not score a response"
+    assert "decoder prompt" in caplog.text  # the detail is the operator's

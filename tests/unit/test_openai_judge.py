@@ -177,15 +177,20 @@ async def test_logprobs_expected_score(fake: FakeOpenAI, judge: Callable[..., An
 
 
 async def test_no_digit_in_top_logprobs_is_no_score(
-    fake: FakeOpenAI, judge: Callable[..., Any]
+    fake: FakeOpenAI, judge: Callable[..., Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     fake.chat = lambda _body: logprobs_reply({"The": 0.6, "Rating": 0.4})
     with pytest.raises(RewardUnavailable) as info:
         await judge().score(CONV, ["x"])
     assert info.value.reason == "no_score"
     assert info.value.status_code == 503
-    assert "openai-judge judge-m: the judge's reply held no score" in info.value.message
-    assert "Rating" in info.value.message
+    assert info.value.message == (
+        "the judge's reply held no score: no digit 1-9 among the top tokens"
+    )
+    # The judge's own reply goes to the operator's log only (M9).
+    assert "Rating" not in info.value.message
+    assert "openai-judge judge-m: the judge's reply held no score" in caplog.text
+    assert "Rating" in caplog.text
 
 
 async def test_sampled_token_stands_in_for_missing_top_logprobs(
@@ -277,29 +282,35 @@ async def test_json_score(fake: FakeOpenAI, judge: Callable[..., Any], k: int) -
     ],
 )
 async def test_json_garbage_is_no_score(
-    fake: FakeOpenAI, judge: Callable[..., Any], content: str | None
+    fake: FakeOpenAI,
+    judge: Callable[..., Any],
+    content: str | None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     fake.chat = lambda _body: content_reply(content)
     with pytest.raises(RewardUnavailable) as info:
         await judge(mode="json").score(CONV, ["x"])
     assert info.value.reason == "no_score"
     assert info.value.status_code == 503
-    assert "the judge's reply held no score" in info.value.message
+    assert info.value.message == 'the judge\'s reply held no score: not a {"score": 1-9} object'
     if content:
-        assert content[:20] in info.value.message
+        assert content[:20] in caplog.text
 
 
 # -- errors ------------------------------------------------------------------------------
 
 
-async def test_http_500_is_error(fake: FakeOpenAI, judge: Callable[..., Any]) -> None:
+async def test_m9_http_500_is_error_without_the_url_or_the_body(
+    fake: FakeOpenAI, judge: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
     fake.chat = lambda _body: (500, "judge exploded")
     with pytest.raises(RewardUnavailable) as info:
         await judge().score(CONV, ["x"])
     assert info.value.reason == "error"
-    assert "500" in info.value.message
-    assert "judge exploded" in info.value.message
+    assert info.value.message == "the judge failed (HTTP 500)"
     assert len(fake.chat_bodies()) == 1  # a 500 is not retried
+    # The URL and the body are the operator's, in the log.
+    assert f"POST {fake.url}/v1/chat/completions answered 500: judge exploded" in caplog.text
 
 
 async def test_transient_503_is_retried(fake: FakeOpenAI, judge: Callable[..., Any]) -> None:
@@ -328,6 +339,8 @@ async def test_connection_refused_is_error(judge: Callable[..., Any]) -> None:
     with pytest.raises(RewardUnavailable) as info:
         await judge(base_url=f"http://127.0.0.1:{port}").score(CONV, ["x"])
     assert info.value.reason == "error"
+    assert info.value.message == "the judge failed (ConnectError)"
+    assert str(port) not in info.value.message
 
 
 async def test_first_failure_cancels_the_others() -> None:

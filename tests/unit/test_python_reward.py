@@ -210,24 +210,24 @@ async def test_exception_is_reward_unavailable(
         await load("raises").score(CONV, ["a"])
     assert info.value.status_code == 503
     assert info.value.reason == "exception"
-    assert info.value.message == (
-        f"python reward {MOD}:raises raised ValueError: the answer key is missing"
+    # M9: the function's message may hold anything it had at hand; only the log gets it.
+    assert (
+        info.value.message == f"python reward {MOD}:raises raised ValueError (see the server log)"
     )
     assert caplog.records[-1].exc_info is not None  # the traceback, for the function's author
+    assert "the answer key is missing" in caplog.text
 
 
 async def test_system_exit_in_the_function_is_its_exception(load: Loader) -> None:
     with pytest.raises(RewardUnavailable) as info:
         await load("exits").score(CONV, ["a"])
     assert info.value.reason == "exception"
-    assert "raised SystemExit: 3" in info.value.message
+    assert "raised SystemExit" in info.value.message
 
 
 @pytest.mark.parametrize(
     ("name", "detail"),
     [
-        ("nan_reward", "value 1 is nan"),
-        ("inf_reward", "value 0 is inf"),
         ("one_value", "returned 1 values for 2 responses"),
         ("bools", "value 0 is True (bool), not a real number"),
         ("nones", "value 0 is None"),
@@ -240,6 +240,16 @@ async def test_bad_values(load: Loader, name: str, detail: str) -> None:
         await load(name).score(CONV, ["a", "b"])
     assert info.value.reason == "bad_value"
     assert info.value.message.startswith(f"python reward {MOD}:{name} ")
+    assert detail in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("name", "detail"), [("nan_reward", "value 1 is nan"), ("inf_reward", "value 0 is inf")]
+)
+async def test_m2_non_finite_values(load: Loader, name: str, detail: str) -> None:
+    with pytest.raises(RewardUnavailable) as info:
+        await load(name).score(CONV, ["a", "b"])
+    assert info.value.reason == "non_finite"
     assert detail in info.value.message
 
 

@@ -4,6 +4,7 @@ rotation, a cut-off last line, the per-request switch, and the three training se
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,68 @@ def test_export_writes_the_three_training_sets(tmp_path: Path) -> None:
     export(records, tmp_path / "choice", "choice")
     pairs = read_jsonl(tmp_path / "choice" / "preferences.jsonl")
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [("a0-1", "a0-0"), ("a3-0", "a3-2")]
+
+
+def test_l7_malformed_and_non_finite_records_are_skipped_and_counted(tmp_path: Path) -> None:
+    from collections import Counter
+
+    bad = [
+        {"id": 1},  # the repro of L7: parses, but is no record
+        [1, 2],
+        {**record(1, [0.1, 0.9]), "chosen_index": 5},
+        {**record(2, [0.1, 0.9]), "chosen_index": True},
+        {**record(3, [0.1, 0.9]), "candidates": []},
+        record(4, [0.2, "0.9"]),  # type: ignore[list-item]
+        record(5, [0.2, math.nan, 0.9]),
+        record(6, [math.inf, 0.1]),
+    ]
+    good = [record(0, [0.2, 0.9]), record(7, [math.nan, math.nan], rewarded=False)]
+    skipped: Counter[str] = Counter()
+    counts = export([good[0], *bad, good[1]], tmp_path, "best", skipped)
+    assert counts == {"distill": 2, "preferences": 1, "all_n": 1}
+    assert skipped == {"malformed": 6, "non_finite": 2}
+    rows = read_jsonl(tmp_path / "distill.jsonl")
+    assert [r["id"] for r in rows] == ["r0", "r7"] and rows[1]["reward"] is None
+
+
+def test_l7_a_failed_export_leaves_the_previous_training_sets(tmp_path: Path) -> None:
+    export([record(0, [0.2, 0.9])], tmp_path, "best")
+    before = {p.name: p.read_text() for p in tmp_path.iterdir()}
+
+    def records() -> Any:
+        yield record(1, [0.3, 0.4])
+        raise OSError("the disk went away")
+
+    with pytest.raises(OSError):
+        export(records(), tmp_path, "best")
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == before  # no temp files left
+
+
+def test_l7_a_symlink_at_an_output_path_is_replaced_not_followed(tmp_path: Path) -> None:
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "distill.jsonl").symlink_to(precious)
+    export([record(0, [0.2, 0.9])], out, "best")
+    assert precious.read_text() == "keep me\n"
+    assert not (out / "distill.jsonl").is_symlink()
+    assert [r["id"] for r in read_jsonl(out / "distill.jsonl")] == ["r0"]
+
+
+def test_l7_export_command_reports_what_it_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from server.export import main
+
+    records = tmp_path / "rec"
+    records.mkdir()
+    lines = [json.dumps(record(0, [0.2, 0.9])), '{"id": 1}', json.dumps(record(2, [math.nan, 1.0]))]
+    (records / "records-x.jsonl").write_text("\n".join(lines) + "\n")
+    args = argparse.Namespace(records=str(records), out=str(tmp_path / "train"), pairs="best")
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "read 3 records from 1 shards, skipped 1 malformed records" in out
+    assert "skipped 1 records with non-finite rewards" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,13 @@ def reward_at(url: str, handler: Callable[[httpx.Request], httpx.Response]) -> R
 )
 def test_first_float(value: Any, expected: float) -> None:
     assert first_float(value) == expected
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, [-math.inf], "nan", "NaN", "Infinity"])
+def test_m2_first_float_refuses_non_finite(value: Any) -> None:
+    with pytest.raises(RewardUnavailable) as info:
+        first_float(value)
+    assert info.value.reason == "non_finite"
 
 
 # -- RemoteReward ------------------------------------------------------------------------
@@ -110,12 +118,29 @@ async def test_base_url_keeps_the_path_prefix() -> None:
     assert seen == ["http://h:1/v1/pooling"]
 
 
-async def test_http_500_is_reward_unavailable() -> None:
-    reward = reward_at("http://h:1/pooling", lambda _: httpx.Response(500, text="down"))
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", '"nan"', '"inf"', "[[NaN]]"])
+async def test_m2_non_finite_remote_reward_is_refused(value: str) -> None:
+    # Python's json (as httpx's reply.json()) accepts NaN and Infinity.
+    body = '{"data": [{"data": ' + value + "}]}"
+    reward = reward_at("http://h:1/pooling", lambda _: httpx.Response(200, text=body))
+    with pytest.raises(RewardUnavailable) as info:
+        await reward.score(CONV, ["a"])
+    assert info.value.reason == "non_finite"
+
+
+async def test_m9_http_error_names_the_status_not_the_url(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reward = reward_at(
+        "http://vllm-reward:8000/pooling",
+        lambda _: httpx.Response(400, text="input too long for http://vllm-reward:8000"),
+    )
     with pytest.raises(RewardUnavailable) as info:
         await reward.score(CONV, ["a", "b"])
     assert info.value.status_code == 503
-    assert info.value.message.startswith("remote reward model failed: ")
+    assert info.value.message == "the remote reward model failed (HTTP 400)"
+    # The detail is the operator's: in the log, with the URL and the body.
+    assert "http://vllm-reward:8000/pooling answered 400: input too long" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -129,10 +154,11 @@ async def test_malformed_reply_is_reward_unavailable(payload: dict[str, Any]) ->
 
 async def test_transport_error_is_reward_unavailable() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
+        raise httpx.ReadTimeout(f"slow {request.url}", request=request)
 
-    with pytest.raises(RewardUnavailable):
+    with pytest.raises(RewardUnavailable) as info:
         await reward_at("http://h:1/pooling", handler).score(CONV, ["a"])
+    assert info.value.message == "the remote reward model failed (ReadTimeout)"
 
 
 # -- RewardSpec --------------------------------------------------------------------------
@@ -179,3 +205,21 @@ async def test_build_remote_and_judge_reward() -> None:
 
     judge = build_reward(RewardSpec("judge"), ScriptedGenerator([]), Tok())  # type: ignore[arg-type]
     assert isinstance(judge, JudgeReward)
+
+
+def test_m1_the_judge_is_built_with_the_engine_context() -> None:
+    from rewards.judge import JudgeReward
+
+    class Tok(CharTokenizer):
+        def token_id(self, token: str) -> int:
+            return ord(token)
+
+    class InProcess(ScriptedGenerator):
+        max_model_len = 512  # as VLLMGenerator knows its engine's
+
+    given = build_reward(RewardSpec("judge"), ScriptedGenerator([]), Tok(), max_model_len=100)  # type: ignore[arg-type]
+    known = build_reward(RewardSpec("judge"), InProcess([]), Tok())  # type: ignore[arg-type]
+    unknown = build_reward(RewardSpec("judge"), ScriptedGenerator([]), Tok())  # type: ignore[arg-type]
+    assert isinstance(given, JudgeReward) and given.max_prompt_tokens == 99
+    assert isinstance(known, JudgeReward) and known.max_prompt_tokens == 511
+    assert isinstance(unknown, JudgeReward) and unknown.max_prompt_tokens is None
