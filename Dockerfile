@@ -43,7 +43,8 @@ USER 1000:1000
 # Converted models and hub downloads live here: mount a volume to keep them across restarts.
 VOLUME ["/cache"]
 EXPOSE 8000
-# /health fails when loading failed or the engine died; the start period covers the load.
+# /health is liveness: local, it answers while the model loads. A failed load or a dead
+# engine ends the process with status 1 (readiness, /ready, covers the dependencies).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=600s \
     CMD ["/bin/sh", "-c", "curl -fsS http://127.0.0.1:8000/health || exit 1"]
 # SIGTERM drains (see server/shutdown.py); give `docker stop -t` more than the grace.

@@ -36,10 +36,19 @@ class Runtime:
     closers: list[Callable[[], Any]] = field(default_factory=list)
 
     async def close(self) -> None:
-        for close in reversed(self.closers):
-            result = close()
-            if asyncio.iscoroutine(result):
-                await result
+        await self.close_all(self.closers)
+
+    @staticmethod
+    async def close_all(closers: list[Callable[[], Any]]) -> None:
+        """In reverse order of registration; a closer that fails is logged, and the rest
+        still run."""
+        for close in reversed(closers):
+            try:
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                logger.exception("closing %r failed", close)
 
 
 class NeedsConstraints:
@@ -65,20 +74,33 @@ def resolve_model(model: str | None, cache_dir: str | None) -> str:
 
 
 async def load_runtime(settings: Any) -> Runtime:
-    """Start the engine (in-process or remote) and the reward model the settings name."""
+    """Start the engine (in-process or remote) and the reward model the settings name.
+    When a part fails, the parts already started are closed before the error goes on
+    (the server then exits; an engine left running would hold the GPU)."""
+    closers: list[Callable[[], Any]] = []
+    try:
+        return await _build_runtime(settings, closers)
+    except BaseException:
+        await Runtime.close_all(closers)
+        raise
+
+
+async def _build_runtime(settings: Any, closers: list[Callable[[], Any]]) -> Runtime:
     from rewards.spec import build_reward, parse_specs
     from search.engines.default_model import DEFAULT_MODEL_NAME
     from search.engines.tokenizer import HFChatTokenizer
 
     model = await asyncio.to_thread(resolve_model, settings.model, settings.model_cache_dir)
     tokenizer = await asyncio.to_thread(HFChatTokenizer.load, model)
-    closers: list[Callable[[], Any]] = []
     generator: Any
     if settings.remote_engine_url:
         from search.engines.remote import RemoteGenerator
 
         generator = RemoteGenerator(
-            settings.remote_engine_url, model, api_key=settings.remote_api_key
+            settings.remote_engine_url,
+            model,
+            api_key=settings.remote_api_key,
+            health_timeout_s=settings.health_timeout_s,
         )
         closers.append(generator.aclose)
         max_model_len = settings.max_model_len or tokenizer_context(model)
@@ -92,7 +114,12 @@ async def load_runtime(settings: Any) -> Runtime:
     models: dict[str, RewardModel] = {}
     for spec in specs:
         built = await asyncio.to_thread(
-            build_reward, spec, generator, tokenizer, api_key=settings.remote_api_key
+            build_reward,
+            spec,
+            generator,
+            tokenizer,
+            api_key=settings.remote_api_key,
+            max_model_len=max_model_len,
         )
         if built is None:  # constraints: built per request
             continue

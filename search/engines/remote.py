@@ -3,20 +3,37 @@ prompts, so alignserve can sit in front of a fleet of vLLM replicas behind a rou
 
 Token ids travel both ways (``return_token_ids``), so tree searches never re-tokenise.
 Cancelling the caller closes the HTTP request; vLLM aborts a request whose client left.
+
+What the upstream says goes to the log, not to clients: its bodies and exception texts can
+carry internal URLs and HTML pages. A 400 keeps only the JSON error message, sanitized
+(vLLM's own validation text helps the client fix its request). Health checks use a client
+of their own with a short timeout and two connections, so a hung ``/health`` upstream can
+neither hold the generation pool nor hold a probe.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
-from search.engines.retry import post_with_retries
+from search.engines.retry import RetryBudget, post_with_retries, retry_after_s
 from search.errors import EngineUnavailable, InvalidRequest
 from search.types import Completion, FinishReason, SamplingConfig
 
+logger = logging.getLogger(__name__)
+
 TOKEN_ID_PREFIX = "token_id:"
+# A black-holed upstream fails a call after this, not after the long read timeout.
+CONNECT_TIMEOUT_S = 10.0
+MAX_CLIENT_MESSAGE_CHARS = 200
+MAX_RETRY_AFTER_S = 3600
+_URL = re.compile(r"\b\w+://\S+")
+_CONTEXT = re.compile(r"maximum (model|context) length|context length", re.I)
 
 
 def completion_body(
@@ -75,6 +92,9 @@ def parse_choice(choice: dict[str, Any], params: SamplingConfig) -> Completion:
 
 
 class RemoteGenerator:
+    """``client`` / ``health_client``: ready ``httpx.AsyncClient`` objects (tests); an
+    injected ``client`` also serves the health checks unless ``health_client`` is given."""
+
     def __init__(
         self,
         base_url: str,
@@ -82,47 +102,102 @@ class RemoteGenerator:
         *,
         api_key: str | None = None,
         timeout_s: float = 600.0,
+        health_timeout_s: float = 5.0,
         client: httpx.AsyncClient | None = None,
+        health_client: httpx.AsyncClient | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        base_url = base_url.rstrip("/")
         self.model = model
+        self._budget = RetryBudget()
         self._client = client or httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s
+            base_url=base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s)),
         )
+        if health_client is None and client is None:
+            health_client = httpx.AsyncClient(
+                base_url=base_url,
+                headers=headers,
+                timeout=health_timeout_s,
+                limits=httpx.Limits(max_connections=2, max_keepalive_connections=1),
+            )
+        self._health_client = health_client or self._client
 
     async def generate(
         self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
     ) -> list[Completion]:
         body = completion_body(self.model, prompt_ids, params, n)
         try:
-            response = await post_with_retries(self._client, "/v1/completions", body)
+            response = await post_with_retries(
+                self._client, "/v1/completions", body, budget=self._budget
+            )
         except httpx.HTTPError as exc:
-            raise EngineUnavailable(f"remote engine unreachable: {exc!r}") from exc
+            logger.warning("remote engine unreachable: %r", exc)
+            raise EngineUnavailable("the remote engine is unreachable") from exc
         if response.status_code in (400, 422):
-            raise InvalidRequest(f"remote engine rejected the request: {_error_text(response)}")
+            logger.info(
+                "remote engine rejected a request (HTTP %d): %r",
+                response.status_code,
+                response.text[:500],
+            )
+            raise InvalidRequest(client_message(response))
         if response.status_code != 200:
             # Auth, routing and overload problems are the server's, not the client's.
+            logger.warning(
+                "remote engine answered HTTP %d: %r", response.status_code, response.text[:500]
+            )
             raise EngineUnavailable(
-                f"remote engine answered HTTP {response.status_code}: {_error_text(response)}"
+                f"the remote engine failed (HTTP {response.status_code})",
+                headers=retry_after_header(response),
             )
         try:
             choices = sorted(response.json()["choices"], key=lambda c: c["index"])
             return [parse_choice(c, params) for c in choices]
         except (ValueError, KeyError, TypeError) as exc:
-            raise EngineUnavailable(f"remote engine sent a malformed reply: {exc!r}") from exc
+            logger.warning("remote engine sent a malformed reply: %r", exc)
+            raise EngineUnavailable("the remote engine sent a malformed reply") from exc
 
     async def check_health(self) -> None:
+        """Raises when the upstream's /health is not 200; the message names no URL."""
         try:
-            (await self._client.get("/health")).raise_for_status()
+            response = await self._health_client.get("/health")
         except httpx.HTTPError as exc:
-            raise EngineUnavailable(f"remote engine unhealthy: {exc!r}") from exc
+            raise EngineUnavailable(
+                f"remote engine health check failed: {type(exc).__name__}"
+            ) from exc
+        if response.status_code != 200:
+            raise EngineUnavailable(
+                f"remote engine health check answered HTTP {response.status_code}"
+            )
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        if self._health_client is not self._client:
+            await self._health_client.aclose()
 
 
-def _error_text(response: httpx.Response) -> str:
+def client_message(response: httpx.Response) -> str:
+    """What a client may read of an upstream 400: a context-length error in our words
+    (its numbers would show internal prompts, e.g. the judge's), else the JSON error
+    message on one line, without URLs, capped; never a raw body."""
     try:
-        return str(response.json()["error"]["message"])
+        message = response.json()["error"]["message"]
     except Exception:
-        return response.text[:200] or "(empty body)"
+        message = None
+    if not isinstance(message, str) or not message.strip():
+        return "the remote engine rejected the request"
+    if _CONTEXT.search(message):
+        return "the prompt and max_tokens do not fit in the model's context length"
+    text = " ".join(_URL.sub("<url>", message).split())
+    if len(text) > MAX_CLIENT_MESSAGE_CHARS:
+        text = text[: MAX_CLIENT_MESSAGE_CHARS - 3] + "..."
+    return f"the remote engine rejected the request: {text}"
+
+
+def retry_after_header(response: httpx.Response) -> dict[str, str] | None:
+    """An upstream's Retry-After (429 or 503), passed on to our 503."""
+    seconds = retry_after_s(response)
+    if seconds is None:
+        return None
+    return {"Retry-After": str(min(MAX_RETRY_AFTER_S, max(1, math.ceil(seconds))))}

@@ -4,14 +4,20 @@ Prefix caching is always on: tree searches send prompt + partial ids back, and t
 shares its rubric prefix across responses. On the CPU build the measured-fast defaults
 apply (float32, eager mode, 32-token KV blocks, OpenMP threads bound to every core, a
 2 GiB KV cache).
+
+vLLM's error texts stay in the log: a client sees its own sampling-parameter errors, and a
+clean sentence for the rest (a rejected prompt's lengths would show internal prompts, such
+as the judge's). An engine that died is reported to ``on_death`` callbacks, so the server
+can exit and be restarted, as vLLM's own server does.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +25,9 @@ from search.errors import EngineUnavailable, InvalidRequest
 from search.types import Completion, FinishReason, SamplingConfig
 
 logger = logging.getLogger(__name__)
+
+MAX_CLIENT_MESSAGE_CHARS = 300
+_CONTEXT = re.compile(r"maximum (model|context) length|context length")
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,7 @@ class VLLMGenerator:
     def __init__(self, engine: Any, model: str) -> None:
         self.engine = engine
         self.model = model
+        self._death_callbacks: list[Callable[[], None]] = []
 
     @classmethod
     def start(cls, config: EngineConfig) -> VLLMGenerator:
@@ -150,7 +160,9 @@ class VLLMGenerator:
         try:
             sampling_params = to_sampling_params(params, n)
         except (VLLMClientError, ValueError, OverflowError) as exc:
-            raise InvalidRequest(str(exc)) from exc
+            # The request's own sampling parameters: their vLLM text tells the client what
+            # to fix.
+            raise InvalidRequest(one_line(str(exc), MAX_CLIENT_MESSAGE_CHARS)) from exc
         final = await self._run(prompt_ids, sampling_params)
         return [to_completion(o, params) for o in sorted(final.outputs, key=lambda o: o.index)]
 
@@ -188,9 +200,11 @@ class VLLMGenerator:
             ):
                 final = output
         except (VLLMClientError, ValueError) as exc:
-            raise InvalidRequest(str(exc)) from exc
+            logger.info("the engine rejected a request: %s", one_line(str(exc), 1000))
+            raise InvalidRequest(rejection_message(str(exc))) from exc
         except EngineDeadError as exc:
-            raise EngineUnavailable("the engine has stopped; see the server log") from exc
+            self.report_death()
+            raise EngineUnavailable("the engine has stopped") from exc
         if final is None:
             raise EngineUnavailable("the engine returned no output")
         return final
@@ -201,5 +215,34 @@ class VLLMGenerator:
     async def check_health(self) -> None:
         await self.engine.check_health()
 
+    def is_dead(self) -> bool:
+        """True once the engine core died (vLLM's ``errored``: its process exited or its
+        output loop ended); a flag read, cheap enough for every readiness probe."""
+        return bool(self.engine.errored)
+
+    def on_death(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the event loop) when a request finds the engine dead."""
+        self._death_callbacks.append(callback)
+
+    def report_death(self) -> None:
+        for callback in self._death_callbacks:
+            try:
+                callback()
+            except Exception:  # a callback's bug must not replace the request's error
+                logger.exception("an engine death callback failed")
+
     def shutdown(self) -> None:
         self.engine.shutdown()
+
+
+def rejection_message(text: str) -> str:
+    """What a client reads when vLLM rejects a prompt: the reason in our words, without
+    vLLM's lengths and advice about server flags."""
+    if _CONTEXT.search(text):
+        return "the prompt and max_tokens do not fit in the model's context length"
+    return "the engine rejected the request"
+
+
+def one_line(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -151,6 +151,8 @@ def test_gpu_mode_by_default() -> None:
     docs = render()
     c = container(docs)
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    # Readiness covers the engine, rewards and scorers; liveness is local (a remote outage
+    # must not restart every replica at once), and a dead engine exits the process itself.
     assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/health"
     assert c["startupProbe"]["httpGet"]["path"] == "/health"
@@ -162,6 +164,17 @@ def test_gpu_mode_by_default() -> None:
     assert "ALIGNSERVE_REMOTE_ENGINE_URL" not in env
     # The pod outlives the drain: grace period above the server's shutdown grace.
     assert pod["terminationGracePeriodSeconds"] > int(env["ALIGNSERVE_SHUTDOWN_GRACE_S"])
+
+
+def test_compose_restarts_a_server_that_exits_on_a_fatal_error() -> None:
+    """A failed load or a dead engine exits with status 1 (server.health); compose only
+    starts it again with a restart policy."""
+    for name in ("compose.yaml", "compose.remote.yaml"):
+        service = yaml.safe_load((DEPLOY / name).read_text())["services"]["alignserve"]
+        assert service["restart"] == "on-failure", name
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    healthcheck = dockerfile[dockerfile.index("HEALTHCHECK") :].split("\n", 2)[:2]
+    assert "/health" in "".join(healthcheck) and "/ready" not in "".join(healthcheck)
 
 
 def test_remote_mode_needs_no_gpu() -> None:

@@ -12,12 +12,21 @@ from typing import Any
 import httpx
 import pytest
 
-from search.engines.remote import RemoteGenerator, completion_body, parse_choice
+from search.engines.remote import (
+    RemoteGenerator,
+    completion_body,
+    parse_choice,
+    retry_after_header,
+)
+from search.engines.retry import RetryBudget
 from search.engines.tokenizer import HFChatTokenizer
 from search.engines.vllm_local import (
     EngineConfig,
+    VLLMGenerator,
     apply_cpu_environment,
     engine_kwargs,
+    one_line,
+    rejection_message,
     to_completion,
 )
 from search.errors import EngineUnavailable, InvalidRequest
@@ -179,20 +188,51 @@ async def test_remote_generate_parses_and_sorts_by_index() -> None:
     await gen.aclose()
 
 
-async def test_remote_400_is_invalid_request() -> None:
-    gen = remote(lambda _: httpx.Response(400, json={"error": {"message": "prompt too long"}}))
+async def rejection(response: httpx.Response) -> InvalidRequest:
     with pytest.raises(InvalidRequest) as info:
-        await gen.generate([1], SamplingConfig(), 1)
+        await remote(lambda _: response).generate([1], SamplingConfig(), 1)
     assert info.value.status_code == 400
-    assert info.value.message == "remote engine rejected the request: prompt too long"
+    return info.value
+
+
+async def test_remote_400_keeps_only_a_sanitized_json_message() -> None:
+    message = "top_k must be -1 or at least 1,\n got 0 (see http://10.0.0.5:8000/docs)"
+    error = await rejection(httpx.Response(400, json={"error": {"message": message}}))
+    assert error.message == (
+        "the remote engine rejected the request: top_k must be -1 or at least 1, got 0 (see <url>"
+    )
+
+
+async def test_remote_400_context_length_hides_the_prompt_lengths() -> None:
+    message = "This model's maximum context length is 2048 tokens. However, you requested 3100"
+    error = await rejection(httpx.Response(422, json={"error": {"message": message}}))
+    assert error.message == "the prompt and max_tokens do not fit in the model's context length"
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(400, text="<html><body>Bad Request from router-7</body></html>"),
+        httpx.Response(400, json={"detail": [{"loc": ["body"], "msg": "field required"}]}),
+        httpx.Response(400),
+    ],
+    ids=["html", "not-an-openai-error", "empty"],
+)
+async def test_remote_400_never_forwards_a_body(response: httpx.Response) -> None:
+    assert (await rejection(response)).message == "the remote engine rejected the request"
+
+
+async def test_remote_400_message_is_capped() -> None:
+    error = await rejection(httpx.Response(400, json={"error": {"message": "x" * 5000}}))
+    assert len(error.message) < 260 and error.message.endswith("...")
 
 
 async def test_remote_500_is_engine_unavailable() -> None:
-    gen = remote(lambda _: httpx.Response(500, text="oops"))
+    gen = remote(lambda _: httpx.Response(500, text="oops at http://10.0.0.5:8000"))
     with pytest.raises(EngineUnavailable) as info:
         await gen.generate([1], SamplingConfig(), 1)
     assert info.value.status_code == 503
-    assert info.value.message == "remote engine answered HTTP 500: oops"
+    assert info.value.message == "the remote engine failed (HTTP 500)"
 
 
 @pytest.mark.parametrize("status", [401, 403, 404, 429])
@@ -200,7 +240,25 @@ async def test_remote_auth_routing_overload_are_engine_unavailable(status: int) 
     gen = remote(lambda _: httpx.Response(status, json={"error": {"message": "nope"}}))
     with pytest.raises(EngineUnavailable) as info:
         await gen.generate([1], SamplingConfig(), 1)
-    assert info.value.message == f"remote engine answered HTTP {status}: nope"
+    assert info.value.message == f"the remote engine failed (HTTP {status})"
+    assert info.value.headers == {}
+
+
+async def test_remote_429_passes_its_retry_after_on() -> None:
+    gen = remote(lambda _: httpx.Response(429, headers={"Retry-After": "0"}))
+    with pytest.raises(EngineUnavailable) as info:
+        await gen.generate([1], SamplingConfig(), 1)
+    assert info.value.status_code == 503
+    assert info.value.headers == {"Retry-After": "1"}
+
+
+@pytest.mark.parametrize(
+    ("sent", "passed"),
+    [("2.5", "3"), ("1e9", "3600"), ("inf", None), ("-1", None), ("Wed, 21 Oct 2015", None)],
+)
+def test_retry_after_header(sent: str, passed: str | None) -> None:
+    header = retry_after_header(httpx.Response(503, headers={"Retry-After": sent}))
+    assert header == (None if passed is None else {"Retry-After": passed})
 
 
 async def test_remote_malformed_reply_is_engine_unavailable() -> None:
@@ -216,7 +274,7 @@ async def test_remote_transport_error_is_engine_unavailable() -> None:
     gen = remote(handler)
     with pytest.raises(EngineUnavailable) as info:
         await gen.generate([1], SamplingConfig(), 1)
-    assert "connection refused" in info.value.message
+    assert info.value.message == "the remote engine is unreachable"  # the URL stays in the log
     assert isinstance(info.value.__cause__, httpx.ConnectError)
 
 
@@ -270,8 +328,72 @@ async def test_remote_health() -> None:
 
     await remote(ok).check_health()
     assert paths == ["/health"]
-    with pytest.raises(EngineUnavailable):
+    with pytest.raises(EngineUnavailable) as info:
         await remote(lambda _: httpx.Response(503)).check_health()
+    assert info.value.message == "remote engine health check answered HTTP 503"
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused: http://10.0.0.5:8000/health", request=request)
+
+    with pytest.raises(EngineUnavailable) as info:
+        await remote(refused).check_health()
+    assert info.value.message == "remote engine health check failed: ConnectError"
+
+
+async def test_remote_health_uses_a_client_of_its_own() -> None:
+    """A hung upstream /health holds neither the generation pool nor a probe for long."""
+    gen = RemoteGenerator("http://h:1", "m", health_timeout_s=2.5)
+    assert gen._health_client is not gen._client
+    assert gen._health_client.timeout.read == 2.5
+    # Generation: a long read, but a black-holed upstream fails to connect quickly.
+    assert (gen._client.timeout.read, gen._client.timeout.connect) == (600.0, 10.0)
+    await gen.aclose()
+    assert gen._client.is_closed and gen._health_client.is_closed
+
+    gets: list[str] = []
+
+    def health(request: httpx.Request) -> httpx.Response:
+        gets.append(request.url.path)
+        return httpx.Response(200)
+
+    health_client = httpx.AsyncClient(transport=httpx.MockTransport(health), base_url="http://x")
+    gen = RemoteGenerator(
+        "http://unused",
+        "m",
+        client=httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(500))),
+        health_client=health_client,
+    )
+    await gen.check_health()
+    assert gets == ["/health"]
+
+
+async def test_remote_retries_stop_when_the_budget_is_spent() -> None:
+    """Under a sustained outage retries stop multiplying the load (L4)."""
+    attempts: list[int] = []
+
+    def overloaded(request: httpx.Request) -> httpx.Response:
+        attempts[-1] += 1
+        return httpx.Response(503, headers={"Retry-After": "0"})
+
+    gen = remote(overloaded)
+    for _ in range(4):
+        attempts.append(0)
+        with pytest.raises(EngineUnavailable):
+            await gen.generate([1], SamplingConfig(), 1)
+    assert attempts == [3, 2, 1, 1]
+
+
+def test_retry_budget_refills_with_successes() -> None:
+    budget = RetryBudget(max_tokens=10, ratio=0.5)
+    for _ in range(6):
+        budget.failed()
+    assert not budget.allows_retry()
+    for _ in range(3):
+        budget.succeeded()
+    assert budget.allows_retry()
+    for _ in range(100):
+        budget.succeeded()
+    assert budget.tokens == 10
 
 
 async def test_remote_sends_api_key() -> None:
@@ -426,3 +548,42 @@ def test_hf_chat_tokenizer() -> None:
     assert tok.eos_token_id == 2
     with pytest.raises(ValueError):
         tok.token_id("12")
+
+
+# -- vllm_local errors and death -----------------------------------------------------------
+
+
+def test_engine_rejections_reach_clients_without_vllm_internals() -> None:
+    too_long = (
+        "The decoder prompt (length 5210) is longer than the maximum model length of 4096. "
+        "Make sure that `max_model_len` is no smaller than the number of text tokens."
+    )
+    assert rejection_message(too_long) == (
+        "the prompt and max_tokens do not fit in the model's context length"
+    )
+    assert rejection_message("Token id 999999 is out of vocabulary") == (
+        "the engine rejected the request"
+    )
+
+
+def test_one_line() -> None:
+    assert one_line("a\n  b\tc", 100) == "a b c"
+    assert one_line("x" * 50, 10) == "xxxxxxx..."
+
+
+async def test_in_process_engine_death_is_read_and_reported() -> None:
+    engine = SimpleNamespace(errored=False)
+    gen = VLLMGenerator(engine, "m")
+    assert not gen.is_dead()
+    engine.errored = True
+    assert gen.is_dead()
+
+    seen: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("a callback bug")
+
+    gen.on_death(broken)
+    gen.on_death(lambda: seen.append("dead"))
+    gen.report_death()  # what _run does on EngineDeadError
+    assert seen == ["dead"]

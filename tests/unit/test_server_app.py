@@ -58,14 +58,25 @@ async def test_ready_and_health_with_injected_runtime(serve_app: Any) -> None:
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
 
 
-async def test_health_reports_an_unhealthy_engine(serve_app: Any, runtime_of: Any) -> None:
-    async def sick() -> None:
-        raise RuntimeError("gpu fell off")
+async def test_an_unhealthy_engine_is_not_ready_but_alive(runtime_of: Any) -> None:
+    calls: list[int] = []
 
-    async with serve_app(runtime_of(health_check=sick)) as client:
-        r = await client.get("/health")
-    assert r.status_code == 503
-    assert r.json()["error"]["message"] == "engine unhealthy: gpu fell off"
+    async def sick() -> None:
+        calls.append(1)
+        raise RuntimeError("gpu fell off at http://10.0.0.7:8000/health")
+
+    app = create_app(Settings(), runtime=runtime_of(health_check=sick))
+    async with app.router.lifespan_context(app):
+        await wait_for(lambda: calls)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            health = await client.get("/health")
+            ready = await client.get("/ready")
+    # Liveness is local: an engine outage must not get the process restarted.
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    assert ready.status_code == 503
+    # The component and a fixed phrase; the exception text (with its URL) stays in the log.
+    assert ready.json()["error"]["message"] == "not ready: engine failed its health check"
 
 
 async def never_loads(_: Settings) -> Runtime:
@@ -119,20 +130,27 @@ async def test_lifespan_loads_then_closes(runtime_of: Any) -> None:
     assert closed == ["async", "sync"]
 
 
-async def test_lifespan_load_failure_is_reported() -> None:
+async def test_lifespan_load_failure_ends_the_server(caplog: pytest.LogCaptureFixture) -> None:
     async def loader(_: Settings) -> Runtime:
-        raise RuntimeError("no such model")
+        raise RuntimeError("no such model:\n  /models/secret-path")
 
+    exits: list[int] = []
     app = create_app(Settings(), loader=loader)
+    app.state.exit_server = lambda: exits.append(1)
     async with app.router.lifespan_context(app):
-        await wait_for(lambda: app.state.load_error is not None)
+        await wait_for(lambda: app.state.fatal is not None)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             ready = await client.get("/ready")
             health = await client.get("/health")
+    assert exits == [1]  # the server is asked to stop (and exits 1: see test_health.py)
     for r in (ready, health):
         assert r.status_code == 503
-        assert r.json()["error"]["message"] == "loading failed: RuntimeError: no such model"
+        assert r.json()["error"]["message"] == "loading failed; the server is exiting"
+    # The reason is in the log, on one line.
+    [line] = [r.getMessage() for r in caplog.records if r.levelname == "CRITICAL"]
+    assert "RuntimeError: no such model: /models/secret-path" in line
+    assert "\n" not in line
 
 
 async def test_runtime_close_order(runtime_of: Any) -> None:
