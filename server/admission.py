@@ -6,7 +6,10 @@ A refusal is decided before the response starts, so it is a clean 429 with Retry
 A plain request takes its slot before running; a stream takes it when its body starts
 (a generator that never starts holds nothing), so only a queue that filled in between
 refuses inside the stream, as an error event. The slot is given back when the search
-ends, however it ends. The counts are exported as gauges; rejections are counted by reason.
+ends, however it ends: for a stream, when its search ends, not when a slow client has
+read it all. Open streams are capped on their own (``max_open_streams``), since a
+finished stream can still hold a socket while its client reads. The counts are exported
+as gauges; rejections are counted by reason.
 
 Draining (after SIGTERM, see ``server.shutdown``): every new search is refused with 503 and
 Retry-After, so a load balancer moves it to another replica, while the running and queued
@@ -29,8 +32,11 @@ class Admission:
         max_waiting: int,
         metrics: ServerMetrics,
         retry_after_s: int = 1,
+        max_open_streams: int = 64,
     ) -> None:
         self.max_running = max_running
+        self.max_open_streams = max_open_streams
+        self.open_streams = 0
         self.max_waiting = max_waiting
         self.retry_after_s = retry_after_s
         self.metrics = metrics
@@ -49,9 +55,9 @@ class Admission:
         self.metrics.rejections.labels(reason).inc()
         return error(message, headers={"Retry-After": str(self.retry_after_s)})
 
-    def check(self) -> None:
-        """Refuse now if the server is draining, or if neither a slot nor a queue place is
-        free."""
+    def check(self, *, stream: bool = False) -> None:
+        """Refuse now if the server is draining, if neither a slot nor a queue place is
+        free, or (``stream``) if max_open_streams streams are open."""
         if self.draining:
             raise self.refuse(
                 "shutting_down",
@@ -63,6 +69,12 @@ class Admission:
                 "queue_full",
                 f"the server is at capacity ({self.running} searches running, "
                 f"{self.waiting} queued); retry after {self.retry_after_s} s",
+            )
+        if stream and self.open_streams >= self.max_open_streams:
+            raise self.refuse(
+                "streams_full",
+                f"{self.open_streams} streams are open, the most this server keeps; "
+                f"retry after {self.retry_after_s} s",
             )
 
     async def enter(self) -> Callable[[], None]:

@@ -10,8 +10,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response
 
 from rewards.batcher import ItemScorer, MicroBatcher
 from rewards.choice import RewardSet
@@ -19,14 +19,16 @@ from rewards.spec import parse_specs
 from search.engines.default_model import DEFAULT_MODEL_NAME
 from search.protocols import RewardModel
 from server.admission import Admission
-from server.auth import require_api_key
+from server.auth import ApiKeyGate
 from server.body_limit import BodyLimit
 from server.chat.router import router as chat_router
 from server.chat.serving import ChatService
-from server.errors import error_body, install_error_handlers
+from server.errors import install_error_handlers
+from server.health import fatal, install_health_routes, start_monitor
 from server.metrics import ServerMetrics, TimedReward
 from server.openapi_docs import API_ERRORS, OPS_ERRORS, without_default_422
 from server.recording import Recorder
+from server.request_id import RequestIdMiddleware
 from server.runtime import Runtime, load_runtime
 from server.settings import Settings
 
@@ -79,30 +81,40 @@ def create_app(
     async def load() -> None:
         try:
             install(await loader(settings))
-            logger.info("ready: serving %s", app.state.runtime.model_name)
-        except Exception as exc:  # the server stays up to report it on /ready and /health
-            app.state.load_error = f"{type(exc).__name__}: {exc}"
-            logger.exception("loading the runtime failed")
+        except Exception as exc:
+            # Serving 503 forever would leave a wrong --model unnoticed: exit non-zero.
+            logger.debug("loading the runtime failed", exc_info=True)
+            fatal(app, "loading failed", f"{type(exc).__name__}: {exc}")
+            return
+        start_monitor(app, app.state.runtime)
+        logger.info("ready: serving %s", app.state.runtime.model_name)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         loading = None if runtime is not None else asyncio.create_task(load())
+        if runtime is not None:
+            start_monitor(app, app.state.runtime)
         try:
             yield
         finally:
             if loading is not None and not loading.done():
                 loading.cancel()
+            if app.state.health is not None:  # first: closing the engines is no death
+                await app.state.health.stop()
             if app.state.runtime is not None:
                 await app.state.runtime.close()
             if app.state.recorder is not None:
                 await asyncio.to_thread(app.state.recorder.close)
 
-    app = FastAPI(title="alignserve", lifespan=lifespan)
+    docs = (
+        {} if not settings.disable_docs else dict(docs_url=None, redoc_url=None, openapi_url=None)
+    )
+    app = FastAPI(title="alignserve", lifespan=lifespan, **docs)  # type: ignore[arg-type]
+    warn_if_open(settings)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.runtime = None
     app.state.chat_service = None
-    app.state.load_error = None
     app.state.started = int(time.time())
     app.state.recorder = (
         Recorder(
@@ -118,14 +130,24 @@ def create_app(
         settings.max_queued_searches,
         metrics,
         retry_after_s=settings.retry_after_s,
+        max_open_streams=settings.max_open_streams,
     )
     if runtime is not None:
         install(runtime)
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    api = [Depends(require_api_key)]
-    ops = api if settings.protect_ops_routes else []
-    app.include_router(chat_router, dependencies=api)
+    # Outermost last: ids on every response, then the key from headers alone (before any
+    # body is read), then the body's size and pace.
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        read_timeout_s=settings.http_read_timeout_s,
+        on_timeout=metrics.limit_rejections.labels("body_timeout").inc,
+    )
+    app.add_middleware(
+        ApiKeyGate, keys=settings.api_key, protect_ops_routes=settings.protect_ops_routes
+    )
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(chat_router)  # keys: ApiKeyGate, before any body is read
 
     def model_name() -> str:
         rt = app.state.runtime
@@ -135,7 +157,7 @@ def create_app(
             else (settings.served_model_name or settings.model or DEFAULT_MODEL_NAME)
         )
 
-    @app.get("/v1/models", dependencies=api, responses=API_ERRORS)
+    @app.get("/v1/models", responses=API_ERRORS)
     async def list_models() -> dict[str, object]:
         return {
             "object": "list",
@@ -149,29 +171,9 @@ def create_app(
             ],
         }
 
-    @app.get("/health", dependencies=ops, responses=OPS_ERRORS)
-    async def health() -> Response:
-        rt: Runtime | None = app.state.runtime
-        if app.state.load_error:
-            return unavailable(f"loading failed: {app.state.load_error}")
-        if rt is not None and rt.health_check is not None:
-            try:
-                await rt.health_check()
-            except Exception as exc:
-                return unavailable(f"engine unhealthy: {exc}")
-        return JSONResponse({"status": "ok"})
+    install_health_routes(app, model_name)
 
-    @app.get("/ready", dependencies=ops, responses=OPS_ERRORS)
-    async def ready() -> Response:
-        if app.state.admission.draining:
-            return unavailable("shutting down: draining the searches in flight")
-        if app.state.load_error:
-            return unavailable(f"loading failed: {app.state.load_error}")
-        if app.state.runtime is None:
-            return unavailable("loading the model")
-        return JSONResponse({"status": "ready", "model": model_name()})
-
-    @app.get("/metrics", dependencies=ops, responses=OPS_ERRORS, response_class=PlainTextResponse)
+    @app.get("/metrics", responses=OPS_ERRORS, response_class=PlainTextResponse)
     async def prometheus(_: Request) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -179,5 +181,11 @@ def create_app(
     return app
 
 
-def unavailable(message: str) -> JSONResponse:
-    return JSONResponse(error_body(message, "service_unavailable", 503), status_code=503)
+def warn_if_open(settings: Settings) -> None:
+    loopback = settings.host in ("127.0.0.1", "::1", "localhost")
+    if not loopback and not settings.api_key:
+        logger.warning(
+            "listening on %s without API keys: anyone who can reach this port can use the "
+            "model (set --api-key, or listen on 127.0.0.1 behind an authenticating proxy)",
+            settings.host,
+        )

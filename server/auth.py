@@ -1,14 +1,24 @@
-"""Bearer-token auth for the API routes. Keys are compared in constant time, and against
-every configured key whatever matches first, so timing reveals neither a key nor which."""
+"""Bearer-token auth. Keys are compared in constant time, and against every configured key
+whatever matches first, so timing reveals neither a key nor which.
+
+``ApiKeyGate`` checks the key as ASGI middleware, from the headers alone, so a client
+without a key is refused before its body is read or parsed (a FastAPI dependency would run
+only after the body was buffered and parsed as JSON). Guarded: the /v1 routes, the docs
+(/docs, /redoc, /openapi.json) whenever keys are set, and /health, /ready and /metrics
+with --protect-ops-routes."""
 
 from __future__ import annotations
 
 import hmac
+import json
 
-from fastapi import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from search.errors import Unauthorized
-from server.settings import Settings
+from server.errors import error_body
+
+DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")
+OPS_PATHS = ("/health", "/ready", "/metrics")
+UNAUTHORIZED = "missing or invalid API key: send 'Authorization: Bearer <key>'"
 
 
 def key_accepted(authorization: str | None, keys: list[str]) -> bool:
@@ -22,13 +32,40 @@ def key_accepted(authorization: str | None, keys: list[str]) -> bool:
     return matched
 
 
-async def require_api_key(request: Request) -> None:
-    """FastAPI dependency: a no-op unless the server was started with API keys."""
-    settings: Settings = request.app.state.settings
-    if settings.api_key and not key_accepted(
-        request.headers.get("authorization"), settings.api_key
-    ):
-        raise Unauthorized(
-            "missing or invalid API key: send 'Authorization: Bearer <key>'",
-            headers={"WWW-Authenticate": "Bearer"},
+def guarded(path: str, protect_ops_routes: bool) -> bool:
+    if path.startswith("/v1/") or path == "/v1" or path.startswith(DOCS_PATHS):
+        return True
+    return protect_ops_routes and path in OPS_PATHS
+
+
+class ApiKeyGate:
+    def __init__(self, app: ASGIApp, keys: list[str], protect_ops_routes: bool) -> None:
+        self.app = app
+        self.keys = keys
+        self.protect_ops_routes = protect_ops_routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or not self.keys
+            or not guarded(scope["path"], self.protect_ops_routes)
+        ):
+            await self.app(scope, receive, send)
+            return
+        authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        if key_accepted(authorization, self.keys):
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps(error_body(UNAUTHORIZED, "authentication_error", 401)).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b"Bearer"),
+                ],
+            }
         )
+        await send({"type": "http.response.body", "body": body})

@@ -1,12 +1,16 @@
-"""Request body size limit, as ASGI middleware: a declared Content-Length over the limit is
+"""Request body limits, as ASGI middleware: a declared Content-Length over the size limit is
 refused before anything is read; a chunked body is counted as it arrives and refused once
-it passes the limit, so no client can make the server buffer an unbounded body. (The
-overflow is an HTTPException, which FastAPI's body parsing passes on to the app's error
-handler, so the client gets the same 413 error JSON either way.)"""
+it passes the limit, so no client can make the server buffer an unbounded body. Each body
+chunk must arrive within ``read_timeout_s`` (else 408 and the connection is closed), so a
+slow body cannot hold a socket and a buffer forever. (Both are HTTPExceptions, which
+FastAPI's body parsing passes on to the app's error handler, so the client gets the same
+error JSON as for a declared overflow.)"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -15,9 +19,17 @@ from server.errors import error_body
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        read_timeout_s: float = 30.0,
+        on_timeout: Callable[[], None] = lambda: None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout_s = read_timeout_s
+        self.on_timeout = on_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -28,12 +40,24 @@ class BodyLimit:
             await self.refuse(send)
             return
         seen = 0
+        complete = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if complete:  # after the body only a disconnect comes: wait as long as it takes
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.read_timeout_s)
+            except TimeoutError:
+                self.on_timeout()
+                raise HTTPException(
+                    408,
+                    f"the request body did not arrive within {self.read_timeout_s:g} s",
+                    headers={"Connection": "close"},
+                ) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if seen > self.max_bytes:
                     raise HTTPException(413, self.message())
             return message

@@ -13,6 +13,8 @@ import types
 from collections.abc import Sequence
 from typing import Any, Union, get_args, get_origin
 
+from pydantic import ValidationError
+
 from server import bench_cli, eval_cli, export
 from server.logs import setup_logging
 from server.settings import Settings
@@ -92,14 +94,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**given)
 
 
-def serve(settings: Settings, app: Any = None) -> None:
+def serve(settings: Settings, app: Any = None) -> int:
     """Run the server (``app``: a prebuilt one, for tests), draining on SIGTERM: see
-    ``server.shutdown``."""
+    ``server.shutdown``. The exit status: 1 when the model failed to load or the engine
+    died (see ``server.health``), so a supervisor restarts it or reports the failure."""
     from server.app import create_app
     from server.shutdown import run_draining
 
     setup_logging(settings.log_level)
-    run_draining(
+    return run_draining(
         app if app is not None else create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -140,15 +143,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "eval":
-        return eval_cli.main(settings_from_args(args), args)
-    if args.command == "bench":
-        return bench_cli.main(settings_from_args(args), args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "export":
         return export.main(args)
-    serve(settings_from_args(args))
-    return 0
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        # One line per problem, not a traceback: the operator's fix is in the message.
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: "
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
+        parser.exit(2, f"alignserve {args.command}: {problems}\n")
+    if args.command == "eval":
+        return eval_cli.main(settings, args)
+    if args.command == "bench":
+        return bench_cli.main(settings, args)
+    return serve(settings)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,19 @@ from search.protocols import RewardModel
 from search.types import Message, SearchResult
 
 # What Admission refuses for (server.admission).
-REJECTION_REASONS = ("queue_full", "shutting_down")
+REJECTION_REASONS = ("queue_full", "streams_full", "shutting_down")
+# The fixed values of alignserve_limit_rejections_total's "limit" label.
+LIMITS = (
+    "messages",
+    "request_chars",
+    "regex_time",
+    "search_tokens",
+    "search_engine_calls",
+    "search_reward_items",
+    "headers_timeout",
+    "body_timeout",
+    "write_timeout",
+)
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
 GAIN_BUCKETS = (-1, -0.1, 0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5)
 REWARD_BUCKETS = (
@@ -110,7 +122,7 @@ class ServerMetrics:
         self.reward_failures = Counter(
             "alignserve_reward_failures",
             "Reward calls that failed a request, by reason (error, timeout, no_score, "
-            "exception, bad_value)",
+            "exception, bad_value, non_finite, too_long)",
             ["reward", "reason"],
             registry=r,
         )
@@ -167,6 +179,8 @@ class ServerMetrics:
             self.rejections.labels(reason)
         for outcome in ("best_so_far", "error"):
             self.deadline_hits.labels(outcome)
+        for limit in LIMITS:
+            self.limit_rejections.labels(limit)
         self.engine_calls = Histogram(
             "alignserve_engine_calls_per_search",
             "Engine requests one search made (generations and continuations)",
@@ -216,7 +230,9 @@ class ServerMetrics:
 class TimedReward:
     """Wraps a reward model to bound each call by ``timeout_s`` (then 504, and a batched
     caller's items are withdrawn) and to record its latency, and the call's size as a batch
-    when nothing batches across calls (``batched=False``)."""
+    when nothing batches across calls (``batched=False``). It is the reward boundary: what
+    it returns is one finite number per response, else the call fails with
+    ``RewardUnavailable`` (reason ``non_finite`` or ``bad_value``; see rewards.values)."""
 
     def __init__(
         self,
@@ -250,13 +266,16 @@ class TimedReward:
         **options: Any,
     ) -> list[float]:
         """``options``: what the wrapped model also takes (a judge's ``rubric``)."""
+        from rewards.values import checked_rewards
+
         start = time.perf_counter()
         score: Any = self.inner.score
         try:
-            return await asyncio.wait_for(
+            rewards = await asyncio.wait_for(
                 score(conversation, responses, partial=partial, **options),
                 self.timeout_s,
             )
+            return checked_rewards(rewards, len(responses))
         except TimeoutError:
             self._fail("timeout")
             raise RewardTimeout(

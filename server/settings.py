@@ -116,8 +116,16 @@ class Settings(BaseSettings):
     @field_validator("api_key", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [key.strip() for key in value.split(",") if key.strip()]
+        # An empty key (--api-key "$KEY" with KEY unset, or ALIGNSERVE_API_KEY=" , ") would
+        # otherwise leave the server open while it looks protected: refuse to start.
+        keys = value.split(",") if isinstance(value, str) else value
+        if isinstance(keys, list):
+            if any(not isinstance(k, str) or not k.strip() for k in keys):
+                raise ValueError(
+                    "an API key is empty (an unset variable?): give every --api-key / "
+                    "ALIGNSERVE_API_KEY entry a value, or leave them out for an open server"
+                )
+            return [k.strip() for k in keys]
         return value
 
     @field_validator("reward", mode="before")

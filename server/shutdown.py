@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from functools import partial
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
 from server.admission import Admission
+from server.http_timeouts import guarded_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +66,38 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def run_draining(app: object, *, host: str, port: int, log_level: str, grace_s: float) -> None:
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level)  # type: ignore[arg-type]
+def run_draining(app: object, *, host: str, port: int, log_level: str, grace_s: float) -> int:
+    state: Any = app.state  # type: ignore[attr-defined]
+    settings, metrics = state.settings, state.metrics
+
+    def timed_out(what: str) -> None:
+        metrics.limit_rejections.labels(f"{what}_timeout").inc()
+
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_level=log_level,
+        # Header and write timeouts per connection; beyond max_connections open
+        # connections (or tasks) uvicorn answers 503 at once.
+        http=guarded_protocol(
+            settings.http_read_timeout_s, settings.stream_write_timeout_s, timed_out
+        ),
+        limit_concurrency=settings.max_connections,
+    )
     admission: Admission = app.state.admission  # type: ignore[attr-defined]
-    DrainingServer(config, admission, grace_s).run()
+    server = DrainingServer(config, admission, grace_s)
+    # The exit status: 1 after a fatal error (see server.health), so it gets restarted.
+    app.state.exit_server = partial(exit_now, server)  # type: ignore[attr-defined]
+    server.run()
+    return 1 if getattr(app.state, "fatal", None) else 0  # type: ignore[attr-defined]
+
+
+# With the engine dead the searches fail at once; this only lets their answers go out.
+FATAL_GRACE_S = 5
+
+
+def exit_now(server: uvicorn.Server) -> None:
+    """Stop serving without draining (a fatal error: nothing here can succeed any more)."""
+    server.config.timeout_graceful_shutdown = FATAL_GRACE_S
+    server.should_exit = True

@@ -10,10 +10,17 @@ from typing import TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from search.errors import AlignserveError, EngineUnavailable, Overloaded, ShuttingDown
+from search.errors import (
+    AlignserveError,
+    EngineUnavailable,
+    LimitExceeded,
+    Overloaded,
+    ShuttingDown,
+)
 from search.registry import STRATEGIES
 from server.admission import Admission
 from server.chat.serving import ChatService, Prepared
+from server.chat.streaming import sse_stream
 from server.errors import sse_error
 from server.metrics import ServerMetrics
 from server.openapi_docs import CHAT_RESPONSES
@@ -70,16 +77,18 @@ async def create_chat_completion(body: ChatCompletionRequest, raw: Request) -> R
     algorithm = metric_label((body.search or {}).get("algorithm"), raw.app.state.settings)
     start = time.perf_counter()
     status = 500
+    admission: Admission = raw.app.state.admission
     try:
         service = chat_service(raw)
-        prepared = service.prepare(body)
+        # Refuse before paying for rendering and tokenization (a retry elsewhere is cheap).
+        admission.check(stream=body.stream)
+        prepared = await service.prepare(body)
         algorithm = prepared.algorithm
-        admission: Admission = raw.app.state.admission
         if body.stream:
-            admission.check()
+            admission.check(stream=True)
             status = 200
             return StreamingResponse(
-                counted_stream(service.stream(prepared), prepared, metrics, start, admission),
+                counted_stream(service, prepared, metrics, start, admission),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
@@ -88,10 +97,13 @@ async def create_chat_completion(body: ChatCompletionRequest, raw: Request) -> R
             result = await cancel_on_disconnect(raw, service.run(prepared))
         finally:
             release()
-        status = 200
-        return JSONResponse(service.response(prepared, result))
+        response = JSONResponse(service.response(prepared, result))
+        status = 200  # after rendering: a body that fails to render is counted as the 500 it is
+        return response
     except AlignserveError as exc:
         status = exc.status_code
+        if isinstance(exc, LimitExceeded):
+            metrics.limit_rejections.labels(exc.limit).inc()
         raise
     except ClientDisconnected:
         metrics.cancellations.inc()
@@ -103,7 +115,7 @@ async def create_chat_completion(body: ChatCompletionRequest, raw: Request) -> R
 
 
 async def counted_stream(
-    events: AsyncIterator[str],
+    service: ChatService,
     prepared: Prepared,
     metrics: ServerMetrics,
     start: float,
@@ -111,9 +123,10 @@ async def counted_stream(
 ) -> AsyncIterator[str]:
     status = 499  # unless the stream runs to its end, the client left
     release = None
+    admission.open_streams += 1
     try:
         release = await admission.enter()
-        async for event in events:
+        async for event in sse_stream(service, prepared, on_search_end=release):
             yield event
         status = prepared.stream_error_status or 200
     except (Overloaded, ShuttingDown) as exc:  # the queue filled, or draining began, since check
@@ -121,6 +134,7 @@ async def counted_stream(
         yield sse_error(exc)
         yield "data: [DONE]\n\n"
     finally:
+        admission.open_streams -= 1
         if release is not None:
             release()
         if status == 499:

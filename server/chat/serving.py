@@ -12,30 +12,30 @@ Nothing here knows which algorithm runs; the registry does.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, StrictBool
 
 from rewards.choice import RewardOptions, reward_report
+from search.budget import SearchLimits, check_worst_case
 from search.errors import (
     AlignserveError,
     DeadlineExceeded,
     EngineUnavailable,
     InvalidRequest,
+    LimitExceeded,
     ModelNotFound,
 )
-from search.protocols import ChatTokenizer
 from search.registry import parse_strategy, validate_options
 from search.strategy import SearchContext, SearchStrategy, top_distinct
-from search.types import Candidate, SearchResult
+from search.types import Candidate, Message, SearchResult
 from server.chat.deadline import run_with_deadline
-from server.errors import sse_error
 from server.metrics import ServerMetrics
 from server.protocol import ChatCompletionRequest
 from server.recording import Recorder
@@ -94,6 +94,8 @@ class ChatService:
         self.settings = settings
         self.metrics = metrics
         self.recorder = recorder
+        # One thread: HF tokenizers are not meant to be used from many threads at once.
+        self.render_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
 
     # -- prepare ---------------------------------------------------------------------
     def search_options(
@@ -134,9 +136,34 @@ class ChatService:
             )
         return strategy, serving, reward
 
-    def prepare(self, request: ChatCompletionRequest) -> Prepared:
-        if request.unknown_fields():
-            logger.info("ignoring unknown request fields: %s", ", ".join(request.unknown_fields()))
+    def check_size(self, request: ChatCompletionRequest) -> list[Message]:
+        """The conversation, refused (400) over --max-messages or --max-request-chars
+        before anything renders or tokenizes it."""
+        if len(request.messages) > self.settings.max_messages:
+            raise LimitExceeded(
+                f"{len(request.messages)} messages; the server accepts at most "
+                f"{self.settings.max_messages} (--max-messages)",
+                limit="messages",
+                param="messages",
+            )
+        conversation = request.conversation()
+        chars = sum(len(m["content"]) for m in conversation)
+        if chars > self.settings.max_request_chars:
+            raise LimitExceeded(
+                f"the messages hold {chars} characters; the server accepts at most "
+                f"{self.settings.max_request_chars} (--max-request-chars)",
+                limit="request_chars",
+                param="messages",
+            )
+        return conversation
+
+    async def prepare(self, request: ChatCompletionRequest) -> Prepared:
+        unknown = request.unknown_fields()
+        if unknown:
+            # Names are client text: quoted, cut short and few, so no line is forged or huge.
+            shown = ", ".join(repr(name[:40]) for name in unknown[:8])
+            more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
+            logger.info("ignoring unknown request fields: %s%s", shown, more)
         request.reject_unsupported()
         runtime = self.runtime
         if request.model is not None and request.model != runtime.model_name:
@@ -156,8 +183,12 @@ class ChatService:
                 "this server does not record searches (start it with --record DIR)",
                 param="search.record",
             )
-        conversation = request.conversation()
-        prompt_ids = runtime.tokenizer.render_chat(conversation)
+        conversation = self.check_size(request)
+        # Jinja and the tokenizer take up to seconds on a long conversation: a worker
+        # thread, so the event loop keeps serving (as vLLM renders in an executor).
+        prompt_ids = await asyncio.get_running_loop().run_in_executor(
+            self.render_pool, runtime.tokenizer.render_chat, conversation
+        )
         # A record keeps every candidate's per-token logprobs.
         sampling = request.sampling_config(
             self.settings.default_max_tokens, logprobs=strategy.needs_logprobs or record
@@ -173,6 +204,15 @@ class ChatService:
                 f"exceeds the model's context length ({runtime.max_model_len})",
                 param="max_tokens" if len(prompt_ids) < runtime.max_model_len else "messages",
             )
+        limits = SearchLimits(
+            tokens=self.settings.max_search_tokens,
+            engine_calls=self.settings.max_search_engine_calls,
+            reward_items=self.settings.max_search_reward_items,
+            kept_chars=self.settings.max_search_kept_chars,
+        )
+        # The search's worst case, from its options, before any engine work: a 400 naming
+        # the limit (while running, the same limits stop it as its deadline would).
+        check_worst_case(strategy, sampling.max_tokens, limits)
         context = SearchContext(
             generator=runtime.generator,
             reward=reward,
@@ -183,6 +223,7 @@ class ChatService:
             utilities=runtime.utilities,
             dpo=runtime.dpo,
             reference=runtime.reference,
+            limits=limits,
         )
         return Prepared(
             request=request,
@@ -210,6 +251,8 @@ class ChatService:
             raise
         if result.details.get("deadline_hit"):
             self.metrics.deadline_hits.labels("best_so_far").inc()
+        if result.details.get("budget_hit"):
+            self.metrics.limit_rejections.labels(result.details["budget_limit"]).inc()
         result.budget.phase_seconds["total"] = time.perf_counter() - start
         if not result.ranked:
             raise EngineUnavailable("the search produced no candidates")
@@ -294,106 +337,6 @@ class ChatService:
             "search": self.report(prepared, result),
         }
 
-    async def stream(self, prepared: Prepared) -> AsyncIterator[str]:
-        """SSE: while the search runs, the text it has committed to (searches that narrow
-        to one lineage say so, see ``SearchContext.commit_common_prefix``) as it becomes
-        final, and keep-alive comments; then the rest of the answer in token-sized chunks.
-        If the client leaves, the generator is closed and the search cancelled."""
-        commits: asyncio.Queue[str] = asyncio.Queue()
-        # With several choices there is no single answer to commit to.
-        if prepared.request.n == 1 and prepared.serving.stream_committed:
-            prepared.context.on_commit = commits.put_nowait
-        search = asyncio.ensure_future(self.run(prepared))
-        sent = ""
-        commit: asyncio.Future[str] | None = None
-        try:
-            while not search.done():
-                commit = asyncio.ensure_future(commits.get())
-                done, _ = await asyncio.wait(
-                    {search, commit},
-                    timeout=self.settings.keepalive_s,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if commit in done:
-                    text = commit.result()
-                    for event in self.text_chunks(prepared, text[len(sent) :], first=not sent):
-                        yield f"data: {json.dumps(event)}\n\n"
-                    sent = text
-                else:
-                    commit.cancel()
-                    if not done:
-                        yield ": keep-alive\n\n"
-            try:
-                result = search.result()
-            except Exception as exc:
-                error = exc if isinstance(exc, AlignserveError) else internal_error(exc)
-                prepared.stream_error_status = error.status_code
-                yield sse_error(error)
-                yield "data: [DONE]\n\n"
-                return
-            for event in self.chunks(prepared, result, sent):
-                yield f"data: {json.dumps(event)}\n\n"
-            yield "data: [DONE]\n\n"
-        finally:
-            if commit is not None:
-                commit.cancel()  # the client left while waiting: no pending getter
-            if not search.done():
-                search.cancel()
-                await asyncio.gather(search, return_exceptions=True)
-
-    def chunk(
-        self, prepared: Prepared, choices: list[dict[str, Any]], **extra: Any
-    ) -> dict[str, Any]:
-        return {
-            "id": prepared.completion_id,
-            "object": "chat.completion.chunk",
-            "created": prepared.created,
-            "model": prepared.model,
-            "choices": choices,
-            **extra,
-        }
-
-    def text_chunks(
-        self, prepared: Prepared, text: str, *, first: bool, index: int = 0
-    ) -> Iterator[dict[str, Any]]:
-        """The role chunk (when ``first``) and then ``text`` as one content delta."""
-
-        def delta(content: dict[str, str]) -> dict[str, Any]:
-            choice = {"index": index, "delta": content, "logprobs": None, "finish_reason": None}
-            return self.chunk(prepared, [choice])
-
-        if first:
-            yield delta({"role": "assistant", "content": ""})
-        if text:
-            yield delta({"content": text})
-
-    def chunks(
-        self, prepared: Prepared, result: SearchResult, sent: str = ""
-    ) -> Iterator[dict[str, Any]]:
-        """The answer after the ``sent`` text that was streamed while the search ran."""
-        chosen = self.chosen(prepared, result)
-        extends = chosen[0].text.startswith(sent)
-        if not extends:  # a search committed to text it then left
-            logger.error("the answer does not extend the streamed text; sending it whole")
-        tokenizer = prepared.context.tokenizer
-        for i, cand in enumerate(chosen):
-            already = len(sent) if i == 0 and extends else 0
-            yield from self.text_chunks(prepared, "", first=not (i == 0 and sent), index=i)
-            position = 0
-            for piece in token_pieces(tokenizer, cand.completion.token_ids, cand.text):
-                rest = piece[max(0, already - position) :]
-                position += len(piece)
-                if rest:
-                    yield from self.text_chunks(prepared, rest, first=False, index=i)
-            choice = {"index": i, "delta": {}, "logprobs": None}
-            yield self.chunk(prepared, [{**choice, "finish_reason": finish_reason(cand)}])
-        report = {"search": self.report(prepared, result)}
-        options = prepared.request.stream_options
-        if options is not None and options.include_usage:
-            yield self.chunk(prepared, [], usage=self.usage(prepared, chosen), **report)
-        else:
-            yield self.chunk(prepared, [], **report)
-
 
 def search_record(prepared: Prepared, result: SearchResult) -> dict[str, Any]:
     """One search as training data (see server.recording and ``alignserve export``)."""
@@ -436,20 +379,3 @@ def finish_reason(candidate: Candidate) -> str:
 
 def index_of(candidates: Sequence[Candidate], target: Candidate) -> int:
     return next(i for i, c in enumerate(candidates) if c is target)
-
-
-def token_pieces(tokenizer: ChatTokenizer, token_ids: Sequence[int], text: str) -> Iterator[str]:
-    """Split ``text`` at token boundaries. Decoding growing prefixes keeps multi-byte
-    characters whole; clipping to ``text`` drops a stop string the engine cut off. The
-    pieces always join to exactly ``text``."""
-    sent = ""
-    for end in range(1, len(token_ids) + 1):
-        prefix = tokenizer.decode(token_ids[:end])
-        if prefix.endswith("\ufffd"):
-            continue
-        prefix = prefix[: len(text)]
-        if len(prefix) > len(sent) and text.startswith(prefix):
-            yield prefix[len(sent) :]
-            sent = prefix
-    if sent != text:
-        yield text[len(sent) :]

@@ -269,7 +269,7 @@ def test_cli_bad_reward_fails_validation() -> None:
 
 def test_main_serve_passes_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     got: list[Settings] = []
-    monkeypatch.setattr(cli, "serve", got.append)
+    monkeypatch.setattr(cli, "serve", lambda s: got.append(s) or 0)
     assert cli.main(["serve", "--default-n", "2", "--port", "1234"]) == 0
     assert len(got) == 1
     assert (got[0].default_n, got[0].port) == (2, 1234)

@@ -62,10 +62,25 @@ async def test_ops_routes_can_be_protected_too(serve_app: Any) -> None:
 def test_keys_from_env_comma_separated_and_repeated_flags(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("ALIGNSERVE_API_KEY", "a, b,,c")
+    monkeypatch.setenv("ALIGNSERVE_API_KEY", "a, b ,c")
     assert Settings().api_key == ["a", "b", "c"]
     args = build_parser().parse_args(["serve", "--api-key", "x", "--api-key", "y"])
     assert settings_from_args(args).api_key == ["x", "y"]
+
+
+@pytest.mark.parametrize("env", ["", " , ", "a,,b", "a,"])
+def test_m5_an_empty_key_in_the_environment_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch, env: str
+) -> None:
+    monkeypatch.setenv("ALIGNSERVE_API_KEY", env)
+    with pytest.raises(ValueError, match="API key is empty"):
+        Settings()
+
+
+def test_m5_an_empty_api_key_flag_refuses_to_start() -> None:
+    args = build_parser().parse_args(["serve", "--api-key", "k", "--api-key", ""])
+    with pytest.raises(ValueError, match="API key is empty"):
+        settings_from_args(args)
 
 
 # -- admission -----------------------------------------------------------------------
@@ -219,3 +234,15 @@ async def test_deadline_options_are_validated(
     async with serve_app() as client:
         r = await client.post(URL, json={**GOOD, "search": search})
     assert_error(r, 400, "invalid_request_error", param)
+
+
+def test_m5_serve_with_an_empty_key_exits_with_the_reason(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from server import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["serve", "--api-key", ""])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "API key is empty" in err and "Traceback" not in err

@@ -1,0 +1,130 @@
+"""The SSE side of chat completions: ``chat.completion.chunk`` events for a prepared
+search (see ``server.chat.serving``): committed text while the search runs, keep-alive
+comments, then the rest of the answer in token-sized chunks and the search report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, Literal
+
+from search.errors import AlignserveError
+from search.types import SearchResult
+from server.chat.pieces import token_pieces
+from server.chat.serving import ChatService, Prepared, finish_reason, internal_error
+from server.errors import sse_error
+
+logger = logging.getLogger(__name__)
+
+
+async def sse_stream(
+    service: ChatService, prepared: Prepared, on_search_end: Callable[[], None] = lambda: None
+) -> AsyncIterator[str]:
+    """SSE: while the search runs, the text it has committed to (searches that narrow
+    to one lineage say so, see ``SearchContext.commit_common_prefix``) as it becomes
+    final, and keep-alive comments; then the rest of the answer in token-sized chunks.
+    If the client leaves, the generator is closed and the search cancelled.
+
+    ``on_search_end`` runs as soon as the search ends (its admission slot goes back
+    then, not when a slow client has read the last byte). Only the latest committed
+    text is kept: a client that reads slowly skips intermediate commits, it never
+    makes the server queue a copy of the prefix per round."""
+    committed = asyncio.Event()
+    # With several choices there is no single answer to commit to.
+    if prepared.request.n == 1 and prepared.serving.stream_committed:
+        prepared.context.on_commit = lambda _: committed.set()
+    search = asyncio.ensure_future(service.run(prepared))
+    search.add_done_callback(lambda _: on_search_end())
+    sent = ""
+    commit: asyncio.Future[Literal[True]] | None = None
+    try:
+        while not search.done():
+            commit = asyncio.ensure_future(committed.wait())
+            done, _ = await asyncio.wait(
+                {search, commit},
+                timeout=service.settings.keepalive_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if commit in done:
+                committed.clear()
+                text = prepared.context.committed
+                for event in text_chunks(prepared, text[len(sent) :], first=not sent):
+                    yield f"data: {json.dumps(event)}\n\n"
+                sent = text
+            else:
+                commit.cancel()
+                if not done:
+                    yield ": keep-alive\n\n"
+        try:
+            result = search.result()
+        except Exception as exc:
+            error = exc if isinstance(exc, AlignserveError) else internal_error(exc)
+            prepared.stream_error_status = error.status_code
+            yield sse_error(error)
+            yield "data: [DONE]\n\n"
+            return
+        for event in answer_chunks(service, prepared, result, sent):
+            yield f"data: {json.dumps(event)}\n\n"
+        yield "data: [DONE]\n\n"
+    finally:
+        if commit is not None:
+            commit.cancel()  # the client left while waiting: no pending getter
+        if not search.done():
+            search.cancel()
+            await asyncio.gather(search, return_exceptions=True)
+
+
+def chunk(prepared: Prepared, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {
+        "id": prepared.completion_id,
+        "object": "chat.completion.chunk",
+        "created": prepared.created,
+        "model": prepared.model,
+        "choices": choices,
+        **extra,
+    }
+
+
+def text_chunks(
+    prepared: Prepared, text: str, *, first: bool, index: int = 0
+) -> Iterator[dict[str, Any]]:
+    """The role chunk (when ``first``) and then ``text`` as one content delta."""
+
+    def delta(content: dict[str, str]) -> dict[str, Any]:
+        choice = {"index": index, "delta": content, "logprobs": None, "finish_reason": None}
+        return chunk(prepared, [choice])
+
+    if first:
+        yield delta({"role": "assistant", "content": ""})
+    if text:
+        yield delta({"content": text})
+
+
+def answer_chunks(
+    service: ChatService, prepared: Prepared, result: SearchResult, sent: str = ""
+) -> Iterator[dict[str, Any]]:
+    """The answer after the ``sent`` text that was streamed while the search ran."""
+    chosen = service.chosen(prepared, result)
+    extends = chosen[0].text.startswith(sent)
+    if not extends:  # a search committed to text it then left
+        logger.error("the answer does not extend the streamed text; sending it whole")
+    tokenizer = prepared.context.tokenizer
+    for i, cand in enumerate(chosen):
+        already = len(sent) if i == 0 and extends else 0
+        yield from text_chunks(prepared, "", first=not (i == 0 and sent), index=i)
+        position = 0
+        for piece in token_pieces(tokenizer, cand.completion.token_ids, cand.text):
+            rest = piece[max(0, already - position) :]
+            position += len(piece)
+            if rest:
+                yield from text_chunks(prepared, rest, first=False, index=i)
+        choice = {"index": i, "delta": {}, "logprobs": None}
+        yield chunk(prepared, [{**choice, "finish_reason": finish_reason(cand)}])
+    report = {"search": service.report(prepared, result)}
+    options = prepared.request.stream_options
+    if options is not None and options.include_usage:
+        yield chunk(prepared, [], usage=service.usage(prepared, chosen), **report)
+    else:
+        yield chunk(prepared, [], **report)

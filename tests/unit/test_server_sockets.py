@@ -1,0 +1,204 @@
+"""Socket-level guards on a real uvicorn server (the fake runtime behind it): what a client
+that sends slowly, sends no key, or never reads can hold. ASGITransport cannot show any
+of this: it buffers whole requests and responses."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import uvicorn
+
+from search.fakes import ScriptedGenerator, TableReward
+from server.app import create_app
+from server.http_timeouts import guarded_protocol
+from server.settings import Settings
+from tests.conftest import free_port
+from tests.unit.conftest import USER, make_runtime
+
+HUGE = "x" * 3_000_000  # a candidate too big for the socket buffers of a client that never reads
+
+
+@contextmanager
+def running(settings: Settings, runtime: Any = None) -> Iterator[tuple[str, Any]]:
+    app = create_app(settings, runtime=runtime or make_runtime())
+    port = free_port()
+    cuts: list[str] = []
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        http=guarded_protocol(
+            settings.http_read_timeout_s, settings.stream_write_timeout_s, cuts.append
+        ),
+        limit_concurrency=settings.max_connections,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server.started and time.time() < deadline:
+        time.sleep(0.02)
+    app.state.cuts = cuts
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def raw(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=10)
+    return s
+
+
+def first_reply(s: socket.socket, timeout_s: float) -> bytes:
+    """What the server sends first (a response's head), b"" if nothing in time."""
+    s.settimeout(timeout_s)
+    try:
+        return s.recv(65536)
+    except (TimeoutError, ConnectionResetError):
+        return b""
+
+
+def test_h4_a_request_without_a_key_is_refused_before_its_body_is_read() -> None:
+    with running(Settings(api_key=["k"])) as (url, _):
+        s = raw(url)
+        # Headers announce 1 MB, none of which is ever sent: the 401 must not wait for it.
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{"
+        )
+        start = time.perf_counter()
+        reply = first_reply(s, 5)
+        assert reply.startswith(b"HTTP/1.1 401"), reply[:80]
+        assert time.perf_counter() - start < 1
+        assert b"www-authenticate: Bearer" in reply.lower().replace(b"bearer", b"Bearer")
+
+
+def test_m5_docs_need_the_key_when_keys_are_set_and_can_be_turned_off() -> None:
+    with running(Settings(api_key=["k"])) as (url, _):
+        assert httpx.get(f"{url}/openapi.json").status_code == 401
+        ok = httpx.get(f"{url}/openapi.json", headers={"Authorization": "Bearer k"})
+        assert ok.status_code == 200
+    with running(Settings(disable_docs=True)) as (url, _):
+        assert httpx.get(f"{url}/openapi.json").status_code == 404
+        assert httpx.get(f"{url}/docs").status_code == 404
+
+
+def test_m6_headers_that_trickle_get_408_and_the_socket_is_closed() -> None:
+    with running(Settings(http_read_timeout_s=1)) as (url, app):
+        s = raw(url)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        start = time.perf_counter()
+        reply = first_reply(s, 5)
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:80]
+        assert 0.9 < time.perf_counter() - start < 3
+        assert app.state.cuts == ["headers"]
+
+
+def test_m6_a_body_that_stops_arriving_gets_408() -> None:
+    with running(Settings(http_read_timeout_s=1)) as (url, _):
+        s = raw(url)
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+        )
+        start = time.perf_counter()
+        reply = first_reply(s, 5)
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:80]
+        assert time.perf_counter() - start < 3
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'alignserve_limit_rejections_total{limit="body_timeout"} 1.0' in metrics
+
+
+def test_request_ids_are_echoed_or_made_and_never_carry_client_junk() -> None:
+    with running(Settings()) as (url, _):
+        given = httpx.get(f"{url}/health", headers={"X-Request-Id": "abc-123"})
+        assert given.headers["x-request-id"] == "abc-123"
+        made = httpx.get(f"{url}/health")
+        assert len(made.headers["x-request-id"]) == 32
+        junk = httpx.get(f"{url}/health", headers={"X-Request-Id": "a b\tc" + "x" * 200})
+        assert junk.headers["x-request-id"] != "a b\tc" + "x" * 200
+
+
+def test_h3_a_stream_that_is_never_read_frees_its_slot_when_the_search_ends() -> None:
+    """One slot. A stream whose final chunk (3 MB of candidates) cannot be written to a
+    client that never reads: its slot is back as soon as the search ends, so the next
+    request runs; and after --stream-write-timeout-s the connection is cut."""
+    settings = Settings(
+        max_concurrent_searches=1,
+        max_queued_searches=0,
+        stream_write_timeout_s=6,
+        max_tokens_limit=4_000_000,
+        max_search_tokens=100_000_000,
+        max_search_kept_chars=100_000_000,
+    )
+    generator = ScriptedGenerator([["short", HUGE]] + [["a", "b"]] * 4)
+    runtime = make_runtime(generator, TableReward({"short": 1.0}), max_model_len=10_000_000)
+    with running(settings, runtime) as (url, app):
+        body = json.dumps(
+            {
+                "messages": USER,
+                "stream": True,
+                "max_tokens": 3_500_000,
+                "search": {"n": 2, "return_candidates": True},
+            }
+        ).encode()
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        host, port = url.removeprefix("http://").split(":")
+        s.connect((host, int(port)))
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+        deadline = time.time() + 10
+        while app.state.admission.open_streams == 0 and time.time() < deadline:
+            time.sleep(0.05)
+        while app.state.admission.running and time.time() < deadline:
+            time.sleep(0.05)  # the search (no delay) ends; its stream stays stuck writing
+        assert app.state.admission.running == 0
+        assert app.state.admission.open_streams == 1
+        reply = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={"messages": USER, "max_tokens": 4, "search": {"n": 2}},
+            timeout=10,
+        )
+        assert reply.status_code == 200, reply.text
+        deadline = time.time() + 10
+        while app.state.admission.open_streams and time.time() < deadline:
+            time.sleep(0.1)
+        assert app.state.admission.open_streams == 0
+        assert "write" in app.state.cuts
+        s.close()
+
+
+def test_h3_open_streams_are_capped_with_429() -> None:
+    settings = Settings(max_open_streams=1)
+    generator = ScriptedGenerator([["a", "b"]] * 4, delay_s=1.0)
+    with running(settings, make_runtime(generator)) as (url, _):
+        body = {"messages": USER, "stream": True, "max_tokens": 4, "search": {"n": 2}}
+        result: dict[str, int] = {}
+
+        def first() -> None:
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=10) as r:
+                result["first"] = r.status_code
+                r.read()
+
+        thread = threading.Thread(target=first)
+        thread.start()
+        time.sleep(0.4)
+        second = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)
+        thread.join(10)
+        assert result["first"] == 200
+        assert second.status_code == 429
+        assert second.headers["retry-after"]
