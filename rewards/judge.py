@@ -25,6 +25,7 @@ responses cancels the others' engine requests.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -154,7 +155,10 @@ class JudgeReward:
                 counts[text] = len(self._tokenizer.encode(text))
             return counts[text]
 
-        prompts = [self.prompt(it, count) for it in items]
+        # Rendering (Jinja and the tokenizer) takes milliseconds per item and up to seconds
+        # for a batch of long conversations: a worker thread keeps the event loop serving.
+        # The tokenizer is only read (see search.engines.tokenizer), so threads may share it.
+        prompts = await asyncio.to_thread(lambda: [self.prompt(it, count) for it in items])
         # Submitted together, so the engine batches them; the shared rubric prefix is cached.
         return await gather_or_cancel([self._judge(p) for p in prompts])
 

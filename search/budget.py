@@ -87,6 +87,8 @@ class SearchLimits:
     engine_calls: int = 4096
     reward_items: int = 65_536
     kept_chars: int = 16_000_000
+    # Time a search's client regex (majority's answer_regex) may take in all.
+    regex_seconds: float = 0.5
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,16 @@ unweighted).
 Extraction: with ``answer_regex`` (exactly one group), the group of its last match;
 otherwise the last ``\\boxed{...}`` value (braces balanced), else the last number in the
 text. Numbers lose their thousands commas ("1,234.50" -> "1234.50") and are otherwise kept
-as written, so "3" and "3.0" are different answers. Empty answers count as none.
+as written, so "3" and "3.0" are different answers. Empty answers count as none. Each
+candidate's answer is extracted once per search.
+
+The client's ``answer_regex`` runs on the ``regex`` engine, which honours a timeout, in a
+worker thread (the GIL released), so a catastrophically backtracking pattern can neither
+freeze the event loop nor run unbounded: the pattern is capped at ``MAX_REGEX_CHARS``, its
+counted repeats at ``MAX_REGEX_REPEATS`` (``regex`` expands them when compiling, so
+``(a{1000}){1000}`` alone costs 300 MB), and all extractions of one search share one time
+budget (the server's ``--regex-timeout-s``, through ``SearchContext.limits``; without
+limits ``REGEX_TIMEOUT_S``); past it the search fails with LimitExceeded (400).
 
 Reward weights must never be negative (a classifier's negative logits used to subtract
 votes and could flip the winner). So:
@@ -42,12 +51,18 @@ stays 0 and every ``Candidate.reward`` is 0.0.
 
 from __future__ import annotations
 
+import asyncio
+import math
 import re
+import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import field_validator
+import regex
+from pydantic import Field, field_validator
 
+from search.errors import LimitExceeded
 from search.protocols import reward_bounds
 from search.strategy import (
     SearchContext,
@@ -61,19 +76,34 @@ from search.types import Candidate, SearchResult
 BOXED = "\\boxed{"
 NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
 
+# Answer formats need a few dozen characters; the cap bounds what one pattern can ask.
+MAX_REGEX_CHARS = 256
+# Product of all counted repeats ({m}, {m,n}) in a pattern. ``regex`` unrolls them when
+# compiling, which has no timeout: 10,000 compiles in milliseconds, 10^6 takes 0.7 s and
+# 300 MB. The product over-counts repeats that are not nested, which only answer formats
+# with several long counted runs would notice.
+MAX_REGEX_REPEATS = 10_000
+COUNTED_REPEAT = re.compile(r"\{(\d*)(?:,(\d*))?\}")
+# Time all answer_regex extractions of one search may take together, when the context
+# has no limits (the server passes its --regex-timeout-s in SearchContext.limits).
+REGEX_TIMEOUT_S = 0.5
+
 
 def boxed_value(text: str) -> str | None:
     """Content of the last complete ``\\boxed{...}``; nested braces (\\frac{1}{2}) balance."""
-    start = text.rfind(BOXED)
+    start, end = text.rfind(BOXED), len(text)
     while start != -1:
         depth, pos = 1, start + len(BOXED)
-        while pos < len(text) and depth:
+        while pos < end and depth:
             depth += {"{": 1, "}": -1}.get(text[pos], 0)
             pos += 1
         if depth == 0:
             return text[start + len(BOXED) : pos - 1]
-        # Unclosed (a truncated response): an earlier box may still be whole.
-        start = text.rfind(BOXED, 0, start)
+        # Unclosed (a truncated response): an earlier box may still be whole. One still open
+        # where this one starts never closes (this one's braces never return to zero), so it
+        # is scanned only up to here: linear, where rescanning to the end was quadratic in
+        # the number of "\boxed{" in a response.
+        start, end = text.rfind(BOXED, 0, start), start
     return None
 
 
@@ -84,6 +114,36 @@ def default_answer(text: str) -> str | None:
         return value.replace(",", "") if NUMBER.fullmatch(value) else value
     numbers = NUMBER.findall(text)
     return numbers[-1].replace(",", "") if numbers else None
+
+
+def regex_answer(pattern: regex.Pattern[str], text: str, deadline: float) -> str | None:
+    """The group of the last match of ``pattern`` in ``text``, or LimitExceeded when the
+    search's regex time runs out (at ``deadline``, ``time.monotonic()``) first."""
+    try:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        # The timeout covers the whole iteration; concurrent releases the GIL meanwhile.
+        matches = pattern.finditer(text, timeout=remaining, concurrent=True)
+        last = deque(matches, maxlen=1)
+    except TimeoutError:
+        raise LimitExceeded(
+            "search.answer_regex took too long to match the responses; use a simpler pattern",
+            limit="regex_time",
+            param="search.answer_regex",
+        ) from None
+    # An optional group that did not take part gives None; a blank one counts as none.
+    answer = (last[0].group(1) or "").strip() if last else ""
+    return answer or None
+
+
+def tally_votes(answers: Sequence[str | None], weights: Sequence[float]) -> dict[str, float]:
+    """Answer -> tally, in order of first appearance (the tie-break order)."""
+    tally: dict[str, float] = {}
+    for answer, weight in zip(answers, weights, strict=True):
+        if answer is not None:
+            tally[answer] = tally.get(answer, 0.0) + weight
+    return tally
 
 
 def vote_weights(rewards: Sequence[float], bounds: tuple[float, float] | None) -> list[float]:
@@ -99,7 +159,7 @@ def vote_weights(rewards: Sequence[float], bounds: tuple[float, float] | None) -
 class MajorityVote(SearchStrategy):
     name = "majority"
 
-    answer_regex: str | None = None
+    answer_regex: str | None = Field(default=None, max_length=MAX_REGEX_CHARS)
     weighting: Literal["none", "reward"] = "none"
 
     @field_validator("answer_regex")
@@ -107,22 +167,29 @@ class MajorityVote(SearchStrategy):
     def _one_group(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        # The upper bound of each (the lower one when open); a zero must not hide the rest.
+        counts = [max(int(n or m or 0), 1) for m, n in COUNTED_REPEAT.findall(value)]
+        if math.prod(counts) > MAX_REGEX_REPEATS:
+            raise ValueError(f"its counted repeats multiply to more than {MAX_REGEX_REPEATS}")
         try:
-            groups = re.compile(value).groups
-        except re.error as exc:
+            groups = regex.compile(value).groups
+        except regex.error as exc:
             raise ValueError(f"not a valid regular expression: {exc}") from None
         if groups != 1:
             raise ValueError(f"must have exactly one capturing group, not {groups}")
         return value
 
     def extract(self, text: str) -> str | None:
+        return self.answers([text])[0]
+
+    def answers(self, texts: Sequence[str], budget_s: float = REGEX_TIMEOUT_S) -> list[str | None]:
+        """Each text's answer; with answer_regex, all of them share ``budget_s``."""
         if self.answer_regex is None:
-            return default_answer(text)
-        # re caches compiled patterns, so compiling per call is cheap.
-        matches = list(re.finditer(self.answer_regex, text))
-        # An optional group that did not take part gives None; a blank one counts as none.
-        answer = (matches[-1].group(1) or "").strip() if matches else ""
-        return answer or None
+            return [default_answer(text) for text in texts]
+        # regex caches compiled patterns, so compiling per search is cheap.
+        pattern = regex.compile(self.answer_regex)
+        deadline = time.monotonic() + budget_s
+        return [regex_answer(pattern, text, deadline) for text in texts]
 
     def weights(
         self, candidates: Sequence[Candidate], bounds: tuple[float, float] | None = None
@@ -135,12 +202,8 @@ class MajorityVote(SearchStrategy):
         self, candidates: Sequence[Candidate], bounds: tuple[float, float] | None = None
     ) -> dict[str, float]:
         """Answer -> tally, in order of first appearance (the tie-break order)."""
-        tally: dict[str, float] = {}
-        for cand, weight in zip(candidates, self.weights(candidates, bounds), strict=True):
-            answer = self.extract(cand.text)
-            if answer is not None:
-                tally[answer] = tally.get(answer, 0.0) + weight
-        return tally
+        answers = self.answers([c.text for c in candidates])
+        return tally_votes(answers, self.weights(candidates, bounds))
 
     async def run(self, ctx: SearchContext) -> SearchResult:
         if self.weighting == "reward":
@@ -150,15 +213,21 @@ class MajorityVote(SearchStrategy):
             with ctx.budget.phase("generate"):
                 completions = await ctx.generate(ctx.prompt_ids, ctx.sampling.max_tokens, self.n)
             candidates = [Candidate(c, 0.0) for c in completions]
+        texts = [c.text for c in candidates]
+        if self.answer_regex is None:
+            answers = self.answers(texts)
+        else:
+            # A client's pattern runs off the loop, which keeps serving while it matches.
+            budget_s = REGEX_TIMEOUT_S if ctx.limits is None else ctx.limits.regex_seconds
+            answers = await asyncio.to_thread(self.answers, texts, budget_s)
         bounds = reward_bounds(ctx.reward)
-        tally = self.votes(candidates, bounds)
+        tally = tally_votes(answers, self.weights(candidates, bounds))
         if not tally:
             # No answer anywhere: fall back to the best reward (the first, unweighted).
             ranked = rank_candidates(candidates)
             return SearchResult(
                 ranked=ranked, candidates=candidates, budget=ctx.budget, details={"votes": {}}
             )
-        answers = [self.extract(c.text) for c in candidates]
         appearance = {answer: k for k, answer in enumerate(tally)}
 
         def key(i: int) -> tuple[bool, float, int, float, int]:
@@ -169,14 +238,17 @@ class MajorityVote(SearchStrategy):
 
         # The first key is the rule's choice: the largest tally, the answer seen first on equal
         # tallies, then within that answer the highest reward, the earliest on ties.
-        ranked = [candidates[i] for i in sorted(range(len(candidates)), key=key)]
+        order = sorted(range(len(candidates)), key=key)
         details: dict[str, Any] = {
             "votes": tally,
             "answers": answers,
-            "winner": self.extract(ranked[0].text),
+            "winner": answers[order[0]],
         }
         if self.weighting == "reward":
             details["weights"] = self.weights(candidates, bounds)
         return SearchResult(
-            ranked=ranked, candidates=candidates, budget=ctx.budget, details=details
+            ranked=[candidates[i] for i in order],
+            candidates=candidates,
+            budget=ctx.budget,
+            details=details,
         )

@@ -209,6 +209,7 @@ class ChatService:
             engine_calls=self.settings.max_search_engine_calls,
             reward_items=self.settings.max_search_reward_items,
             kept_chars=self.settings.max_search_kept_chars,
+            regex_seconds=self.settings.regex_timeout_s,
         )
         # The search's worst case, from its options, before any engine work: a 400 naming
         # the limit (while running, the same limits stop it as its deadline would).

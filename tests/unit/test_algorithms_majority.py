@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from search.errors import InvalidRequest
+from search.errors import InvalidRequest, LimitExceeded
 from search.fakes import ScriptedGenerator, TableReward, completion_of, fake_context
-from search.majority import MajorityVote, boxed_value, default_answer
+from search.majority import MAX_REGEX_CHARS, MajorityVote, boxed_value, default_answer
 from search.registry import STRATEGIES, parse_strategy
 from search.strategy import SearchContext
 from search.types import Candidate, SamplingConfig, SearchResult
@@ -255,6 +256,96 @@ def test_bad_answer_regex(regex: str, why: str) -> None:
 def test_one_group_regex_accepted() -> None:
     strategy = parse_strategy({"algorithm": "majority", "answer_regex": r"(?:x)=(\d+)"})
     assert isinstance(strategy, MajorityVote)
+
+
+# A realistic line of model output, about 80 characters.
+LINE = "The sea is wide and deep, and its waves roll on forever under the grey sky, ok!"
+# Exponential on `re`, which ran it on the event loop with no end: the review's repro.
+REDOS_RE = r"(.*)*QZX"
+# Exponential on the `regex` engine too, whose guards see through the first.
+REDOS = r"(?:\w+|\w+\s|.)*(\d)"
+
+
+async def test_redos_answer_regex_is_bounded_h1() -> None:
+    # Regression (H1): one request froze the whole server. Now the search's extractions get
+    # 0.5 s in all, off the event loop, and then fail with a 400.
+    strategy = parse_strategy({"algorithm": "majority", "n": 4, "answer_regex": REDOS})
+    start = time.perf_counter()
+    with pytest.raises(LimitExceeded) as info:
+        await vote(cast(MajorityVote, strategy), [LINE] * 4)
+    assert time.perf_counter() - start < 2.0  # the 0.5 s budget, on a loaded machine
+    error = info.value
+    assert (error.limit, error.param, error.status_code) == (
+        "regex_time",
+        "search.answer_regex",
+        400,
+    )
+
+
+async def test_the_reviews_redos_pattern_finds_nothing_quickly_h1() -> None:
+    strategy = parse_strategy({"algorithm": "majority", "n": 4, "answer_regex": REDOS_RE})
+    start = time.perf_counter()
+    result, _ = await vote(cast(MajorityVote, strategy), [LINE] * 4)
+    assert time.perf_counter() - start < 0.1
+    assert result.details == {"votes": {}}
+
+
+def test_regex_time_is_one_budget_per_search_h1() -> None:
+    # The budget is the server's (SearchContext.limits), and shared by the search's candidates:
+    # eight that take a quarter of it each run out, where a budget per candidate (or none)
+    # would let them all finish, in twice the time.
+    strategy = MajorityVote(n=8, answer_regex=REDOS)
+    slow = LINE[:48] + "!"  # about 50 ms
+    one = min(timed(lambda: strategy.answers([slow], 10.0)) for _ in range(3))
+    start = time.perf_counter()
+    with pytest.raises(LimitExceeded):
+        strategy.answers([slow] * 8, one * 4)
+    assert time.perf_counter() - start < one * 6
+
+
+def timed(call: Any) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def test_answer_regex_time_is_not_a_client_option() -> None:
+    with pytest.raises(InvalidRequest):
+        parse_strategy({"algorithm": "majority", "regex_seconds": 100})
+
+
+def test_boxed_value_is_linear_in_unclosed_boxes() -> None:
+    # Each unclosed box used to be rescanned to the end: 4,000 took 19 s.
+    text = "\\boxed{7} " + "\\boxed{x " * 4000
+    start = time.perf_counter()
+    assert boxed_value(text) == "7"
+    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize(
+    ("regex", "why"),
+    [
+        ("(" + "a" * MAX_REGEX_CHARS + ")", "at most 256 characters"),
+        # `regex` unrolls counted repeats when compiling: this one would take 300 MB.
+        (r"(a{1000}){1000}", "counted repeats multiply to more than 10000"),
+        (r"((a{100}){10}){11}", "counted repeats multiply to more than 10000"),
+        (r"(a{0})b{0,20000}", "counted repeats multiply to more than 10000"),
+    ],
+)
+def test_answer_regex_size_limits_h1(regex: str, why: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse_strategy({"algorithm": "majority", "answer_regex": regex})
+    assert info.value.param == "search.answer_regex"
+    assert why in info.value.message
+
+
+def test_answer_regex_within_limits_accepted() -> None:
+    # Exactly the longest pattern allowed (verbose mode ignores the padding), and counted
+    # repeats whose product is small.
+    pattern = r"(?x)(\d{4}-\d{2}-\d{2})".ljust(MAX_REGEX_CHARS)
+    strategy = parse_strategy({"algorithm": "majority", "answer_regex": pattern})
+    assert isinstance(strategy, MajorityVote)
+    assert strategy.extract("on 2024-01-31.") == "2024-01-31"
 
 
 @pytest.mark.parametrize(

@@ -246,3 +246,40 @@ def test_m5_serve_with_an_empty_key_exits_with_the_reason(
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "API key is empty" in err and "Traceback" not in err
+
+
+# -- limits on one request's size and work -------------------------------------------
+async def test_limits_on_messages_and_characters_are_400s_naming_them(serve_app: Any) -> None:
+    settings = Settings(max_messages=3, max_request_chars=100)
+    async with serve_app(make_runtime(), settings) as client:
+        many = [{"role": "user", "content": "hi"}] * 4
+        r = await client.post(URL, json={**GOOD, "messages": many})
+        assert_error(r, 400, "invalid_request_error", "messages")
+        long = [{"role": "user", "content": "x" * 101}]
+        r = await client.post(URL, json={**GOOD, "messages": long})
+        assert_error(r, 400, "invalid_request_error", "messages")
+        text = (await client.get("/metrics")).text
+    assert metric(text, 'alignserve_limit_rejections_total{limit="messages"}') == 1
+    assert metric(text, 'alignserve_limit_rejections_total{limit="request_chars"}') == 1
+
+
+async def test_h2_a_search_whose_worst_case_is_over_budget_is_a_400(serve_app: Any) -> None:
+    settings = Settings(max_search_tokens=100)
+    async with serve_app(make_runtime(), settings) as client:
+        r = await client.post(URL, json={**GOOD, "max_tokens": 60, "search": {"n": 2}})
+        assert_error(r, 400, "invalid_request_error", "search")
+        assert "--max-search-tokens" in r.json()["error"]["message"]
+        text = (await client.get("/metrics")).text
+    assert metric(text, 'alignserve_limit_rejections_total{limit="search_tokens"}') == 1
+
+
+async def test_h1_the_regex_budget_is_the_servers_setting(serve_app: Any) -> None:
+    line = "The sea is wide and deep, and its waves roll on forever under the grey sky, ok!"
+    settings = Settings(regex_timeout_s=0.05)
+    runtime = make_runtime(scripted([line, line]))
+    search = {"algorithm": "majority", "n": 2, "answer_regex": r"(?:\w+|\w+\s|.)*(\d)"}
+    async with serve_app(runtime, settings) as client:
+        r = await client.post(URL, json={**GOOD, "search": search})
+        assert_error(r, 400, "invalid_request_error", "search.answer_regex")
+        text = (await client.get("/metrics")).text
+    assert metric(text, 'alignserve_limit_rejections_total{limit="regex_time"}') == 1
