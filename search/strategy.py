@@ -234,14 +234,17 @@ def rank_candidates(candidates: Sequence[Candidate]) -> list[Candidate]:
 
 
 def top_distinct(ranked: Sequence[Candidate], k: int) -> list[Candidate]:
-    """The k best candidates with distinct texts; repeats fill in only if too few are distinct."""
+    """The k best candidates with distinct texts; repeats fill in only if too few are distinct,
+    and when a search ranks fewer than k (speculative rejection ranks only the responses it
+    finished) the best ones are repeated, so a client always gets the n choices it asked for."""
     distinct: list[Candidate] = []
     repeats: list[Candidate] = []
     seen: set[str] = set()
     for cand in ranked:
         (repeats if cand.text in seen else distinct).append(cand)
         seen.add(cand.text)
-    return (distinct + repeats)[:k]
+    pool = distinct + repeats
+    return [pool[i % len(pool)] for i in range(k)] if pool else []
 
 
 async def sample_and_score(ctx: SearchContext, n: int) -> list[Candidate]:
