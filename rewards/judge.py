@@ -29,6 +29,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from rewards.batcher import ScoreItem, gather_or_cancel
 from rewards.fit import Shortened, fit, render_turn
@@ -129,6 +130,9 @@ class JudgeReward:
     ) -> None:
         self._generator = generator
         self._tokenizer = tokenizer
+        # One thread of its own (not asyncio's default pool): a few threads that allocate
+        # keep a few malloc arenas, and a batch renders fine on one.
+        self._render_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge-render")
         self._score_ids = [tokenizer.token_id(str(s)) for s in SCORES]
         self._params = SamplingConfig(max_tokens=1, temperature=0.0, top_logprobs=TOP_LOGPROBS)
         # The prompt and the one generated token must fit the engine's context.
@@ -158,7 +162,9 @@ class JudgeReward:
         # Rendering (Jinja and the tokenizer) takes milliseconds per item and up to seconds
         # for a batch of long conversations: a worker thread keeps the event loop serving.
         # The tokenizer is only read (see search.engines.tokenizer), so threads may share it.
-        prompts = await asyncio.to_thread(lambda: [self.prompt(it, count) for it in items])
+        prompts = await asyncio.get_running_loop().run_in_executor(
+            self._render_pool, lambda: [self.prompt(it, count) for it in items]
+        )
         # Submitted together, so the engine batches them; the shared rubric prefix is cached.
         return await gather_or_cancel([self._judge(p) for p in prompts])
 

@@ -89,9 +89,12 @@ async def test_200_best_of_4_requests_from_16_clients(served: tuple[str, int]) -
     assert statuses.count(200) == REQUESTS, sorted(set(statuses))
     assert all(valid_completion(r) for r in replies)
     assert engine_requests_running(metrics) == 0
-    # Caches warm up in the first half; the second may not keep growing.
+    # Caches warm up in the first half; the second may not keep growing. Measured on this
+    # 2-core machine since rendering moved to worker threads (their malloc arenas): 4.0%
+    # and 5.2% of the ~4.8 GB tree (the engine worker holds 3.4 GB), so 8%: a leak of
+    # ~400 MB over 100 requests still fails it.
     growth = (rss_second - rss_first) / rss_first
-    assert growth < 0.05, f"resident memory grew {growth:.1%} between the halves"
+    assert growth < 0.08, f"resident memory grew {growth:.1%} between the halves"
 
 
 # -- past admission ----------------------------------------------------------------------------
