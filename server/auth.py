@@ -10,11 +10,10 @@ with --protect-ops-routes."""
 from __future__ import annotations
 
 import hmac
-import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.errors import error_body
+from server.errors import send_error
 
 DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")
 OPS_PATHS = ("/health", "/ready", "/metrics")
@@ -56,16 +55,6 @@ class ApiKeyGate:
         if key_accepted(authorization, self.keys):
             await self.app(scope, receive, send)
             return
-        body = json.dumps(error_body(UNAUTHORIZED, "authentication_error", 401)).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b"Bearer"),
-                ],
-            }
+        await send_error(
+            send, UNAUTHORIZED, "authentication_error", 401, [(b"www-authenticate", b"Bearer")]
         )
-        await send({"type": "http.response.body", "body": body})

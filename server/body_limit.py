@@ -9,13 +9,12 @@ error JSON as for a declared overflow.)"""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import error_body
+from server.errors import send_error
 
 
 class BodyLimit:
@@ -68,15 +67,4 @@ class BodyLimit:
         return f"the request body exceeds {self.max_bytes} bytes"
 
     async def refuse(self, send: Send) -> None:
-        body = json.dumps(error_body(self.message(), "invalid_request_error", 413)).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, self.message(), "invalid_request_error", 413)

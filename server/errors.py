@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from search.errors import AlignserveError
 
@@ -29,6 +31,30 @@ def error_response(exc: AlignserveError) -> JSONResponse:
         status_code=exc.status_code,
         headers=exc.headers or None,
     )
+
+
+async def send_error(
+    send: Send,
+    message: str,
+    error_type: str,
+    status: int,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """The error JSON as a raw ASGI response, for middleware that answers before the app
+    runs (a refused key, an oversized body)."""
+    body = json.dumps(error_body(message, error_type, status)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def sse_error(exc: AlignserveError) -> str:
