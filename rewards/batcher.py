@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from search.errors import RewardUnavailable
+from search.protocols import takes_token_ids
 from search.types import Message
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ class ScoreItem:
     partial: bool = False
     # The request's own judging criteria (search.rubric) for the judge kinds; None: theirs.
     rubric: str | None = None
+    # The generation prompt's token ids then the response's, when the caller has them (the
+    # judge's continuation layout reads them; other models ignore them).
+    ids: tuple[int, ...] | None = None
 
 
 @runtime_checkable
@@ -102,6 +106,10 @@ class MicroBatcher:
         """The wrapped reward model's range (see search.protocols.reward_bounds)."""
         return getattr(self.inner, "bounds", None)
 
+    @property
+    def takes_token_ids(self) -> bool:
+        return takes_token_ids(self.inner)
+
     async def score(
         self,
         conversation: Sequence[Message],
@@ -109,17 +117,19 @@ class MicroBatcher:
         *,
         partial: bool = False,
         rubric: str | None = None,
+        token_ids: Sequence[Sequence[int]] | None = None,
     ) -> list[float]:
         if not responses:
             return []
         self._ensure_worker()
         loop = asyncio.get_running_loop()
         self._callers += 1
+        ids = [None] * len(responses) if token_ids is None else [tuple(t) for t in token_ids]
         pending = [
             _Pending(
-                ScoreItem(conversation, r, partial, rubric), loop.create_future(), self._callers
+                ScoreItem(conversation, r, partial, rubric, i), loop.create_future(), self._callers
             )
-            for r in responses
+            for r, i in zip(responses, ids, strict=True)
         ]
         for p in pending:
             self._queue.put_nowait(p)

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rewards.spec import CONSTRAINTS, RewardSpec
 from search.errors import InvalidRequest
-from search.protocols import RewardModel, reward_bounds
+from search.protocols import RewardModel, reward_bounds, takes_token_ids
 from search.types import Message
 
 MAX_COMPONENTS = 8
@@ -63,13 +63,20 @@ class Component:
     rubric: str | None = None
 
     async def score(
-        self, conversation: Sequence[Message], responses: Sequence[str], partial: bool
+        self,
+        conversation: Sequence[Message],
+        responses: Sequence[str],
+        partial: bool,
+        token_ids: Sequence[Sequence[int]] | None = None,
     ) -> list[float]:
-        if self.rubric is None:
-            return await self.model.score(conversation, responses, partial=partial)
-        # Only the judge kinds take one (RewardSet checked); their score accepts it.
+        options: dict[str, Any] = {}
+        # Only the judge kinds take a rubric (RewardSet checked); their score accepts it.
+        if self.rubric is not None:
+            options["rubric"] = self.rubric
+        if token_ids is not None and takes_token_ids(self.model):
+            options["token_ids"] = token_ids
         score: Any = self.model.score
-        return list(await score(conversation, responses, partial=partial, rubric=self.rubric))
+        return list(await score(conversation, responses, partial=partial, **options))
 
 
 @dataclass
@@ -94,13 +101,21 @@ class RequestReward:
     def weights(self) -> dict[str, float]:
         return {c.name: c.weight for c in self.components}
 
+    # Passed on to the components that read token ids (the judge's continuation layout).
+    takes_token_ids = True
+
     async def score(
-        self, conversation: Sequence[Message], responses: Sequence[str], *, partial: bool = False
+        self,
+        conversation: Sequence[Message],
+        responses: Sequence[str],
+        *,
+        partial: bool = False,
+        token_ids: Sequence[Sequence[int]] | None = None,
     ) -> list[float]:
         if not responses:
             return []
         per_component = await asyncio.gather(
-            *(c.score(conversation, responses, partial) for c in self.components)
+            *(c.score(conversation, responses, partial, token_ids) for c in self.components)
         )
         totals = []
         for i, text in enumerate(responses):

@@ -16,6 +16,22 @@ context smaller than the rubric and about 3,000 characters) fails with
 ``RewardUnavailable(reason="too_long")``. Without ``max_model_len`` (a remote engine whose
 context is not known) the prompt goes as it is.
 
+Two prompt layouts (``layout``):
+
+- ``continuation`` (the default when the caller passes ``token_ids``): the judge continues
+  the generation's own context. Its prompt ids are the generation prompt's ids, the
+  response's generated ids, then a new user turn asking for the 1-9 rating by the
+  criteria and the assistant prefix "Score: " (the template's own turn ids, from
+  ``HFChatTokenizer.next_user_turn``; a response that ended with the end-of-turn token
+  keeps it, one that was cut is closed with it). The engine's prefix cache holds the
+  conversation and the response from the generation, so only the question and the tail of
+  the last KV block are computed. It needs the judge to run on the policy's engine with the
+  policy's tokenizer, which is the only way this kind is built (rewards.spec). A prompt
+  that would not fit the context, or a call without ``token_ids``, uses the separate layout.
+- ``separate``: a prompt of the judge's own, the rubric as system message and a re-render of
+  the conversation and the response as text (rendered afresh, so nothing is cached but the
+  rubric). It can see a shortened conversation; see below.
+
 Failures are 503s without the engine's text: an engine that refuses a judge prompt
 (vLLM's "the decoder prompt (length ...) is longer than ...") would otherwise reach the
 client as a 400 about a prompt it never sent, with the server's internals in it. The
@@ -31,11 +47,11 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from rewards.batcher import ScoreItem, gather_or_cancel
+from rewards.batcher import ScoreItem
 from rewards.fit import Shortened, fit, render_turn
 from search.engines.tokenizer import HFChatTokenizer
 from search.errors import InvalidRequest, RewardUnavailable
-from search.protocols import Generator
+from search.protocols import Generator, generate_each
 from search.types import Message, SamplingConfig
 
 logger = logging.getLogger(__name__)
@@ -50,6 +66,24 @@ RUBRIC = (
 )
 PARTIAL_NOTE = "The response is unfinished; rate how good it is so far and how promising."
 SCORE_PREFIX = "Score: "
+LAYOUTS = ("continuation", "separate")
+# The continuation layout's user turn: the criteria and the scale. Short, since it is the
+# part of the prompt the prefix cache cannot hold (39 tokens instead of these 17 made the
+# judge's step 1.3-1.4x slower here).
+QUESTION = "Rate your response for helpfulness, correctness and clarity from 1 to 9."
+PARTIAL_QUESTION_NOTE = "It is unfinished: rate it so far and how promising it is."
+
+
+def question_text(partial: bool, rubric: str | None) -> str:
+    """The continuation layout's question; ``rubric`` (client text) replaces the criteria."""
+    if rubric is None:
+        question = QUESTION
+    else:
+        question = (
+            "Rate your response from 1 (fails the criteria) to 9 (meets them fully) by "
+            f"these criteria:\n{rubric}"
+        )
+    return f"{question} {PARTIAL_QUESTION_NOTE}" if partial else question
 
 
 def render_conversation(conversation: Sequence[Message], omitted: int = 0) -> str:
@@ -120,6 +154,8 @@ def expected_score(top_logprobs: Mapping[int, float], score_token_ids: Sequence[
 class JudgeReward:
     # Expected scores normalised to [0, 1] (see expected_score).
     bounds = (0.0, 1.0)
+    # score() takes each response's token ids (the continuation layout; see the docstring).
+    takes_token_ids = True
 
     def __init__(
         self,
@@ -127,9 +163,13 @@ class JudgeReward:
         tokenizer: HFChatTokenizer,
         *,
         max_model_len: int | None = None,
+        layout: str = "continuation",
     ) -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"judge layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
         self._generator = generator
         self._tokenizer = tokenizer
+        self.layout = layout
         # One thread of its own (not asyncio's default pool): a few threads that allocate
         # keep a few malloc arenas, and a batch renders fine on one.
         self._render_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge-render")
@@ -139,6 +179,8 @@ class JudgeReward:
         self.max_prompt_tokens = (
             None if max_model_len is None else max_model_len - self._params.max_tokens
         )
+        self._score_prefix = tokenizer.encode(SCORE_PREFIX)
+        self._warned_layout = False
 
     async def score(
         self,
@@ -147,8 +189,14 @@ class JudgeReward:
         *,
         partial: bool = False,
         rubric: str | None = None,
+        token_ids: Sequence[Sequence[int]] | None = None,
     ) -> list[float]:
-        items = [ScoreItem(conversation, r, partial, rubric) for r in responses]
+        """``token_ids``: per response, the generation prompt's ids then the response's."""
+        ids = [None] * len(responses) if token_ids is None else [tuple(t) for t in token_ids]
+        items = [
+            ScoreItem(conversation, r, partial, rubric, i)
+            for r, i in zip(responses, ids, strict=True)
+        ]
         return await self.score_items(items)
 
     async def score_items(self, items: Sequence[ScoreItem]) -> list[float]:
@@ -165,11 +213,43 @@ class JudgeReward:
         prompts = await asyncio.get_running_loop().run_in_executor(
             self._render_pool, lambda: [self.prompt(it, count) for it in items]
         )
-        # Submitted together, so the engine batches them; the shared rubric prefix is cached.
-        return await gather_or_cancel([self._judge(p) for p in prompts])
+        # Submitted together (one request to a remote engine), so the engine batches them.
+        return await self._judge(prompts)
 
     def prompt(self, item: ScoreItem, count: Callable[[str], int] | None = None) -> list[int]:
-        """The judge prompt's token ids for ``item``, shortened to fit the context."""
+        """The judge prompt's token ids for ``item``: the continuation layout when it
+        applies and fits, else the separate one, shortened to fit the context."""
+        if self.layout == "continuation" and item.ids is not None:
+            ids = self.continuation_prompt(item.ids, item.partial, item.rubric)
+            if ids is not None and (
+                self.max_prompt_tokens is None or len(ids) <= self.max_prompt_tokens
+            ):
+                return ids
+        return self.separate_prompt(item, count)
+
+    def continuation_prompt(
+        self, context: Sequence[int], partial: bool, rubric: str | None
+    ) -> list[int] | None:
+        """``context`` (the generation prompt's and the response's ids) continued with the
+        rating question; None when the chat template cannot be continued this way."""
+        try:
+            close, open_reply = self._tokenizer.next_user_turn()
+        except ValueError as exc:
+            if not self._warned_layout:
+                self._warned_layout = True
+                logger.warning("the judge uses the separate layout: %s", exc)
+            return None
+        # A response that ended with the end-of-turn token already holds the turn's first id.
+        if context and close and context[-1] == close[0]:
+            close = close[1:]
+        # The rubric is client text: its special-token strings stay text.
+        asked = self._tokenizer.encode_plain(question_text(partial, rubric))
+        return [*context, *close, *asked, *open_reply, *self._score_prefix]
+
+    def separate_prompt(
+        self, item: ScoreItem, count: Callable[[str], int] | None = None
+    ) -> list[int]:
+        """The separate layout's prompt ids for ``item``, shortened to fit the context."""
 
         def render(state: Shortened) -> list[int]:
             messages = judge_messages(
@@ -207,11 +287,14 @@ class JudgeReward:
             )
         return ids
 
-    async def _judge(self, prompt: list[int]) -> float:
+    async def _judge(self, prompts: list[list[int]]) -> list[float]:
         try:
-            out = await self._generator.generate(prompt, self._params, 1)
+            outs = await generate_each(self._generator, prompts, self._params)
         except InvalidRequest as exc:
-            logger.warning("the engine refused a judge prompt of %d tokens: %s", len(prompt), exc)
+            longest = max(len(p) for p in prompts)
+            logger.warning("the engine refused judge prompts (longest %d tokens): %s", longest, exc)
             raise RewardUnavailable("the judge could not score a response") from exc
-        steps = out[0].top_logprobs
-        return expected_score(steps[0] if steps else {}, self._score_ids)
+        return [
+            expected_score(out.top_logprobs[0] if out.top_logprobs else {}, self._score_ids)
+            for out in outs
+        ]

@@ -131,6 +131,7 @@ def build_reward(
     *,
     api_key: str | None = None,
     max_model_len: int | None = None,
+    judge_layout: str = "continuation",
 ) -> RewardModel | None:
     """The reward model a spec names; None for ``constraints``, which is built per request
     from its search.constraints. The judge runs on the served engine (in-process or
@@ -140,7 +141,7 @@ def build_reward(
         from rewards.judge import JudgeReward
 
         context = max_model_len or getattr(generator, "max_model_len", None)
-        return JudgeReward(generator, tokenizer, max_model_len=context)
+        return JudgeReward(generator, tokenizer, max_model_len=context, layout=judge_layout)
     if spec.kind == "constraints":
         return None
     if spec.kind == "classifier":

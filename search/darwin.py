@@ -50,7 +50,10 @@ Where this still differs from the reference, and why:
   ``rewrites_parsed`` flags it.
 - Scoring at each period asks the judge for the partial-response rubric, finished beams
   included (the reference re-scores every state with one classifier); the final scores
-  use the complete rubric.
+  use the complete rubric. Beams are judged in the judge's separate layout: they were
+  generated from a rewritten instruction, and the judge must rate them against the
+  request's own conversation, not continue the rewritten one (the plain output, generated
+  from the request's prompt, continues it).
 - Look-ahead tokens never run past max_tokens.
 - ``replacement: false``: the reference's ablation never counts hits and fails at the
   archive update (``[].values()``); here the top_k of the final rewards count as the
@@ -326,7 +329,7 @@ class Darwin(SearchStrategy):
         with ctx.budget.phase("generate"):
             (plain,) = await ctx.generate(ctx.prompt_ids, ctx.sampling.max_tokens)
         with ctx.budget.phase("score"):
-            (plain_reward,) = await ctx.score([plain.text], partial=False)
+            (plain_reward,) = await ctx.score_generated([plain], partial=False)
         candidates = [Candidate(plain, plain_reward)]
         user = next(m["content"] for m in reversed(ctx.conversation) if m["role"] == "user")
         archive = {user: plain_reward}

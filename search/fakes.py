@@ -39,6 +39,12 @@ class CharTokenizer:
     def encode(self, text: str) -> list[int]:
         return [ord(ch) for ch in text]
 
+    def encode_plain(self, text: str) -> list[int]:
+        return self.encode(text)
+
+    def next_user_turn(self) -> tuple[list[int], list[int]]:
+        return self.encode("</assistant><user>"), self.encode("<assistant>")
+
     def decode(self, token_ids: Sequence[int]) -> str:
         return "".join(chr(t) for t in token_ids)
 

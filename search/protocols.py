@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -9,15 +10,44 @@ from search.types import Completion, Message, SamplingConfig
 
 
 class Generator(Protocol):
-    """Token ids in, completions out. Cancelling the awaiting task aborts the engine work."""
+    """Token ids in, completions out. Cancelling the awaiting task aborts the engine work.
+
+    Optional, found with getattr: ``generate_batch(prompts, params)`` (one completion per
+    prompt, in one call: see generate_each) and ``generate_stream(prompt_ids, params, n)``,
+    an async iterator of lists of ``(index, Completion)`` yielded as the samples finish
+    (every index once), so scoring can start before the last sample ends."""
 
     async def generate(
         self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
     ) -> list[Completion]: ...
 
 
+async def generate_each(
+    generator: Generator, prompts: Sequence[Sequence[int]], params: SamplingConfig
+) -> list[Completion]:
+    """One completion for each of ``prompts``, submitted together: in one call when the
+    generator has ``generate_batch`` (a remote engine: one HTTP request), else as
+    concurrent calls (an in-process engine batches them itself). The first failure cancels
+    the other calls."""
+    batch = getattr(generator, "generate_batch", None)
+    if batch is not None:
+        return list(await batch(prompts, params))
+    tasks = [asyncio.ensure_future(generator.generate(p, params, 1)) for p in prompts]
+    try:
+        return [out[0] for out in await asyncio.gather(*tasks)]
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 class RewardModel(Protocol):
-    """Scores responses to a conversation; implementations batch internally."""
+    """Scores responses to a conversation; implementations batch internally.
+
+    A model that can read each response's token ids (the generation prompt's ids then the
+    response's: the judge continues that context) says so with ``takes_token_ids = True``
+    and then accepts ``token_ids=`` in ``score``; see ``takes_token_ids``."""
 
     async def score(
         self, conversation: Sequence[Message], responses: Sequence[str], *, partial: bool = False
@@ -30,6 +60,11 @@ def reward_bounds(reward: RewardModel) -> tuple[float, float] | None:
     optional ``bounds`` attribute, so fakes and third-party models need not."""
     bounds = getattr(reward, "bounds", None)
     return None if bounds is None else (float(bounds[0]), float(bounds[1]))
+
+
+def takes_token_ids(reward: object) -> bool:
+    """Whether ``reward.score`` accepts ``token_ids=`` (see RewardModel)."""
+    return bool(getattr(reward, "takes_token_ids", False))
 
 
 class Utility(Protocol):

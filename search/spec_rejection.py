@@ -117,11 +117,11 @@ class Scored:
 async def score_segment(ctx: SearchContext, responses: list[Partial]) -> list[Scored]:
     """Each response scored once: live ones as prefixes, finished ones as complete
     answers. The two reward calls go out together (the judge batches them)."""
-    live = [p.text for p in responses if not p.finished]
-    done = [p.text for p in responses if p.finished]
+    live = [p for p in responses if not p.finished]
+    done = [p for p in responses if p.finished]
     with ctx.budget.phase("score_partial" if live else "score"):
         live_rewards, done_rewards = await gather_all(
-            [ctx.score(live, partial=True), ctx.score(done, partial=False)]
+            [ctx.score_generated(live, partial=True), ctx.score_generated(done, partial=False)]
         )
     rewards = {False: iter(live_rewards), True: iter(done_rewards)}
     return [Scored(p, next(rewards[p.finished])) for p in responses]

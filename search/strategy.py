@@ -8,22 +8,41 @@ reward model through the context; it never constructs them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import os
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from search.budget import BudgetExhausted, SearchLimits, Work, first_over, trim_scored
 from search.errors import EngineUnavailable
-from search.protocols import ChatTokenizer, Generator, RewardModel, TokenScorer, Utility
+from search.protocols import (
+    ChatTokenizer,
+    Generator,
+    RewardModel,
+    TokenScorer,
+    Utility,
+    takes_token_ids,
+)
 from search.types import Budget, Candidate, Completion, Message, SamplingConfig, SearchResult
 
 T = TypeVar("T")
+
+
+class Generated(Protocol):
+    """A response generated from the request's prompt: its text and its token ids."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def token_ids(self) -> Sequence[int]: ...
 
 
 @dataclass
@@ -88,15 +107,55 @@ class SearchContext:
             self.budget.count_generation(completions)
         return completions
 
-    async def score(self, responses: Sequence[str], *, partial: bool) -> list[float]:
-        """One reward call against the request's conversation, counted in the budget."""
+    async def generate_stream(
+        self, prompt_ids: Sequence[int], max_tokens: int, n: int = 1
+    ) -> AsyncIterator[list[tuple[int, Completion]]]:
+        """``generate``, with the samples yielded as they finish (lists of (index,
+        completion), every index once) when the generator streams, else all at the end."""
+        with self.spending(Work(tokens=n * max_tokens, engine_calls=1)):
+            params = self.sampling_for(max_tokens)
+            stream = getattr(self.generator, "generate_stream", None)
+            done: list[Completion] = []
+            if stream is None:
+                done = await self.generator.generate(prompt_ids, params, n)
+                yield list(enumerate(done))
+            else:
+                async with contextlib.aclosing(stream(prompt_ids, params, n)) as finished:
+                    async for group in finished:
+                        done += [c for _, c in group]
+                        yield group
+            self.budget.count_generation(done)
+
+    async def score(
+        self,
+        responses: Sequence[str],
+        *,
+        partial: bool,
+        token_ids: Sequence[Sequence[int]] | None = None,
+    ) -> list[float]:
+        """One reward call against the request's conversation, counted in the budget.
+        ``token_ids``: per response, the ids it was generated from (prompt, then the
+        response's own), for a reward that reads them (the judge's continuation layout)."""
         if not responses:
             return []
+        options = {"token_ids": token_ids} if token_ids and takes_token_ids(self.reward) else {}
         with self.spending(Work(reward_items=len(responses))):
-            rewards = await self.reward.score(self.conversation, responses, partial=partial)
+            score: Any = self.reward.score
+            rewards = await score(self.conversation, responses, partial=partial, **options)
             self.budget.count_scoring(len(responses))
         self.keep_scored([(t, r, partial) for t, r in zip(responses, rewards, strict=True)])
         return rewards
+
+    async def score_generated(
+        self, responses: Sequence[Generated], *, partial: bool
+    ) -> list[float]:
+        """``score`` for responses (completions, partial responses) generated from
+        ``prompt_ids``: their token ids go along, so the judge continues their context."""
+        return await self.score(
+            [r.text for r in responses],
+            partial=partial,
+            token_ids=[[*self.prompt_ids, *r.token_ids] for r in responses],
+        )
 
     @contextmanager
     def spending(self, work: Work) -> Iterator[None]:
@@ -248,12 +307,53 @@ def top_distinct(ranked: Sequence[Candidate], k: int) -> list[Candidate]:
 
 
 async def sample_and_score(ctx: SearchContext, n: int) -> list[Candidate]:
-    """Sample n complete responses in one engine call and score them in one reward call."""
-    with ctx.budget.phase("generate"):
-        completions = await ctx.generate(ctx.prompt_ids, ctx.sampling.max_tokens, n)
-    with ctx.budget.phase("score"):
-        rewards = await ctx.score([c.text for c in completions], partial=False)
-    return [Candidate(c, r) for c, r in zip(completions, rewards, strict=True)]
+    """Sample n complete responses in one engine call and score them, overlapped: the
+    samples that finish together go to the reward model at once while the others still
+    decode (a generator without ``generate_stream`` gives them all at the end, so one
+    reward call). Phases: ``generate`` until the last sample finished, ``score`` the wait
+    for the scores after it (what scoring adds to the latency), ``score_overlapped`` the
+    time scoring ran while samples were still decoding."""
+    completions: dict[int, Completion] = {}
+    rewards: dict[int, float] = {}
+    scoring: list[asyncio.Task[None]] = []
+    failures: list[BaseException] = []
+    first_score: list[float] = []
+
+    async def score(group: list[tuple[int, Completion]]) -> None:
+        try:
+            got = await ctx.score_generated([c for _, c in group], partial=False)
+        except Exception as exc:
+            failures.append(exc)
+            sampling.cancel()  # the search has failed: stop the samples still decoding
+            raise
+        rewards.update((i, r) for (i, _), r in zip(group, got, strict=True))
+
+    async def sample() -> float:
+        async for group in ctx.generate_stream(ctx.prompt_ids, ctx.sampling.max_tokens, n):
+            completions.update(group)
+            first_score.append(time.perf_counter())
+            scoring.append(asyncio.ensure_future(score(group)))
+        return time.perf_counter()
+
+    start = time.perf_counter()
+    sampling = asyncio.ensure_future(sample())
+    try:
+        try:
+            generated = await sampling
+        except asyncio.CancelledError:
+            if failures:
+                raise failures[0] from None
+            raise
+        await gather_all(scoring)
+    finally:
+        for task in (sampling, *scoring):
+            task.cancel()
+        await asyncio.gather(sampling, *scoring, return_exceptions=True)
+    ctx.budget.add_phase("generate", generated - start)
+    ctx.budget.add_phase("score", time.perf_counter() - generated)
+    if len(scoring) > 1:
+        ctx.budget.add_phase("score_overlapped", generated - first_score[0])
+    return [Candidate(completions[i], rewards[i]) for i in sorted(completions)]
 
 
 def finish(

@@ -159,7 +159,7 @@ class TreeBoN(SearchStrategy):
         self, ctx: SearchContext, live: Sequence[Partial], scorer: str
     ) -> list[float]:
         if scorer == "reward":
-            return await ctx.score([p.text for p in live], partial=True)
+            return await ctx.score_generated(live, partial=True)
         dpo, reference = ctx.dpo, ctx.reference
         assert dpo is not None and reference is not None  # scorer() checked them
         # Both scorers, every live response, all at once: the requests batch in each engine.
@@ -231,6 +231,6 @@ class TreeBoN(SearchStrategy):
             )
             pool = done + children
         with ctx.budget.phase("score"):
-            rewards = await ctx.score([p.text for p in pool], partial=False)
+            rewards = await ctx.score_generated(pool, partial=False)
         details = {"partial_score": scorer, "layers": report}
         return finish(ctx, as_candidates(pool, rewards), details)

@@ -73,9 +73,10 @@ class Budget:
         try:
             yield
         finally:
-            self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + (
-                time.perf_counter() - start
-            )
+            self.add_phase(name, time.perf_counter() - start)
+
+    def add_phase(self, name: str, seconds: float) -> None:
+        self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + seconds
 
     def count_generation(self, completions: list[Completion]) -> None:
         self.engine_calls += 1

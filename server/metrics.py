@@ -257,6 +257,12 @@ class TimedReward:
         """The wrapped reward model's range (see search.protocols.reward_bounds)."""
         return getattr(self.inner, "bounds", None)
 
+    @property
+    def takes_token_ids(self) -> bool:
+        from search.protocols import takes_token_ids
+
+        return takes_token_ids(self.inner)
+
     async def score(
         self,
         conversation: Sequence[Message],
@@ -265,7 +271,8 @@ class TimedReward:
         partial: bool = False,
         **options: Any,
     ) -> list[float]:
-        """``options``: what the wrapped model also takes (a judge's ``rubric``)."""
+        """``options``: what the wrapped model also takes (a judge's ``rubric`` and
+        ``token_ids``)."""
         from rewards.values import checked_rewards
 
         start = time.perf_counter()

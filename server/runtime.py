@@ -120,6 +120,7 @@ async def _build_runtime(settings: Any, closers: list[Callable[[], Any]]) -> Run
             tokenizer,
             api_key=settings.remote_api_key,
             max_model_len=max_model_len,
+            judge_layout=settings.judge_layout,
         )
         if built is None:  # constraints: built per request
             continue

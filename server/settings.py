@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # A reward call (one caller's share of a batch) that takes longer fails with 504, so a
     # stuck reward model cannot hold searches until their own deadline.
     reward_timeout_s: float = Field(default=120.0, gt=0)
+    # The generative judge's prompt (rewards/judge.py): "continuation" continues the
+    # generation's own context, which the prefix cache holds; "separate" is a prompt of
+    # its own, the rubric and the conversation re-rendered as text.
+    judge_layout: str = Field(default="continuation", pattern="^(continuation|separate)$")
     # TreeBoN's implicit DPO reward (log pi_dpo - log pi_ref on partial responses) scores
     # with two models' prompt logprobs: a DPO-trained model and its reference, the model it
     # was trained from. Each is a model folder or hub id sharing the policy's tokenizer,

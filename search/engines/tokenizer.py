@@ -68,6 +68,7 @@ class HFChatTokenizer:
             self._plain = type(backend).from_str(backend.to_str())
             self._plain.encode_special_tokens = True
         self._split_ok: bool | None = None  # see _splits_like_the_tokenizer
+        self._user_turn: tuple[list[int], list[int]] | None = None  # see next_user_turn
         self._warned = False
 
     @classmethod
@@ -112,6 +113,35 @@ class HFChatTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return list(self._tok.encode(text, add_special_tokens=False))
+
+    def encode_plain(self, text: str) -> list[int]:
+        """``text`` (a client's) with special-token strings encoded as plain text."""
+        return self._encode_text(text)
+
+    def next_user_turn(self) -> tuple[list[int], list[int]]:
+        """The template's ids between an assistant message's text and the next user
+        message's text, and between that user text and the next assistant text (the
+        generation prompt): what continues a generated response with a new user turn.
+        Decided once; ValueError when the template does not render such a conversation
+        with the texts in place (it drops or rewrites message text)."""
+        if self._user_turn is None:
+            reply, question = "\ue001", "\ue002"
+            text = self._render(
+                [
+                    {"role": "user", "content": "Hi"},
+                    {"role": "assistant", "content": reply},
+                    {"role": "user", "content": question},
+                ]
+            )
+            if text.count(reply) != 1 or text.count(question) != 1:
+                raise ValueError("the chat template does not keep message text in place")
+            start = text.index(reply) + len(reply)
+            middle = text.index(question)
+            if middle < start:
+                raise ValueError("the chat template reorders messages")
+            before, after = text[start:middle], text[middle + len(question) :]
+            self._user_turn = (self.encode(before), self.encode(after))
+        return self._user_turn
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return str(self._tok.decode(list(token_ids), skip_special_tokens=True))

@@ -13,11 +13,12 @@ can exit and be restarted, as vLLM's own server does.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,7 +79,9 @@ def apply_cpu_environment() -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 
 
-def to_sampling_params(params: SamplingConfig, n: int) -> Any:
+def to_sampling_params(params: SamplingConfig, n: int, *, stream: bool = False) -> Any:
+    """vLLM's parameters; ``stream``: each step's new tokens (DELTA) rather than the final
+    output only."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
@@ -98,7 +101,7 @@ def to_sampling_params(params: SamplingConfig, n: int) -> Any:
         seed=params.seed,
         stop=list(params.stop) or None,
         logprobs=logprobs,
-        output_kind=RequestOutputKind.FINAL_ONLY,
+        output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
     )
 
 
@@ -123,6 +126,25 @@ def to_completion(output: Any, params: SamplingConfig) -> Completion:
         logprobs=logprobs,
         top_logprobs=top,
     )
+
+
+@dataclass
+class GrowingOutput:
+    """One sample's DELTA outputs added up, read like a final CompletionOutput."""
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[Any] | None = None
+    cumulative_logprob: float | None = None
+    finish_reason: str | None = None
+
+    def add(self, delta: Any) -> None:
+        self.text += delta.text
+        self.token_ids += delta.token_ids
+        if delta.logprobs is not None:
+            self.logprobs = (self.logprobs or []) + list(delta.logprobs)
+        self.cumulative_logprob = delta.cumulative_logprob
+        self.finish_reason = delta.finish_reason
 
 
 class VLLMGenerator:
@@ -166,6 +188,28 @@ class VLLMGenerator:
         final = await self._run(prompt_ids, sampling_params)
         return [to_completion(o, params) for o in sorted(final.outputs, key=lambda o: o.index)]
 
+    async def generate_stream(
+        self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
+    ) -> AsyncGenerator[list[tuple[int, Completion]], None]:
+        """The samples of ``generate``, yielded as they finish: the outputs of each engine
+        step that finished samples. The same request and seeds as ``generate`` (vLLM's
+        DELTA outputs instead of the final one), so the same samples."""
+        try:
+            sampling_params = to_sampling_params(params, n, stream=True)
+        except (ValueError, OverflowError) as exc:
+            raise InvalidRequest(one_line(str(exc), MAX_CLIENT_MESSAGE_CHARS)) from exc
+        growing: dict[int, GrowingOutput] = {}
+        async with contextlib.aclosing(self._outputs(prompt_ids, sampling_params)) as outputs:
+            async for output in outputs:
+                done = []
+                for delta in output.outputs:
+                    sample = growing.setdefault(delta.index, GrowingOutput())
+                    sample.add(delta)
+                    if delta.finish_reason is not None:
+                        done.append((delta.index, to_completion(sample, params)))
+                if done:
+                    yield done
+
     async def token_logprobs(self, token_ids: Sequence[int]) -> list[float | None]:
         """log p of every token given the ones before it (vLLM prompt logprobs), for use
         as a reference model; one decode step is taken and discarded."""
@@ -187,27 +231,37 @@ class VLLMGenerator:
 
     async def _run(self, prompt_ids: Sequence[int], sampling_params: Any) -> Any:
         """One engine request to its final output, with vLLM's errors mapped to ours."""
+        final = None
+        async with contextlib.aclosing(self._outputs(prompt_ids, sampling_params)) as outputs:
+            async for output in outputs:
+                final = output
+        if final is None:
+            raise EngineUnavailable("the engine returned no output")
+        return final
+
+    async def _outputs(
+        self, prompt_ids: Sequence[int], sampling_params: Any
+    ) -> AsyncGenerator[Any, None]:
+        """One engine request's outputs, with vLLM's errors mapped to ours."""
         from vllm.exceptions import VLLMClientError
         from vllm.inputs import TokensPrompt
         from vllm.v1.engine.exceptions import EngineDeadError
 
         request_id = f"alignserve-{uuid.uuid4().hex}"
-        final = None
+        outputs = self.engine.generate(
+            TokensPrompt(prompt_token_ids=list(prompt_ids)), sampling_params, request_id
+        )
         try:
-            # Cancelling this coroutine cancels vLLM's generator, which aborts the request.
-            async for output in self.engine.generate(
-                TokensPrompt(prompt_token_ids=list(prompt_ids)), sampling_params, request_id
-            ):
-                final = output
+            # Cancelling, or closing this generator, closes vLLM's, which aborts the request.
+            async with contextlib.aclosing(outputs):
+                async for output in outputs:
+                    yield output
         except (VLLMClientError, ValueError) as exc:
             logger.info("the engine rejected a request: %s", one_line(str(exc), 1000))
             raise InvalidRequest(rejection_message(str(exc))) from exc
         except EngineDeadError as exc:
             self.report_death()
             raise EngineUnavailable("the engine has stopped") from exc
-        if final is None:
-            raise EngineUnavailable("the engine returned no output")
-        return final
 
     def num_unfinished_requests(self) -> int:
         return int(self.engine.get_num_unfinished_requests())

@@ -1,0 +1,170 @@
+"""The judge's two prompt layouts side by side, in one run on the in-process engine.
+
+For each verifiable prompt (server/data/verifiable_prompts.jsonl: every prompt carries
+rule-checked constraints, the ground truth), Best-of-8 candidates are sampled once, then
+scored by the judge in the ``continuation`` layout (the rating question continues the
+generation's own context) and in the ``separate`` layout (a prompt of its own). It prints:
+
+- agreement: Spearman rank correlation of the two layouts' rewards over a prompt's
+  candidates, averaged over prompts;
+- truth: for each layout, the Spearman correlation of its rewards with the fraction of
+  constraints met (over prompts where that fraction varies), and the fraction met by the
+  candidate it ranks first (the Best-of-8 answer), against the mean over all candidates;
+- cost: each layout's scoring time over the generation's, and the prompt tokens the engine
+  computed (vLLM's prompt tokens less its prefix-cache hits) per request, against the
+  generation's own.
+
+    .venv/bin/python bench/judge_layouts.py --offset 0 --limit 24      # choose the default
+    .venv/bin/python bench/judge_layouts.py --offset 100 --limit 24    # report (held out)
+
+The default layout was chosen on the first set; the second is reported (see the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from rewards.constraints.parse import parse_constraints
+from rewards.constraints.reward import ConstraintsReward
+from rewards.judge import JudgeReward
+from search.engines.default_model import ensure_default_model
+from search.engines.tokenizer import HFChatTokenizer
+from search.engines.vllm_local import EngineConfig, VLLMGenerator
+from search.types import SamplingConfig
+from server.evaluation import load_prompts
+
+PROMPTS = Path("server/data/verifiable_prompts.jsonl")
+LAYOUTS = ("continuation", "separate")
+
+
+def ranks(values: list[float]) -> list[float]:
+    """Ranks from 1, ties sharing their average rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def spearman(a: list[float], b: list[float]) -> float | None:
+    """Rank correlation; None when either side is constant (undefined)."""
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
+    va = sum((x - ma) ** 2 for x in ra)
+    vb = sum((y - mb) ** 2 for y in rb)
+    return None if va == 0 or vb == 0 else cov / (va * vb) ** 0.5
+
+
+def engine_prompt_tokens() -> tuple[float, float]:
+    """vLLM's prompt tokens and prefix-cache hits so far, from its Prometheus counters."""
+    from prometheus_client import REGISTRY
+
+    totals = {"vllm:prompt_tokens": 0.0, "vllm:prompt_tokens_cached": 0.0}
+    for metric in REGISTRY.collect():
+        if metric.name in totals:
+            totals[metric.name] += sum(s.value for s in metric.samples if s.name.endswith("_total"))
+    return totals["vllm:prompt_tokens"], totals["vllm:prompt_tokens_cached"]
+
+
+def computed_since(before: tuple[float, float]) -> float:
+    total, cached = engine_prompt_tokens()
+    return (total - before[0]) - (cached - before[1])
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    model = str(ensure_default_model())
+    tokenizer = HFChatTokenizer.load(model)
+    engine = VLLMGenerator.start(EngineConfig(model=model, max_model_len=4096))
+    judges = {
+        layout: JudgeReward(engine, tokenizer, max_model_len=4096, layout=layout)
+        for layout in LAYOUTS
+    }
+    prompts = load_prompts(PROMPTS, offset=args.offset, limit=args.limit)
+    rows = []
+    try:
+        for p in prompts:
+            ids = tokenizer.render_chat(p.conversation)
+            params = SamplingConfig(
+                max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed + p.index
+            )
+            before = engine_prompt_tokens()
+            start = time.perf_counter()
+            cands = await engine.generate(ids, params, args.n)
+            row: dict[str, Any] = {
+                "id": p.id,
+                "generate_s": time.perf_counter() - start,
+                "generate_tokens": computed_since(before),
+            }
+            texts = [c.text for c in cands]
+            truth = ConstraintsReward(parse_constraints(p.constraints))
+            row["truth"] = await truth.score(p.conversation, texts)
+            for layout, judge in judges.items():
+                before = engine_prompt_tokens()
+                start = time.perf_counter()
+                row[layout] = await judge.score(
+                    p.conversation, texts, token_ids=[[*ids, *c.token_ids] for c in cands]
+                )
+                row[f"{layout}_s"] = time.perf_counter() - start
+                row[f"{layout}_tokens"] = computed_since(before)
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if not isinstance(v, list)}))
+    finally:
+        engine.shutdown()
+    return summary(rows)
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    agree = [spearman(r["continuation"], r["separate"]) for r in rows]
+    out: dict[str, Any] = {
+        "prompts": len(rows),
+        "agreement_spearman": statistics.fmean([a for a in agree if a is not None]),
+        "truth_mean_candidate": statistics.fmean(statistics.fmean(r["truth"]) for r in rows),
+        "generate_tokens_per_request": statistics.fmean(r["generate_tokens"] for r in rows),
+    }
+    for layout in LAYOUTS:
+        corr = [spearman(r[layout], r["truth"]) for r in rows]
+        picked = [r["truth"][max(range(len(r[layout])), key=r[layout].__getitem__)] for r in rows]
+        out[layout] = {
+            "truth_spearman": statistics.fmean([c for c in corr if c is not None]),
+            "truth_spearman_prompts": sum(c is not None for c in corr),
+            "truth_of_best": statistics.fmean(picked),
+            "score_over_generate": sum(r[f"{layout}_s"] for r in rows)
+            / sum(r["generate_s"] for r in rows),
+            "computed_prompt_tokens_per_request": statistics.fmean(
+                r[f"{layout}_tokens"] for r in rows
+            ),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--offset", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=24)
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="write the summary as JSON")
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    print(json.dumps(result, indent=2))
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Best-of-N's scoring overlapped with generation: a sample goes to the reward model as
+soon as it finishes, while the others still decode (search.strategy.sample_and_score)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from search.bon import BestOfN
+from search.errors import RewardUnavailable
+from search.fakes import CharTokenizer, completion_of
+from search.strategy import SearchContext
+from search.types import Completion, SamplingConfig
+
+PROMPT = [ord(c) for c in "<user>hi<assistant>"]
+
+
+@dataclass
+class StaggeredGenerator:
+    """Sample i finishes ``finish_s[i]`` seconds after the call; samples that finish at
+    the same time come together, as one engine step's outputs do."""
+
+    finish_s: list[float]
+    finished_at: dict[int, float] = field(default_factory=dict)
+    closed: bool = False
+
+    async def generate(
+        self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
+    ) -> list[Completion]:
+        raise AssertionError("the streaming path is used when the generator has it")
+
+    async def generate_stream(
+        self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
+    ) -> AsyncIterator[list[tuple[int, Completion]]]:
+        assert n == len(self.finish_s)
+        start = time.perf_counter()
+        try:
+            for at in sorted(set(self.finish_s)):
+                await asyncio.sleep(max(0.0, start + at - time.perf_counter()))
+                group = [i for i, t in enumerate(self.finish_s) if t == at]
+                for i in group:
+                    self.finished_at[i] = time.perf_counter()
+                yield [(i, completion_of(f"answer {i}")) for i in group]
+        finally:
+            self.closed = True
+
+
+@dataclass
+class ClockedReward:
+    """Reward = the answer's number; records when each call starts and what it holds."""
+
+    delay_s: float = 0.05
+    fail: bool = False
+    calls: list[tuple[float, list[str]]] = field(default_factory=list)
+    token_ids: list[list[int]] = field(default_factory=list)
+    takes_token_ids = True
+
+    async def score(self, conversation, responses, *, partial=False, token_ids=None):  # type: ignore[no-untyped-def]
+        self.calls.append((time.perf_counter(), list(responses)))
+        self.token_ids += [list(t) for t in token_ids or []]
+        await asyncio.sleep(self.delay_s)
+        if self.fail:
+            raise RewardUnavailable("down")
+        return [float(r.split()[-1]) for r in responses]
+
+
+def context(generator: object, reward: object) -> SearchContext:
+    return SearchContext(
+        generator=generator,  # type: ignore[arg-type]
+        reward=reward,  # type: ignore[arg-type]
+        tokenizer=CharTokenizer(),
+        conversation=[{"role": "user", "content": "hi"}],
+        prompt_ids=PROMPT,
+        sampling=SamplingConfig(max_tokens=16, seed=3),
+    )
+
+
+async def test_the_first_reward_call_starts_before_the_last_sample_finishes() -> None:
+    gen = StaggeredGenerator([0.05, 0.3, 0.3, 0.6])
+    reward = ClockedReward()
+    ctx = context(gen, reward)
+    result = await BestOfN(n=4).run(ctx)
+    first_call = reward.calls[0][0]
+    assert first_call < max(gen.finished_at.values())
+    assert reward.calls[0][1] == ["answer 0"]
+    # The two samples that finished together went out together.
+    assert [texts for _, texts in reward.calls] == [
+        ["answer 0"],
+        ["answer 1", "answer 2"],
+        ["answer 3"],
+    ]
+    # Candidates stay in sample order; the best is the highest reward.
+    assert [c.text for c in result.candidates] == [f"answer {i}" for i in range(4)]
+    assert result.best.text == "answer 3"
+    timings = result.budget.phase_seconds
+    # generate ends with the last sample; score is only the wait for the last score.
+    assert timings["generate"] == pytest.approx(0.6, abs=0.1)
+    assert timings["score"] == pytest.approx(0.05, abs=0.04)
+    assert timings["score_overlapped"] > 0.4
+    assert result.budget.engine_calls == 1 and result.budget.scored_responses == 4
+
+
+async def test_each_scored_sample_carries_the_prompt_and_its_own_ids() -> None:
+    reward = ClockedReward(delay_s=0)
+    await BestOfN(n=2).run(context(StaggeredGenerator([0.0, 0.01]), reward))
+    assert reward.token_ids == [
+        PROMPT + list(completion_of(f"answer {i}").token_ids) for i in range(2)
+    ]
+
+
+async def test_a_generator_without_a_stream_is_scored_in_one_call() -> None:
+    @dataclass
+    class Plain:
+        async def generate(self, prompt_ids, params, n=1):  # type: ignore[no-untyped-def]
+            return [completion_of(f"answer {i}") for i in range(n)]
+
+    reward = ClockedReward(delay_s=0)
+    result = await BestOfN(n=3).run(context(Plain(), reward))
+    assert [texts for _, texts in reward.calls] == [["answer 0", "answer 1", "answer 2"]]
+    assert result.best.text == "answer 2"
+    assert "score_overlapped" not in result.budget.phase_seconds
+
+
+async def test_a_failed_score_fails_the_search_and_stops_the_generation() -> None:
+    gen = StaggeredGenerator([0.0, 5.0])
+    with pytest.raises(RewardUnavailable):
+        await asyncio.wait_for(
+            BestOfN(n=2).run(context(gen, ClockedReward(delay_s=0, fail=True))), 1.0
+        )
+
+
+async def test_cancelling_the_search_closes_the_stream() -> None:
+    gen = StaggeredGenerator([0.0, 5.0])
+    task = asyncio.ensure_future(BestOfN(n=2).run(context(gen, ClockedReward(delay_s=0))))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert gen.closed
