@@ -4,6 +4,16 @@ prompts, so alignserve can sit in front of a fleet of vLLM replicas behind a rou
 Token ids travel both ways (``return_token_ids``), so tree searches never re-tokenise.
 Cancelling the caller closes the HTTP request; vLLM aborts a request whose client left.
 
+Three calls, one request each:
+
+- ``generate``: n samples of one prompt (retried by :func:`post_with_retries`).
+- ``generate_batch``: one sample for each of many prompts, the prompts sent as a list of
+  token-id lists (the judge scores a batch of responses in one call this way).
+- ``generate_stream``: ``generate`` over SSE, yielding choices as they finish, so a caller
+  can score early finishers while the rest still decode; the chunk parsing lives in
+  :mod:`search.engines.remote_stream`. A non-200 before the stream maps as for
+  ``generate``; a broken or short stream is EngineUnavailable.
+
 What the upstream says goes to the log, not to clients: its bodies and exception texts can
 carry internal URLs and HTML pages. A 400 keeps only the JSON error message, sanitized
 (vLLM's own validation text helps the client fix its request). Health checks use a client
@@ -13,14 +23,16 @@ neither hold the generation pool nor hold a probe.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
 
+from search.engines.remote_stream import ChoiceStream, StreamError
 from search.engines.retry import RetryBudget, post_with_retries, retry_after_s
 from search.errors import EngineUnavailable, InvalidRequest
 from search.types import Completion, FinishReason, SamplingConfig
@@ -32,6 +44,9 @@ TOKEN_ID_PREFIX = "token_id:"
 CONNECT_TIMEOUT_S = 10.0
 MAX_CLIENT_MESSAGE_CHARS = 200
 MAX_RETRY_AFTER_S = 3600
+# Streams retry only a failed connect, which sent nothing.
+CONNECT_ATTEMPTS = 3
+CONNECT_BACKOFF_S = 0.2
 _URL = re.compile(r"\b\w+://\S+")
 _CONTEXT = re.compile(r"maximum (model|context) length|context length", re.I)
 
@@ -128,6 +143,59 @@ class RemoteGenerator:
         self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
     ) -> list[Completion]:
         body = completion_body(self.model, prompt_ids, params, n)
+        return await self._complete(body, params, n)
+
+    async def generate_batch(
+        self, prompts: Sequence[Sequence[int]], params: SamplingConfig
+    ) -> list[Completion]:
+        """One completion per prompt, in order, from ONE request (vLLM batches a list of
+        token-id prompts; choice ``index`` is the prompt's, as n=1)."""
+        if not prompts:
+            return []
+        body = completion_body(self.model, (), params, 1)
+        body["prompt"] = [list(p) for p in prompts]
+        return await self._complete(body, params, len(prompts))
+
+    async def generate_stream(
+        self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
+    ) -> AsyncIterator[list[tuple[int, Completion]]]:
+        """``generate``'s request streamed: yields ``(index, completion)`` lists as choices
+        finish, each index in 0..n-1 exactly once, else EngineUnavailable at the end.
+
+        Only a failed connect is retried (nothing was sent; same budget as ``generate``);
+        a 429/5xx status maps to EngineUnavailable at once. Closing the iterator early
+        (``aclose``, cancellation) closes the response, so vLLM aborts the request: wrap
+        it in ``contextlib.aclosing`` when leaving before the end."""
+        body = {**completion_body(self.model, prompt_ids, params, n), "stream": True}
+        stream = ChoiceStream(n)
+        response = await self._open_stream(body)
+        try:
+            if response.status_code != 200:
+                await response.aread()
+                raise_for_status(response)
+            async for line in response.aiter_lines():
+                finished = stream.feed(line)
+                if finished:
+                    yield [(c["index"], parse_choice(c, params)) for c in finished]
+        except StreamError as exc:
+            logger.warning("remote engine sent a malformed stream: %s", exc)
+            raise EngineUnavailable("the remote engine sent a malformed reply") from exc
+        except httpx.HTTPError as exc:
+            logger.warning("remote engine stream failed: %r", exc)
+            raise EngineUnavailable("the remote engine is unreachable") from exc
+        finally:
+            await response.aclose()
+        if stream.missing():
+            logger.warning(
+                "remote engine stream ended without choices %s (done=%s)",
+                stream.missing(),
+                stream.done,
+            )
+            raise EngineUnavailable("the remote engine ended the stream early")
+
+    async def _complete(
+        self, body: dict[str, Any], params: SamplingConfig, expected: int
+    ) -> list[Completion]:
         try:
             response = await post_with_retries(
                 self._client, "/v1/completions", body, budget=self._budget
@@ -135,28 +203,34 @@ class RemoteGenerator:
         except httpx.HTTPError as exc:
             logger.warning("remote engine unreachable: %r", exc)
             raise EngineUnavailable("the remote engine is unreachable") from exc
-        if response.status_code in (400, 422):
-            logger.info(
-                "remote engine rejected a request (HTTP %d): %r",
-                response.status_code,
-                response.text[:500],
-            )
-            raise InvalidRequest(client_message(response))
-        if response.status_code != 200:
-            # Auth, routing and overload problems are the server's, not the client's.
-            logger.warning(
-                "remote engine answered HTTP %d: %r", response.status_code, response.text[:500]
-            )
-            raise EngineUnavailable(
-                f"the remote engine failed (HTTP {response.status_code})",
-                headers=retry_after_header(response),
-            )
+        raise_for_status(response)
         try:
             choices = sorted(response.json()["choices"], key=lambda c: c["index"])
+            if [c["index"] for c in choices] != list(range(expected)):
+                raise ValueError(f"choice indices are not 0..{expected - 1}")
             return [parse_choice(c, params) for c in choices]
         except (ValueError, KeyError, TypeError) as exc:
             logger.warning("remote engine sent a malformed reply: %r", exc)
             raise EngineUnavailable("the remote engine sent a malformed reply") from exc
+
+    async def _open_stream(self, body: dict[str, Any]) -> httpx.Response:
+        for attempt in range(CONNECT_ATTEMPTS):
+            request = self._client.build_request("POST", "/v1/completions", json=body)
+            try:
+                response = await self._client.send(request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                self._budget.failed()
+                if attempt == CONNECT_ATTEMPTS - 1 or not self._budget.allows_retry():
+                    logger.warning("remote engine unreachable: %r", exc)
+                    raise EngineUnavailable("the remote engine is unreachable") from exc
+                await asyncio.sleep(CONNECT_BACKOFF_S * 2**attempt)
+            except httpx.HTTPError as exc:
+                logger.warning("remote engine unreachable: %r", exc)
+                raise EngineUnavailable("the remote engine is unreachable") from exc
+            else:
+                self._budget.succeeded()
+                return response
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def check_health(self) -> None:
         """Raises when the upstream's /health is not 200; the message names no URL."""
@@ -175,6 +249,26 @@ class RemoteGenerator:
         await self._client.aclose()
         if self._health_client is not self._client:
             await self._health_client.aclose()
+
+
+def raise_for_status(response: httpx.Response) -> None:
+    """Maps a non-200 (its body already read) to our errors; 200 passes."""
+    if response.status_code in (400, 422):
+        logger.info(
+            "remote engine rejected a request (HTTP %d): %r",
+            response.status_code,
+            response.text[:500],
+        )
+        raise InvalidRequest(client_message(response))
+    if response.status_code != 200:
+        # Auth, routing and overload problems are the server's, not the client's.
+        logger.warning(
+            "remote engine answered HTTP %d: %r", response.status_code, response.text[:500]
+        )
+        raise EngineUnavailable(
+            f"the remote engine failed (HTTP {response.status_code})",
+            headers=retry_after_header(response),
+        )
 
 
 def client_message(response: httpx.Response) -> str:
