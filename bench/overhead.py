@@ -1,11 +1,14 @@
 """Best-of-8 overhead: the HTTP server against the raw engine doing the same work.
 
 In one process and on one engine: for each MT-Bench first turn, (a) raw: one n=8
-generation on the engine plus one judge call scoring the 8 responses; (b) the same request
-through the HTTP server (uvicorn on 127.0.0.1) with the official openai client. Both use
-the same seed, so they generate the same tokens and score the same texts; each starts with
-an empty prefix cache, and the order of (a) and (b) alternates. Prints each pair and the
-median ratio (HTTP / raw). Ratios, not absolute times: this machine is shared and noisy.
+generation on the engine plus one judge call scoring the 8 responses (the continuation
+layout, as the server's); (b) the same request through the HTTP server (uvicorn on
+127.0.0.1) with the official openai client; (c) the floor: the n=8 generation alone, no
+scoring. All use the same seed, so they generate the same tokens and score the same texts;
+each starts with an empty prefix cache, and the order of (a) and (b) alternates. Prints
+each row, the median ratios HTTP / raw and HTTP / floor, and the median of the HTTP
+report's ``timings.score / timings.generate``. Ratios, not absolute times: this machine
+is shared and noisy.
 
     .venv/bin/python bench/overhead.py [--questions 10] [--max-tokens 64] [--n 8]
 """
@@ -63,45 +66,62 @@ async def main(args: argparse.Namespace) -> None:
         # cache; start both from an empty cache so they do the same work.
         await engine.engine.reset_prefix_cache()
 
-    async def raw(question: str, seed: int) -> float:
+    async def raw(question: str, seed: int, score: bool = True) -> float:
         await cold()
         start = time.perf_counter()
         conversation = [{"role": "user", "content": question}]
         ids = tokenizer.render_chat(conversation)
         params = SamplingConfig(max_tokens=args.max_tokens, seed=seed)
         completions = await engine.generate(ids, params, args.n)
-        await judge.score(conversation, [c.text for c in completions])
+        if score:
+            texts = [c.text for c in completions]
+            await judge.score(
+                conversation, texts, token_ids=[[*ids, *c.token_ids] for c in completions]
+            )
         return time.perf_counter() - start
 
-    async def http(question: str, seed: int) -> float:
+    async def http(question: str, seed: int) -> tuple[float, float]:
+        """Seconds, and the report's score time over its generate time."""
         await cold()
         start = time.perf_counter()
-        await client.chat.completions.create(
+        reply = await client.chat.completions.create(
             model=DEFAULT_MODEL_NAME,
             messages=[{"role": "user", "content": question}],
             max_tokens=args.max_tokens,
             seed=seed,
             extra_body={"search": {"algorithm": "bon", "n": args.n}},
         )
-        return time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        timings = (reply.model_extra or {})["search"]["timings"]
+        return seconds, timings.get("score", 0.0) / timings["generate"]
 
     await raw("Hello!", 0)  # warm-up: first engine steps are slow
     await http("Hello!", 0)
-    ratios = []
+    ratios, floors, shares = [], [], []
     print(f"Best-of-{args.n}, {args.max_tokens} tokens, MT-Bench first turns")
-    print(f"{'q':>3} {'raw s':>7} {'http s':>7} {'ratio':>6}")
+    print(
+        f"{'q':>3} {'floor s':>7} {'raw s':>7} {'http s':>7} {'http/raw':>8} "
+        f"{'http/floor':>10} {'score/gen':>9}"
+    )
     for i, question in enumerate(first_turns(args.skip, args.questions)):
         seed = 1000 + i
         if i % 2 == 0:
-            t_raw, t_http = await raw(question, seed), await http(question, seed)
+            t_raw, (t_http, share) = await raw(question, seed), await http(question, seed)
         else:
-            t_http, t_raw = await http(question, seed), await raw(question, seed)
+            (t_http, share), t_raw = await http(question, seed), await raw(question, seed)
+        t_floor = await raw(question, seed, score=False)
         ratios.append(t_http / t_raw)
-        print(f"{i:>3} {t_raw:7.2f} {t_http:7.2f} {ratios[-1]:6.3f}")
-    print(
-        f"median ratio HTTP/raw: {statistics.median(ratios):.3f} "
-        f"(min {min(ratios):.3f}, max {max(ratios):.3f}, {len(ratios)} pairs)"
-    )
+        floors.append(t_http / t_floor)
+        shares.append(share)
+        print(
+            f"{i:>3} {t_floor:7.2f} {t_raw:7.2f} {t_http:7.2f} {ratios[-1]:8.3f} "
+            f"{floors[-1]:10.3f} {share:9.3f}"
+        )
+    for name, values in (("HTTP/raw", ratios), ("HTTP/floor", floors), ("score/generate", shares)):
+        print(
+            f"median {name}: {statistics.median(values):.3f} "
+            f"(min {min(values):.3f}, max {max(values):.3f}, {len(values)} questions)"
+        )
     server.should_exit = True
     await serving
     engine.shutdown()
