@@ -10,10 +10,20 @@ latency.png to ``--out``.
 prefix cache is not emptied between levels, so later levels may find the prompts cached).
 ``--vs-engine`` instead loads the engine and reward model in this process (the serve
 flags), serves them over HTTP on a free local port, and at every level also runs the same
-Best-of-N work directly on the engine: same prompts, seeds and concurrency, each side
-starting from an empty prefix cache, alternating which side goes first. It prints the
-ratio HTTP / raw of generated tokens/s. The raw side scores through its own micro-batcher
-over the same reward model, as the server does (the output says which it used).
+Best-of-N work directly on the engine, and its generation alone (``floor``: the same
+generate call, no scoring): same prompts, seeds and concurrency, each side starting from
+an empty prefix cache, rotating which side goes first. It prints the ratios HTTP / raw of
+generated tokens/s, and HTTP / floor of tokens/s and p50 latency. The raw side scores
+through its own micro-batcher over the same reward model, as the server does (the output
+says which it used).
+
+``--vs-vllm URL`` puts alignserve in front of a running vLLM OpenAI server (remote mode,
+``--model`` naming the model URL serves; the reward is the serve flags' default, the
+judge on the same upstream) and at every level (default 1,4) sends the same Best-of-N
+requests through alignserve and, as plain ``n``-sample chat completions, straight to URL:
+the floor. It prints both sides' p50/p95 latency and requests/s, the upstream's prompt,
+prefix-cache-hit, computed prompt and generated tokens per request (from its /metrics),
+and the ratios alignserve / raw (see ``server/bench_floor.py``); bench.md holds the tables.
 
 ``--ttft`` instead measures time to the first content token of streamed searches with
 and without committed-prefix streaming (see ``server/bench_ttft.py``), against ``--url``
@@ -21,6 +31,8 @@ or, without it, an in-process server on the serve flags' engine.
 
     alignserve bench --url http://127.0.0.1:8000 --concurrency 1,4,16 --n 4
     alignserve bench --vs-engine --concurrency 1,4,16 --n 4 --max-tokens 32 --requests 48
+    alignserve bench --vs-vllm http://127.0.0.1:18100 --model Qwen/Qwen2.5-0.5B-Instruct \
+        --concurrency 1,4 --n 4 --max-tokens 32 --requests 48
     alignserve bench --ttft --algorithms spec_rejection --n 2 --max-tokens 64 --requests 10
 """
 
@@ -40,7 +52,7 @@ from typing import Any
 import httpx
 
 from search.errors import InvalidRequest
-from server import bench_ttft
+from server import bench_floor, bench_ttft
 from server.bench_report import markdown_table, ratios, write_report
 from server.bench_sweep import (
     BenchConfig,
@@ -69,7 +81,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="serve the engine from this process and compare with driving it directly (bon)",
     )
-    group.add_argument("--concurrency", type=_ints, default=(1, 4, 16), help="default 1,4,16")
+    group.add_argument(
+        "--vs-vllm",
+        default=None,
+        metavar="URL",
+        help="alignserve (remote mode, bon) in front of this vLLM server against it alone",
+    )
+    group.add_argument(
+        "--concurrency", type=_ints, default=None, help="default 1,4,16 (--vs-vllm: 1,4)"
+    )
     group.add_argument("--algorithms", type=_names, default=("bon",), help="default bon")
     group.add_argument("--n", type=int, default=4, help="candidates per request (default 4)")
     group.add_argument("--max-tokens", type=int, default=32)
@@ -90,7 +110,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     work = Workload(
         n=args.n, max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed
     )
-    return BenchConfig(tuple(args.algorithms), tuple(args.concurrency), args.requests, work)
+    levels = args.concurrency or ((1, 4) if args.vs_vllm else (1, 4, 16))
+    return BenchConfig(tuple(args.algorithms), tuple(levels), args.requests, work)
 
 
 async def run_bench(
@@ -100,15 +121,18 @@ async def run_bench(
     *,
     url: str | None,
     vs_engine: bool,
+    floor: bool = False,
     timeout_s: float = 600.0,
     loader: Callable[[Settings], Any] = load_runtime,
 ) -> tuple[list[LevelStats], dict[str, Any]]:
-    """The sweep with a progress bar; returns the rows and what the report records."""
+    """The sweep with a progress bar; returns the rows and what the report records. With
+    ``vs_engine`` and ``floor`` the engine's generation alone is a third side."""
     from tqdm import tqdm
 
     api_key = settings.api_key[0] if settings.api_key else None
     record: dict[str, Any] = {"mode": "vs-engine" if vs_engine else "url"}
-    total = len(config.levels()) * config.requests * (2 if vs_engine else 1)
+    sides = (3 if floor else 2) if vs_engine else 1
+    total = len(config.levels()) * config.requests * sides
     bar = tqdm(total=total, unit="req", desc="bench", file=sys.stderr)
     try:
         if not vs_engine:
@@ -122,7 +146,7 @@ async def run_bench(
             async with in_process_server(settings, runtime) as url:
                 client_for = http_clients(url, api_key, timeout_s)
                 await warm_up(client_for, prompts, config, raw)
-                rows = await sweep(config, prompts, client_for, raw=raw, bar=bar)
+                rows = await sweep(config, prompts, client_for, raw=raw, floor=floor, bar=bar)
         finally:
             await raw.aclose()
             await runtime.close()
@@ -173,20 +197,70 @@ def ttft_main(settings: Settings, args: argparse.Namespace, config: BenchConfig)
     return 0
 
 
+async def run_vs_vllm(
+    settings: Settings, config: BenchConfig, prompts: list[Prompt], url: str, timeout_s: float
+) -> tuple[list[LevelStats], list[dict[str, Any]], dict[str, Any]]:
+    from tqdm import tqdm
+
+    total = len(config.concurrency) * config.requests * 2
+    bar = tqdm(total=total, unit="req", desc="bench", file=sys.stderr)
+    try:
+        return await bench_floor.run_vs_vllm(
+            settings, config, prompts, url, timeout_s=timeout_s, bar=bar
+        )
+    finally:
+        bar.close()
+
+
+def check_modes(settings: Settings, args: argparse.Namespace, config: BenchConfig) -> None:
+    """The flag combinations no mode can honour, as ValueError."""
+    if args.vs_engine and args.vs_vllm:
+        raise ValueError("choose one of --vs-engine and --vs-vllm")
+    mode = "--vs-engine" if args.vs_engine else "--vs-vllm" if args.vs_vllm else None
+    if mode and args.url:
+        raise ValueError(f"{mode} serves its own alignserve: leave out --url")
+    if mode and config.algorithms != ("bon",):
+        raise ValueError(f"{mode} compares Best-of-N only: use --algorithms bon")
+    upstream = settings.remote_engine_url
+    if args.vs_vllm and upstream and upstream.rstrip("/") != args.vs_vllm.rstrip("/"):
+        raise ValueError("--vs-vllm URL is the remote engine: leave out --remote-engine-url")
+
+
+def vs_vllm_main(
+    settings: Settings, args: argparse.Namespace, config: BenchConfig, prompts: list[Prompt]
+) -> int:
+    try:
+        rows, tokens, record = asyncio.run(
+            run_vs_vllm(settings, config, prompts, args.vs_vllm, args.timeout)
+        )
+    except (BenchError, httpx.HTTPError) as exc:
+        print(f"alignserve bench: error: {exc}", file=sys.stderr)
+        return 1
+    source = str(args.prompts) if args.prompts else "MT-Bench first turns (server/data)"
+    record.update(
+        bench={**dataclasses.asdict(config), "prompts": source, "timeout_s": args.timeout},
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    print(bench_floor.write_floor_report(args.out, record, rows, tokens), end="")
+    if not record["prefix_cache_reset"]:
+        print("the upstream's prefix cache was not emptied between sides (no dev mode)")
+    print(f"wrote {args.out / 'bench.json'}, bench.md and the plots", file=sys.stderr)
+    return 0
+
+
 def main(settings: Settings, args: argparse.Namespace) -> int:
     if args.ttft:
         return ttft_main(settings, args, config_from_args(args))
     try:
         config = config_from_args(args)
         prompts = load_prompts(args.prompts)
-        if args.vs_engine and args.url:
-            raise ValueError("--vs-engine serves its own engine: leave out --url")
-        if args.vs_engine and config.algorithms != ("bon",):
-            raise ValueError("--vs-engine compares Best-of-N only: use --algorithms bon")
+        check_modes(settings, args, config)
     except (ValueError, OSError, InvalidRequest) as exc:
         print(f"alignserve bench: error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
+    if args.vs_vllm:
+        return vs_vllm_main(settings, args, config, prompts)
     try:
         rows, record = asyncio.run(
             run_bench(
@@ -195,6 +269,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
                 prompts,
                 url=args.url,
                 vs_engine=args.vs_engine,
+                floor=args.vs_engine,
                 timeout_s=args.timeout,
             )
         )

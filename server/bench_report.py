@@ -1,7 +1,8 @@
 """Outputs of ``alignserve bench``: a markdown table per level (and, with ``--vs-engine``,
-the HTTP / raw engine ratios), ``bench.json``, ``throughput.png`` (generated tokens/s and
-requests/s against concurrency) and ``latency.png`` (p50/p95/p99 against concurrency).
-One line per algorithm over HTTP; the raw engine side, when measured, dashed."""
+the HTTP / raw engine ratios and the HTTP / generate-only floor ratios), ``bench.json``,
+``throughput.png`` (generated tokens/s and requests/s against concurrency) and
+``latency.png`` (p50/p95/p99 against concurrency). One line per algorithm over HTTP; the
+raw engine side, when measured, dashed; the generate-only floor dotted."""
 
 from __future__ import annotations
 
@@ -14,36 +15,44 @@ from typing import Any
 from server.loadgen import LevelStats
 
 
+def ratio(top: float | None, bottom: float | None) -> float | None:
+    return top / bottom if top is not None and bottom else None
+
+
 def ratios(rows: Sequence[LevelStats]) -> list[dict[str, Any]]:
-    """Per (algorithm, concurrency) measured on both sides: HTTP over raw throughput."""
+    """Per (algorithm, concurrency) measured on both sides: HTTP over raw throughput and,
+    where the generate-only floor was measured, HTTP over the floor (tokens/s, p50)."""
     raw = {(r.algorithm, r.concurrency): r for r in rows if r.side == "raw"}
+    floor = {(r.algorithm, r.concurrency): r for r in rows if r.side == "floor"}
     out = []
     for row in rows:
         base = raw.get((row.algorithm, row.concurrency))
         if row.side != "http" or base is None:
             continue
-        out.append(
-            {
-                "algorithm": row.algorithm,
-                "concurrency": row.concurrency,
-                "raw_tokens_per_s": base.tokens_per_s,
-                "http_tokens_per_s": row.tokens_per_s,
-                "tokens_per_s_ratio": row.tokens_per_s / base.tokens_per_s
-                if base.tokens_per_s
-                else None,
-                "requests_per_s_ratio": row.requests_per_s / base.requests_per_s
-                if base.requests_per_s
-                else None,
-            }
-        )
+        pair: dict[str, Any] = {
+            "algorithm": row.algorithm,
+            "concurrency": row.concurrency,
+            "raw_tokens_per_s": base.tokens_per_s,
+            "http_tokens_per_s": row.tokens_per_s,
+            "tokens_per_s_ratio": ratio(row.tokens_per_s, base.tokens_per_s),
+            "requests_per_s_ratio": ratio(row.requests_per_s, base.requests_per_s),
+        }
+        if (gen := floor.get((row.algorithm, row.concurrency))) is not None:
+            pair.update(
+                floor_tokens_per_s=gen.tokens_per_s,
+                floor_latency_p50=gen.latency_p50,
+                floor_tokens_per_s_ratio=ratio(row.tokens_per_s, gen.tokens_per_s),
+                floor_latency_p50_ratio=ratio(row.latency_p50, gen.latency_p50),
+            )
+        out.append(pair)
     return out
 
 
-def _num(value: float | None, digits: int = 2) -> str:
+def num(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _errors(errors: Mapping[str, int]) -> str:
+def errors_text(errors: Mapping[str, int]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in errors.items()) or "0"
 
 
@@ -56,21 +65,30 @@ def markdown_table(rows: Sequence[LevelStats], pairs: Sequence[Mapping[str, Any]
     for r in rows:
         lines.append(
             f"| {r.algorithm} | {r.concurrency} | {r.side} | {r.ok} / {r.requests} "
-            f"| {_errors(r.errors)} | {r.requests_per_s:.2f} | {r.tokens_per_s:.1f} "
-            f"| {_num(r.latency_p50)} | {_num(r.latency_p95)} | {_num(r.latency_p99)} "
-            f"| {_num(r.reward_batch_mean)} |"
+            f"| {errors_text(r.errors)} | {r.requests_per_s:.2f} | {r.tokens_per_s:.1f} "
+            f"| {num(r.latency_p50)} | {num(r.latency_p95)} | {num(r.latency_p99)} "
+            f"| {num(r.reward_batch_mean)} |"
         )
     if pairs:
-        lines += [
-            "",
-            "| algorithm | clients | raw gen tok/s | HTTP gen tok/s | HTTP / raw |",
-            "|---|--:|--:|--:|--:|",
-        ]
+        floor = any("floor_tokens_per_s" in p for p in pairs)
+        head = "| algorithm | clients | raw gen tok/s | HTTP gen tok/s | HTTP / raw |"
+        rule = "|---|--:|--:|--:|--:|"
+        if floor:
+            head += " floor gen tok/s | HTTP / floor tok/s | HTTP / floor p50 |"
+            rule += "--:|--:|--:|"
+        lines += ["", head, rule]
         for p in pairs:
-            lines.append(
+            line = (
                 f"| {p['algorithm']} | {p['concurrency']} | {p['raw_tokens_per_s']:.1f} "
-                f"| {p['http_tokens_per_s']:.1f} | {_num(p['tokens_per_s_ratio'], 3)} |"
+                f"| {p['http_tokens_per_s']:.1f} | {num(p['tokens_per_s_ratio'], 3)} |"
             )
+            if floor:
+                line += (
+                    f" {num(p.get('floor_tokens_per_s'), 1)} "
+                    f"| {num(p.get('floor_tokens_per_s_ratio'), 3)} "
+                    f"| {num(p.get('floor_latency_p50_ratio'), 3)} |"
+                )
+            lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -83,7 +101,17 @@ def _lines(rows: Sequence[LevelStats]) -> dict[tuple[str, str], list[LevelStats]
     return lines
 
 
-def plot(rows: Sequence[LevelStats], out_dir: Path, title: str) -> None:
+# How each side is named and drawn in the plots.
+SIDE_LABELS = {"raw": "{} (raw engine)", "floor": "{} (generate only)"}
+SIDE_DASHES = {"raw": "--", "floor": ":"}
+
+
+def plot(
+    rows: Sequence[LevelStats],
+    out_dir: Path,
+    title: str,
+    labels: Mapping[str, str] = SIDE_LABELS,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,9 +135,9 @@ def plot(rows: Sequence[LevelStats], out_dir: Path, title: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120)
     try:
         for (algorithm, side), points in lines.items():
-            label = algorithm if side == "http" else f"{algorithm} (raw engine)"
+            label = labels.get(side, "{}").format(algorithm)
             kw = {"color": f"C{algorithms.index(algorithm) % 10}", "marker": "o", "label": label}
-            dash = "-" if side == "http" else "--"
+            dash = SIDE_DASHES.get(side, "-")
             xs = [p.concurrency for p in points]
             axes[0].plot(xs, [p.tokens_per_s for p in points], dash, **kw)
             axes[1].plot(xs, [p.requests_per_s for p in points], dash, **kw)
@@ -124,8 +152,8 @@ def plot(rows: Sequence[LevelStats], out_dir: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     try:
         for (algorithm, side), points in lines.items():
-            name = algorithm if side == "http" else f"{algorithm} raw"
-            dash = "-" if side == "http" else "--"
+            name = labels.get(side, "{}").format(algorithm)
+            dash = SIDE_DASHES.get(side, "-")
             marker = "osD^v<>"[algorithms.index(algorithm) % 7]
             xs = [p.concurrency for p in points]
             for q, color in quantiles.items():
@@ -141,19 +169,23 @@ def plot(rows: Sequence[LevelStats], out_dir: Path, title: str) -> None:
 
 
 def write_report(out_dir: Path, record: Mapping[str, Any], rows: Sequence[LevelStats]) -> None:
-    """bench.json (the record, the HTTP rows, the raw rows, the ratios) and both plots."""
+    """bench.json (the record, the HTTP, raw and floor rows, the ratios) and both plots."""
     out_dir.mkdir(parents=True, exist_ok=True)
     document = {
         **record,
         "levels": [asdict(r) for r in rows if r.side == "http"],
         "raw": [asdict(r) for r in rows if r.side == "raw"],
+        "floor": [asdict(r) for r in rows if r.side == "floor"],
         "ratios": ratios(rows),
     }
     (out_dir / "bench.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    plot(rows, out_dir, plot_title(record))
+
+
+def plot_title(record: Mapping[str, Any]) -> str:
     bench = record.get("bench", {})
     work = bench.get("work", {})
-    title = (
+    return (
         f"{record.get('model') or record.get('url', '')}: n={work.get('n')}, "
         f"max_tokens {work.get('max_tokens')}, {bench.get('requests')} requests per level"
     )
-    plot(rows, out_dir, title)

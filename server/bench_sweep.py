@@ -1,33 +1,37 @@
 """The sweep of ``alignserve bench``: every (algorithm, concurrency) level over HTTP and,
-for ``--vs-engine``, the same level driven directly on the engine (:class:`RawSide`).
+for ``--vs-engine``, the same level driven directly on the engine (:class:`RawSide`) twice:
+``raw`` (Best-of-N without HTTP) and ``floor`` (its generation alone, no scoring).
 
-The raw side does the work the server's ``bon`` does (one generation of n samples, one
-reward call) and, when the reward model scores items, scores through its own
+The raw side does the work the server's ``bon`` does (one generation of n samples, each
+group of samples that finished together scored while the rest decode, with their token
+ids for a judge that reads them) and, when the reward model scores items, scores through its own
 :class:`~rewards.batcher.MicroBatcher` with the server's settings over the same reward
-model, so both sides batch rewards across concurrent requests alike. Before each side of a
-level the engine's prefix cache is emptied, and the side that goes first alternates from
-level to level, so neither finds the other's prompts cached or always runs on a warmer
-machine. :func:`in_process_server` serves the app with uvicorn from the caller's event
-loop, on the same engine.
+model, so both sides batch rewards across concurrent requests alike. The floor side makes
+the same generate call and stops there: what the engine alone costs. Before each side of a
+level the engine's prefix cache is emptied, and the order of the sides rotates from level
+to level, so none finds another's prompts cached or always runs on a warmer machine.
+:func:`in_process_server` serves the app with uvicorn from the caller's event loop, on the
+same engine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
 from rewards.batcher import ItemScorer, MicroBatcher
-from search.protocols import RewardModel
+from search.protocols import RewardModel, takes_token_ids
 from search.registry import parse_strategy
-from search.types import SamplingConfig
+from search.types import Completion, Message, SamplingConfig
 from server.evaluation import Prompt, cache_resetter
 from server.loadgen import (
     OK,
@@ -48,15 +52,55 @@ from server.settings import Settings
 ClientFor = Callable[[int], AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
-def raw_call(
+async def sample_and_score(
     runtime: Runtime,
     reward: RewardModel,
+    conversation: Sequence[Message],
+    prompt_ids: Sequence[int],
+    params: SamplingConfig,
+    n: int,
+) -> list[Completion]:
+    """What :func:`search.strategy.sample_and_score` does: each group of samples that
+    finished together goes to the reward while the others still decode, with its token ids
+    when the reward reads them (the judge continues the generation's own context)."""
+    stream = getattr(runtime.generator, "generate_stream", None)
+    done: list[Completion] = []
+    scoring: list[asyncio.Future[list[float]]] = []
+
+    def score(group: list[Completion]) -> asyncio.Future[list[float]]:
+        texts = [c.text for c in group]
+        if not takes_token_ids(reward):
+            return asyncio.ensure_future(reward.score(conversation, texts, partial=False))
+        ids = [[*prompt_ids, *c.token_ids] for c in group]
+        score: Any = reward.score  # the protocol leaves token_ids out; the judge takes them
+        return asyncio.ensure_future(score(conversation, texts, partial=False, token_ids=ids))
+
+    try:
+        if stream is None:
+            done = await runtime.generator.generate(prompt_ids, params, n)
+            scoring.append(score(done))
+        else:
+            async with contextlib.aclosing(stream(prompt_ids, params, n)) as finished:
+                async for group in finished:
+                    done += [c for _, c in group]
+                    scoring.append(score([c for _, c in group]))
+        await asyncio.gather(*scoring)
+    finally:
+        for task in scoring:
+            task.cancel()
+    return done
+
+
+def raw_call(
+    runtime: Runtime,
+    reward: RewardModel | None,
     prompts: Sequence[Prompt],
     work: Workload,
     *,
     clock: Clock = time.perf_counter,
 ) -> Call:
-    """Best-of-N as the server's ``bon`` does it, without HTTP or the search layer."""
+    """Best-of-N as the server's ``bon`` does it, without HTTP or the search layer; with
+    ``reward`` None, the generation alone (the floor: one generate call, nothing scored)."""
 
     async def call(index: int) -> Sample:
         conversation = prompts[index % len(prompts)].conversation
@@ -66,8 +110,12 @@ def raw_call(
         start = clock()
         try:
             prompt_ids = runtime.tokenizer.render_chat(conversation)
-            completions = await runtime.generator.generate(prompt_ids, params, work.n)
-            await reward.score(conversation, [c.text for c in completions])
+            if reward is None:
+                completions = await runtime.generator.generate(prompt_ids, params, work.n)
+            else:
+                completions = await sample_and_score(
+                    runtime, reward, conversation, prompt_ids, params, work.n
+                )
         except Exception as exc:
             return Sample(index, clock() - start, type(exc).__name__)
         tokens = sum(c.num_tokens for c in completions)
@@ -146,7 +194,7 @@ def http_clients(url: str, api_key: str | None, timeout_s: float) -> ClientFor:
     return client_for
 
 
-def _ticker(bar: Progress) -> Callable[[object], None]:
+def ticker(bar: Progress) -> Callable[[object], None]:
     def tick(_sample: object) -> None:
         bar.update()
 
@@ -161,32 +209,42 @@ async def _empty_cache(reset: Callable[[], object]) -> None:
         raise BenchError(f"emptying the prefix cache failed; is the engine down? {exc!r}") from exc
 
 
+def rotated(sides: Sequence[str], k: int) -> list[str]:
+    """The sides in the order level ``k`` runs them: each level starts one further on."""
+    start = k % len(sides)
+    return [*sides[start:], *sides[:start]]
+
+
 async def sweep(
     config: BenchConfig,
     prompts: Sequence[Prompt],
     client_for: ClientFor,
     *,
     raw: RawSide | None = None,
+    floor: bool = False,
     bar: Progress | None = None,
 ) -> list[LevelStats]:
-    """Every level over HTTP, and with ``raw`` also directly on the engine, alternating
-    which goes first; the engine's prefix cache is emptied before each side."""
+    """Every level over HTTP, and with ``raw`` also directly on the engine (Best-of-N and,
+    with ``floor``, its generation alone), rotating which side goes first; the engine's
+    prefix cache is emptied before each side."""
     reset = cache_resetter(raw.runtime) if raw is not None else None
     rows = []
     for k, (algorithm, concurrency) in enumerate(config.levels()):
         work = dataclasses.replace(config.work, algorithm=algorithm)
-        sides = ["http"] if raw is None else (["raw", "http"] if k % 2 == 0 else ["http", "raw"])
+        engine_sides = ("raw", "http", "floor") if floor else ("raw", "http")
+        sides = ["http"] if raw is None else rotated(engine_sides, k)
         for side in sides:
             if reset is not None:
                 await _empty_cache(reset)
             if bar is not None:
                 bar.set_description_str(f"{algorithm} x{concurrency} {side}")
-            tick = None if bar is None else _ticker(bar)
+            tick = None if bar is None else ticker(bar)
             batches: tuple[int | None, float | None]
-            if side == "raw" and raw is not None:
+            if side in ("raw", "floor") and raw is not None:
                 sent = len(raw.sizes)
+                reward = raw.reward if side == "raw" else None
                 samples, wall = await run_level(
-                    raw_call(raw.runtime, raw.reward, prompts, work),
+                    raw_call(raw.runtime, reward, prompts, work),
                     config.requests,
                     concurrency,
                     on_done=tick,
