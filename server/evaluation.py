@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from rewards.choice import RewardOptions
+from search.protocols import takes_token_ids
 from search.registry import parse_strategy
 from search.strategy import SearchContext, SearchStrategy
 from search.types import Message, SamplingConfig
@@ -229,7 +230,11 @@ async def run_one(
     result = await strategy.run(context)
     wall = clock() - start
     best = result.best
-    [reward] = await search_reward.score(prompt.conversation, [best.text])
+    # With the token ids the search's judge saw (its continuation layout reads them).
+    options: dict[str, Any] = {}
+    if takes_token_ids(search_reward):
+        options["token_ids"] = [[*prompt_ids, *best.completion.token_ids]]
+    [reward] = await search_reward.score(prompt.conversation, [best.text], **options)
     truth = truth_pass = None
     if config.truth is not None:
         truth_reward = reward_for(runtime, config.truth, prompt)

@@ -50,7 +50,8 @@ def argmax(values: list[float]) -> int:
 
 def test_bon(client: openai.OpenAI) -> None:
     _, report, cands, _ = ask(client, {"algorithm": "bon", "n": 4})
-    assert len(cands) == 4 and report["engine_calls"] == 1 and report["reward_calls"] == 1
+    # Samples are scored as they finish: one reward call per engine step that ended some.
+    assert len(cands) == 4 and report["engine_calls"] == 1 and 1 <= report["reward_calls"] <= 4
     assert report["chosen_index"] == argmax([c["reward"] for c in cands])
 
 

@@ -39,7 +39,9 @@ def test_eval_cli_writes_json_table_and_plot(
     for row in rows:
         assert 0 < row["generated_tokens"] <= 2 * 16 and row["candidates"] == 2
         assert 0.0 <= row["reward"] <= 1.0 and row["answer"]
-        assert row["engine_calls"] == 1 and row["reward_calls"] == 1
+        # Samples are scored as they finish: one reward call per engine step that ended
+        # some, so one or two for two samples.
+        assert row["engine_calls"] == 1 and 1 <= row["reward_calls"] <= 2
     # The same seed per prompt: bon and rbon_kl drew the same two samples.
     assert rows[0]["generated_tokens"] == rows[1]["generated_tokens"]
     # bon's own reward is the judge's, so re-scoring its answer alone gives it back.
