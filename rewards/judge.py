@@ -51,7 +51,8 @@ from rewards.batcher import ScoreItem
 from rewards.fit import Shortened, fit, render_turn
 from search.engines.tokenizer import HFChatTokenizer
 from search.errors import InvalidRequest, RewardUnavailable
-from search.protocols import Generator, generate_each
+from search.protocols import Generator
+from search.strategy import generate_each
 from search.types import Message, SamplingConfig
 
 logger = logging.getLogger(__name__)

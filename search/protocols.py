@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -13,33 +12,14 @@ class Generator(Protocol):
     """Token ids in, completions out. Cancelling the awaiting task aborts the engine work.
 
     Optional, found with getattr: ``generate_batch(prompts, params)`` (one completion per
-    prompt, in one call: see generate_each) and ``generate_stream(prompt_ids, params, n)``,
-    an async iterator of lists of ``(index, Completion)`` yielded as the samples finish
-    (every index once), so scoring can start before the last sample ends."""
+    prompt, in one call: see search.strategy.generate_each) and
+    ``generate_stream(prompt_ids, params, n)``, an async iterator of lists of
+    ``(index, Completion)`` yielded as the samples finish (every index once), so scoring
+    can start before the last sample ends."""
 
     async def generate(
         self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
     ) -> list[Completion]: ...
-
-
-async def generate_each(
-    generator: Generator, prompts: Sequence[Sequence[int]], params: SamplingConfig
-) -> list[Completion]:
-    """One completion for each of ``prompts``, submitted together: in one call when the
-    generator has ``generate_batch`` (a remote engine: one HTTP request), else as
-    concurrent calls (an in-process engine batches them itself). The first failure cancels
-    the other calls."""
-    batch = getattr(generator, "generate_batch", None)
-    if batch is not None:
-        return list(await batch(prompts, params))
-    tasks = [asyncio.ensure_future(generator.generate(p, params, 1)) for p in prompts]
-    try:
-        return [out[0] for out in await asyncio.gather(*tasks)]
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 class RewardModel(Protocol):

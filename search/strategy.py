@@ -267,6 +267,19 @@ async def gather_all(aws: Sequence[Awaitable[T]]) -> list[T]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def generate_each(
+    generator: Generator, prompts: Sequence[Sequence[int]], params: SamplingConfig
+) -> list[Completion]:
+    """One completion for each of ``prompts``, submitted together: in one call when the
+    generator has ``generate_batch`` (a remote engine: one HTTP request), else as
+    concurrent calls (an in-process engine batches them itself; see gather_all)."""
+    batch = getattr(generator, "generate_batch", None)
+    if batch is not None:
+        return list(await batch(prompts, params))
+    outs = await gather_all([generator.generate(p, params, 1) for p in prompts])
+    return [out[0] for out in outs]
+
+
 def softmax(scores: Sequence[float]) -> list[float]:
     """p(i) ∝ exp(scores[i]), computed stably in log space. Scores of +inf (a product that
     overflowed) share all the mass, as very large finite ones would."""

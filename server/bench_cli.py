@@ -226,6 +226,15 @@ def check_modes(settings: Settings, args: argparse.Namespace, config: BenchConfi
         raise ValueError("--vs-vllm URL is the remote engine: leave out --remote-engine-url")
 
 
+def add_run_info(record: dict[str, Any], args: argparse.Namespace, config: BenchConfig) -> None:
+    """The bench's settings and end time, in the JSON record of every mode."""
+    source = str(args.prompts) if args.prompts else "MT-Bench first turns (server/data)"
+    record.update(
+        bench={**dataclasses.asdict(config), "prompts": source, "timeout_s": args.timeout},
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+
+
 def vs_vllm_main(
     settings: Settings, args: argparse.Namespace, config: BenchConfig, prompts: list[Prompt]
 ) -> int:
@@ -236,11 +245,7 @@ def vs_vllm_main(
     except (BenchError, httpx.HTTPError) as exc:
         print(f"alignserve bench: error: {exc}", file=sys.stderr)
         return 1
-    source = str(args.prompts) if args.prompts else "MT-Bench first turns (server/data)"
-    record.update(
-        bench={**dataclasses.asdict(config), "prompts": source, "timeout_s": args.timeout},
-        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    )
+    add_run_info(record, args, config)
     print(bench_floor.write_floor_report(args.out, record, rows, tokens), end="")
     if not record["prefix_cache_reset"]:
         print("the upstream's prefix cache was not emptied between sides (no dev mode)")
@@ -276,11 +281,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     except (BenchError, httpx.HTTPError) as exc:
         print(f"alignserve bench: error: {exc}", file=sys.stderr)
         return 1
-    source = str(args.prompts) if args.prompts else "MT-Bench first turns (server/data)"
-    record.update(
-        bench={**dataclasses.asdict(config), "prompts": source, "timeout_s": args.timeout},
-        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    )
+    add_run_info(record, args, config)
     write_report(args.out, record, rows)
     print(markdown_table(rows, ratios(rows)), end="")
     if "raw_reward" in record:
