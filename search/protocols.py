@@ -47,6 +47,28 @@ def takes_token_ids(reward: object) -> bool:
     return bool(getattr(reward, "takes_token_ids", False))
 
 
+class ProcessRewardModel(Protocol):
+    """Scores the reasoning steps of responses built step by step (a process reward model,
+    PRM), kept apart from the outcome rewards above.
+
+    ``score_last_steps`` gives, per response (its steps so far, texts that join into the
+    response), the score of its last step given the conversation and the steps before it.
+    A PRM is causal (a step's score never depends on later steps), so a search keeps each
+    step's score from the round that added it and aggregates them (search.steps). Scores
+    are the PRM's raw values (a PRM's probability that the step is correct, the judge's
+    [0, 1] rating); ``bounds`` as for RewardModel. ``token_ids`` as for the judge: per
+    response, the generation prompt's ids then the response's; a PRM that reads them says
+    so with ``takes_token_ids = True``."""
+
+    async def score_last_steps(
+        self,
+        conversation: Sequence[Message],
+        steps: Sequence[Sequence[str]],
+        *,
+        token_ids: Sequence[Sequence[int]] | None = None,
+    ) -> list[float]: ...
+
+
 class Utility(Protocol):
     """Similarity of responses to each other, for minimum-Bayes-risk selection."""
 

@@ -21,10 +21,11 @@ from typing import Any, ClassVar, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from search.budget import BudgetExhausted, SearchLimits, Work, first_over, trim_scored
-from search.errors import EngineUnavailable
+from search.errors import EngineUnavailable, RewardUnavailable
 from search.protocols import (
     ChatTokenizer,
     Generator,
+    ProcessRewardModel,
     RewardModel,
     TokenScorer,
     Utility,
@@ -62,6 +63,8 @@ class SearchContext:
     # reference, both scoring by prompt logprobs; the server configures both or neither.
     dpo: TokenScorer | None = None
     reference: TokenScorer | None = None
+    # The process reward model the step searches score each step with (search.prm).
+    prm: ProcessRewardModel | None = None
     # Engine requests issued so far; continuations derive their seeds from it.
     calls_made: int = 0
     # Every (text, reward, partial) scored so far: what a search cut off by its deadline
@@ -156,6 +159,32 @@ class SearchContext:
             partial=partial,
             token_ids=[[*self.prompt_ids, *r.token_ids] for r in responses],
         )
+
+    async def score_last_steps(
+        self, steps: Sequence[Sequence[str]], token_ids: Sequence[Sequence[int]]
+    ) -> list[float]:
+        """One process-reward call: per response (its steps, and its generated token ids),
+        the score of its last step. Counted in the budget as a reward call."""
+        if not steps:
+            return []
+        if self.prm is None:
+            # Configured at start-up, not by the client: a server fault, so 503.
+            raise EngineUnavailable("this server has no process reward model (--prm)")
+        ids = [[*self.prompt_ids, *t] for t in token_ids]
+        options = {"token_ids": ids} if takes_token_ids(self.prm) else {}
+        with self.spending(Work(reward_items=len(steps))):
+            scores = await self.prm.score_last_steps(self.conversation, steps, **options)
+            self.budget.count_scoring(len(steps))
+        if len(scores) != len(steps):
+            raise RewardUnavailable(
+                "the process reward model returned the wrong number of scores", reason="bad_value"
+            )
+        if not all(math.isfinite(s) for s in scores):
+            raise RewardUnavailable(
+                "the process reward model returned a score that is not finite",
+                reason="non_finite",
+            )
+        return [float(s) for s in scores]
 
     @contextmanager
     def spending(self, work: Work) -> Iterator[None]:

@@ -27,6 +27,9 @@ class SamplingConfig:
     logprobs: bool = False
     # Top-k alternatives per position (the judge reads score-token probabilities from these).
     top_logprobs: int = 0
+    # Keep a matched stop string at the end of the text (vLLM's include_stop_str_in_output):
+    # the step searches stop at a step delimiter and join the steps' texts exactly.
+    include_stop: bool = False
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,9 @@ class Completion:
     cumulative_logprob: float | None = None
     logprobs: tuple[float, ...] | None = None
     top_logprobs: tuple[dict[int, float], ...] | None = None
+    # The stop string that ended it (vLLM's stop_reason); None for the end-of-sequence token,
+    # a length cut or an engine that does not say.
+    stop_reason: str | None = None
 
     @property
     def num_tokens(self) -> int:

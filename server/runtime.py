@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from rewards.choice import RewardSet
-from search.protocols import ChatTokenizer, Generator, RewardModel, TokenScorer, Utility
+from search.protocols import (
+    ChatTokenizer,
+    Generator,
+    ProcessRewardModel,
+    RewardModel,
+    TokenScorer,
+    Utility,
+)
 from server.settings import POLICY, same_model_error, scorer_identity
 
 logger = logging.getLogger(__name__)
@@ -33,7 +40,16 @@ class Runtime:
     # Every named reward (--reward NAME=SPEC); None: only ``reward``, under the name of
     # the settings' default (runtimes built by hand, in tests).
     rewards: RewardSet | None = None
+    # The process reward models of the step searches (--prm NAME=SPEC), by name, and the
+    # name of the default one (what a request that sets no search.prm scores steps with).
+    prms: Mapping[str, ProcessRewardModel] = field(default_factory=dict)
+    default_prm: str | None = None
     closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    @property
+    def prm(self) -> ProcessRewardModel | None:
+        """The default process reward model, if the server has one."""
+        return None if self.default_prm is None else self.prms.get(self.default_prm)
 
     async def close(self) -> None:
         await self.close_all(self.closers)

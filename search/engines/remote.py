@@ -71,6 +71,8 @@ def completion_body(
         body["seed"] = params.seed
     if params.stop:
         body["stop"] = list(params.stop)
+        if params.include_stop:
+            body["include_stop_str_in_output"] = True
     if params.top_logprobs or params.logprobs:
         body["logprobs"] = params.top_logprobs or 0
     return body
@@ -103,6 +105,7 @@ def parse_choice(choice: dict[str, Any], params: SamplingConfig) -> Completion:
         cumulative_logprob=cumulative,
         logprobs=logprobs,
         top_logprobs=top,
+        stop_reason=stop if isinstance(stop := choice.get("stop_reason"), str) else None,
     )
 
 

@@ -97,6 +97,7 @@ class ChoiceStream:
             "text": "".join(parts.text),
             "token_ids": parts.token_ids,
             "finish_reason": reason,
+            "stop_reason": choice.get("stop_reason"),
         }
         if parts.has_logprobs:
             merged["logprobs"] = {

@@ -100,6 +100,7 @@ def to_sampling_params(params: SamplingConfig, n: int, *, stream: bool = False) 
         frequency_penalty=params.frequency_penalty,
         seed=params.seed,
         stop=list(params.stop) or None,
+        include_stop_str_in_output=params.include_stop,
         logprobs=logprobs,
         output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
     )
@@ -125,6 +126,7 @@ def to_completion(output: Any, params: SamplingConfig) -> Completion:
         cumulative_logprob=output.cumulative_logprob,
         logprobs=logprobs,
         top_logprobs=top,
+        stop_reason=output.stop_reason if isinstance(output.stop_reason, str) else None,
     )
 
 
@@ -137,6 +139,7 @@ class GrowingOutput:
     logprobs: list[Any] | None = None
     cumulative_logprob: float | None = None
     finish_reason: str | None = None
+    stop_reason: int | str | None = None
 
     def add(self, delta: Any) -> None:
         self.text += delta.text
@@ -145,6 +148,7 @@ class GrowingOutput:
             self.logprobs = (self.logprobs or []) + list(delta.logprobs)
         self.cumulative_logprob = delta.cumulative_logprob
         self.finish_reason = delta.finish_reason
+        self.stop_reason = delta.stop_reason
 
 
 class VLLMGenerator:

@@ -446,10 +446,14 @@ def test_h3_stream_clients_that_never_read_do_not_hold_the_slots(hardened: Serve
     the three sockets are still open on this side. The write-timeout count shows that the
     streams did block (else this test would prove nothing)."""
     wait_idle(hardened.url)
+    # A long essay with repetition encouraged: SmolLM often ends a count early (half of 16
+    # samples of "Count from 1 to 3000" ended within 140 tokens, so a stream could fit in
+    # the buffers and block nowhere), while all 16 samples of this ran to max_tokens.
     body = json.dumps(
         chat_body(
-            "Count from 1 to 3000, comma separated.",
+            "Write a very long essay, at least 3000 words, about the history of the sea.",
             max_tokens=512,
+            frequency_penalty=-0.5,
             n=2,
             stream=True,
             search={"n": 2},

@@ -1,0 +1,202 @@
+"""Responses built one reasoning step at a time, for the step-level searches (beam_search,
+dvts, particle_filtering) and their process reward model (PRM).
+
+A step ends at the delimiter (``step_delimiter``, default a blank line, as
+search-and-learn's and Qwen2.5-Math-PRM's step format) or after ``max_step_tokens``.
+Each step is one engine request on prompt ids + the response's ids so far, so the prefix
+cache serves everything already computed and no re-tokenisation moves a token boundary.
+The request stops at the delimiter or any of the client's stop strings, and keeps the
+matched string in its text (vLLM's ``include_stop_str_in_output``), so the steps' texts
+join into the response exactly. A client stop string ends the response and is cut off, as
+in any completion; so does the end-of-sequence token, and ``max_tokens`` in all.
+
+One imprecision, left alone: vLLM matches stop strings on text, so a delimiter that ends
+inside a token (a token "\\n\\n\\n" for the delimiter "\\n\\n") cuts the text there while
+the ids keep the whole token; the response text then lacks the token's last characters.
+
+Scores: each step gets the PRM's score of it when it is added (the PRM is causal, see
+search.protocols.ProcessRewardModel), and a response's score aggregates its steps'
+(``aggregation``): ``last`` (search-and-learn's default), ``min``, ``prod`` or ``mean``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field
+
+from search.budget import Work
+from search.strategy import SearchContext, SearchStrategy, gather_all
+from search.types import Candidate, Completion, FinishReason
+
+Aggregation = Literal["last", "min", "prod", "mean"]
+# Most steps a response may take (search-and-learn's num_iterations is 40): each step is a
+# sequential round of engine calls and a PRM call.
+MAX_STEPS = 256
+MAX_DELIMITER_CHARS = 32
+
+
+def aggregate(scores: Sequence[float], how: Aggregation) -> float:
+    """One response's score from its steps' scores; 0.0 for a response with no step."""
+    if not scores:
+        return 0.0
+    if how == "last":
+        return scores[-1]
+    if how == "min":
+        return min(scores)
+    if how == "prod":
+        return math.prod(scores)
+    return math.fsum(scores) / len(scores)
+
+
+@dataclass(frozen=True)
+class StepPath:
+    """One response so far: its generated ids, its steps' texts and their PRM scores."""
+
+    token_ids: tuple[int, ...] = ()
+    steps: tuple[str, ...] = ()
+    # One per step scored so far (a new step is unscored until the search's next PRM call).
+    scores: tuple[float, ...] = ()
+    # None while the response can still be continued.
+    finish_reason: FinishReason | None = None
+    # Where it descends from (a root index, a subtree): its lineage in reports.
+    lineage: int = 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.steps)
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    def extend(
+        self, out: Completion, max_tokens: int, delimiter: str, client_stops: Sequence[str]
+    ) -> StepPath:
+        """This response followed by the step ``out`` (generated with stop strings kept)."""
+        text, finish = out.text, None
+        if out.finish_reason == "stop":
+            reason = out.stop_reason
+            if reason is not None and reason in client_stops:
+                # The client's stop string ends the response and is not part of it.
+                text = text.removesuffix(reason)
+                finish = "stop"
+            elif reason is None or reason != delimiter:
+                finish = "stop"  # the end-of-sequence token
+        elif out.finish_reason == "abort":
+            finish = "abort"
+        token_ids = self.token_ids + out.token_ids
+        if finish is None and len(token_ids) >= max_tokens:
+            finish = "length"
+        return dataclasses.replace(
+            self, token_ids=token_ids, steps=(*self.steps, text), finish_reason=finish
+        )
+
+    def scored(self, score: float) -> StepPath:
+        """With its last step's score (each step is scored once, when it is added)."""
+        return dataclasses.replace(self, scores=(*self.scores, score))
+
+    def score(self, how: Aggregation) -> float:
+        return aggregate(self.scores, how)
+
+    def completion(self) -> Completion:
+        return Completion(
+            token_ids=self.token_ids, text=self.text, finish_reason=self.finish_reason or "length"
+        )
+
+
+class StepSearch(SearchStrategy):
+    """Options shared by the step-level searches (validated like every strategy's)."""
+
+    step_delimiter: str = Field(
+        default="\n\n",
+        min_length=1,
+        max_length=MAX_DELIMITER_CHARS,
+        description="text that ends a step",
+    )
+    max_step_tokens: int = Field(
+        default=64, ge=1, le=4096, strict=True, description="a step is cut after this many"
+    )
+    max_steps: int = Field(
+        default=40, ge=1, le=MAX_STEPS, strict=True, description="rounds of expansion at most"
+    )
+    aggregation: Aggregation = "last"
+
+    def step_tokens(self, max_tokens: int) -> int:
+        return min(self.max_step_tokens, max_tokens)
+
+    def worst_case(self, max_tokens: int) -> Work:
+        """Every round at most n new steps of at most max_step_tokens, one engine call
+        each, and n scored; at most max_steps rounds."""
+        rounds = self.max_steps
+        return Work(
+            tokens=self.n * rounds * self.step_tokens(max_tokens),
+            engine_calls=self.n * rounds,
+            reward_items=self.n * rounds,
+        )
+
+
+async def expand(
+    ctx: SearchContext, search: StepSearch, parents: Sequence[StepPath], counts: Sequence[int]
+) -> list[list[StepPath]]:
+    """``counts[i]`` sampled next steps of each ``parents[i]``, one engine request per parent,
+    all at once (the engine batches them; the prefix cache serves each parent). Parents
+    with a count of 0 get no request."""
+    max_tokens = ctx.sampling.max_tokens
+    client_stops = ctx.sampling.stop
+    sampling = dataclasses.replace(
+        ctx.sampling, stop=(*client_stops, search.step_delimiter), include_stop=True
+    )
+    jobs = [
+        ctx.generate(
+            [*ctx.prompt_ids, *parent.token_ids],
+            min(search.max_step_tokens, max_tokens - parent.num_tokens),
+            count,
+            sampling=sampling,
+        )
+        for parent, count in zip(parents, counts, strict=True)
+        if count > 0
+    ]
+    outs = iter(await gather_all(jobs))
+    return [
+        [
+            parent.extend(out, max_tokens, search.step_delimiter, client_stops)
+            for out in (next(outs) if count > 0 else [])
+        ]
+        for parent, count in zip(parents, counts, strict=True)
+    ]
+
+
+async def score_new_steps(ctx: SearchContext, paths: Sequence[StepPath]) -> list[StepPath]:
+    """``paths`` with their newest step scored, in one PRM call for those that need it."""
+    todo = [i for i, p in enumerate(paths) if len(p.scores) < len(p.steps)]
+    scores = await ctx.score_last_steps(
+        [paths[i].steps for i in todo], [paths[i].token_ids for i in todo]
+    )
+    done = list(paths)
+    for i, score in zip(todo, scores, strict=True):
+        done[i] = paths[i].scored(score)
+    return done
+
+
+def as_candidates(paths: Sequence[StepPath], how: Aggregation) -> list[Candidate]:
+    """Each response as a candidate whose reward is its aggregated step score."""
+    return [Candidate(p.completion(), p.score(how)) for p in paths]
+
+
+def step_report(paths: Sequence[StepPath]) -> dict[str, object]:
+    """A round's state for ``details``: live and finished counts and the step scores."""
+    return {
+        "live": sum(not p.finished for p in paths),
+        "finished": sum(p.finished for p in paths),
+        "scores": [p.scores[-1] if p.scores else None for p in paths],
+        "lineage": [p.lineage for p in paths],
+    }
