@@ -42,6 +42,8 @@ class RewardOptions(BaseModel):
     reward: str | dict[str, float | int] | None = None
     rubric: str | None = Field(default=None, min_length=1, max_length=RUBRIC_MAX_CHARS)
     constraints: list[Any] | None = None
+    # The process reward model a step search scores its steps with (--prm NAME).
+    prm: str | None = Field(default=None, min_length=1, max_length=64)
 
     @classmethod
     def pop_from(cls, options: dict[str, Any]) -> RewardOptions:

@@ -82,7 +82,8 @@ class StepPath:
         self, out: Completion, max_tokens: int, delimiter: str, client_stops: Sequence[str]
     ) -> StepPath:
         """This response followed by the step ``out`` (generated with stop strings kept)."""
-        text, finish = out.text, None
+        text = out.text
+        finish: FinishReason | None = None
         if out.finish_reason == "stop":
             reason = out.stop_reason
             if reason is not None and reason in client_stops:

@@ -9,12 +9,14 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from rewards.batcher import ItemScorer, MicroBatcher
 from rewards.choice import RewardSet
+from rewards.judge_prm import JudgePRM
 from rewards.spec import parse_specs
 from search.engines.default_model import DEFAULT_MODEL_NAME
 from search.protocols import RewardModel
@@ -25,7 +27,7 @@ from server.chat.router import router as chat_router
 from server.chat.serving import ChatService
 from server.errors import install_error_handlers
 from server.health import fatal, install_health_routes, start_monitor
-from server.metrics import ServerMetrics, TimedReward
+from server.metrics import ServerMetrics, TimedPRM, TimedReward
 from server.openapi_docs import API_ERRORS, OPS_ERRORS, without_default_422
 from server.recording import Recorder
 from server.request_id import RequestIdMiddleware
@@ -69,10 +71,19 @@ def create_app(
             named = RewardSet({default: loaded.reward}, specs, default)
         models = {name: wrap(name, model) for name, model in named.models.items()}
         rewards = RewardSet(models, list(named.specs.values()), named.default)
+        prms: dict[str, Any] = {}
+        for name, prm in loaded.prms.items():
+            label = f"prm:{name}"
+            if isinstance(prm, JudgePRM):
+                # The judge's calls batch with other requests' as the judge reward's do.
+                prms[name] = JudgePRM(wrap(label, prm.judge))
+            else:
+                prms[name] = TimedPRM(prm, label, metrics, timeout_s=settings.reward_timeout_s)
         rt = dataclasses.replace(
             loaded,
             reward=rewards.default_model or loaded.reward,
             rewards=rewards,
+            prms=prms,
             closers=closers,
         )
         app.state.runtime = rt

@@ -63,6 +63,18 @@ def serve_parser(parser: argparse.ArgumentParser) -> None:
                 "[,mode=auto|logprobs|json], python:MODULE:FUNCTION[#text]; constraints is "
                 "always held (env ALIGNSERVE_REWARD: one spec or a JSON list)",
             )
+        elif name == "prm":
+            parser.add_argument(
+                "--prm",
+                dest=name,
+                action="append",
+                default=None,
+                metavar="[NAME=]SPEC",
+                help="a process reward model for the step searches, picked per request with "
+                "search.prm (repeatable; the first is the default unless --default-prm): "
+                "judge (the default), prm:PATH_OR_ID[#trust_remote_code], prm-remote:URL "
+                "(env ALIGNSERVE_PRM: one spec or a JSON list)",
+            )
         elif name == "api_key":
             parser.add_argument(
                 "--api-key",

@@ -305,3 +305,43 @@ class TimedReward:
     def _fail(self, reason: str) -> None:
         self._errors.inc()
         self._failures.labels(self._label, reason).inc()
+
+
+class TimedPRM:
+    """A process reward model bounded by ``timeout_s`` (then 504) and timed, its latency,
+    batch sizes and failures labelled ``label`` among the rewards' metrics."""
+
+    def __init__(
+        self, inner: Any, label: str, metrics: ServerMetrics, *, timeout_s: float = 120.0
+    ) -> None:
+        self.inner = inner
+        self.timeout_s = timeout_s
+        self.bounds = getattr(inner, "bounds", None)
+        self.takes_token_ids = bool(getattr(inner, "takes_token_ids", False))
+        self._timed = TimedReward(inner, label, metrics, timeout_s=timeout_s)
+
+    async def score_last_steps(
+        self, conversation: Sequence[Message], steps: Sequence[Sequence[str]], **options: Any
+    ) -> list[float]:
+        start = time.perf_counter()
+        timed = self._timed
+        try:
+            return list(
+                await asyncio.wait_for(
+                    self.inner.score_last_steps(conversation, steps, **options), self.timeout_s
+                )
+            )
+        except TimeoutError:
+            timed._fail("timeout")
+            raise RewardTimeout(
+                f"the process reward model did not answer within {self.timeout_s:g} s"
+            ) from None
+        except RewardUnavailable as exc:
+            timed._fail(exc.reason)
+            raise
+        except Exception:
+            timed._fail("error")
+            raise
+        finally:
+            timed._latency.observe(time.perf_counter() - start)
+            timed._batch.observe(len(steps))

@@ -144,6 +144,7 @@ async def _build_runtime(settings: Any, closers: list[Callable[[], Any]]) -> Run
         if hasattr(built, "aclose"):
             closers.append(built.aclose)
     rewards = RewardSet(models, specs, default)
+    prms, default_prm = await build_prms(settings, generator, tokenizer, max_model_len, closers)
     dpo = reference = None
     if settings.dpo_model and settings.reference_model:
         in_process = None if settings.remote_engine_url else generator
@@ -163,8 +164,38 @@ async def _build_runtime(settings: Any, closers: list[Callable[[], Any]]) -> Run
         utilities=build_utilities(),
         dpo=dpo,
         reference=reference,
+        prms=prms,
+        default_prm=default_prm,
         closers=closers,
     )
+
+
+async def build_prms(
+    settings: Any,
+    generator: Generator,
+    tokenizer: Any,
+    max_model_len: int,
+    closers: list[Callable[[], Any]],
+) -> tuple[dict[str, ProcessRewardModel], str | None]:
+    """The process reward models --prm names, by name, and the default's name."""
+    from rewards.prm_spec import build_prm, parse_prm_specs
+
+    specs, default = parse_prm_specs(settings.prm, settings.default_prm)
+    prms: dict[str, ProcessRewardModel] = {}
+    for spec in specs:
+        prm = await asyncio.to_thread(
+            build_prm,
+            spec,
+            generator,
+            tokenizer,
+            api_key=settings.remote_api_key,
+            max_model_len=max_model_len,
+            judge_layout=settings.judge_layout,
+        )
+        prms[spec.name] = prm
+        if hasattr(prm, "aclose"):
+            closers.append(prm.aclose)
+    return prms, default
 
 
 def engine_config(settings: Any, model: str) -> Any:

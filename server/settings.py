@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from rewards.prm_spec import parse_prm_specs
 from rewards.spec import parse_specs
 
 
@@ -53,6 +54,10 @@ class Settings(BaseSettings):
     # generation's own context, which the prefix cache holds; "separate" is a prompt of
     # its own, the rubric and the conversation re-rendered as text.
     judge_layout: str = Field(default="continuation", pattern="^(continuation|separate)$")
+    # Process reward models of the step searches, [NAME=]SPEC each (see rewards/prm_spec.py);
+    # a request picks one with search.prm. The default is default_prm, else the first.
+    prm: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["judge"])
+    default_prm: str | None = None
     # TreeBoN's implicit DPO reward (log pi_dpo - log pi_ref on partial responses) scores
     # with two models' prompt logprobs: a DPO-trained model and its reference, the model it
     # was trained from. Each is a model folder or hub id sharing the policy's tokenizer,
@@ -132,7 +137,7 @@ class Settings(BaseSettings):
             return [k.strip() for k in keys]
         return value
 
-    @field_validator("reward", mode="before")
+    @field_validator("reward", "prm", mode="before")
     @classmethod
     def _reward_specs(cls, value: Any) -> Any:
         # One spec, or (from the environment) a JSON list of them.
@@ -143,6 +148,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _reward_specs_parse(self) -> Settings:
         parse_specs(self.reward, self.default_reward)
+        parse_prm_specs(self.prm, self.default_prm)
         return self
 
     @model_validator(mode="after")

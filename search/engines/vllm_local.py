@@ -126,7 +126,9 @@ def to_completion(output: Any, params: SamplingConfig) -> Completion:
         cumulative_logprob=output.cumulative_logprob,
         logprobs=logprobs,
         top_logprobs=top,
-        stop_reason=output.stop_reason if isinstance(output.stop_reason, str) else None,
+        stop_reason=reason
+        if isinstance(reason := getattr(output, "stop_reason", None), str)
+        else None,
     )
 
 

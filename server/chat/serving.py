@@ -32,7 +32,9 @@ from search.errors import (
     LimitExceeded,
     ModelNotFound,
 )
+from search.protocols import ProcessRewardModel
 from search.registry import parse_strategy, validate_options
+from search.steps import StepSearch
 from search.strategy import SearchContext, SearchStrategy, top_distinct
 from search.types import Candidate, Message, SearchResult
 from server.chat.deadline import run_with_deadline
@@ -136,6 +138,30 @@ class ChatService:
             )
         return strategy, serving, reward
 
+    def process_reward(
+        self, strategy: SearchStrategy, name: str | None
+    ) -> ProcessRewardModel | None:
+        """The PRM a step search scores with (search.prm, else the server's default); a
+        400 naming search.prm for an unknown name or a search that scores no steps."""
+        prms = self.runtime.prms
+        if not isinstance(strategy, StepSearch):
+            if name is not None:
+                raise InvalidRequest(
+                    "search.prm chooses the process reward model of the step searches "
+                    "(beam_search, dvts, particle_filtering), not of this one",
+                    param="search.prm",
+                )
+            return None
+        chosen = name or self.runtime.default_prm
+        if chosen is None or chosen not in prms:
+            have = ", ".join(sorted(prms)) or "none (start it with --prm)"
+            raise InvalidRequest(
+                f"search.prm: no process reward model named {chosen!r} here; this server "
+                f"has {have}",
+                param="search.prm",
+            )
+        return prms[chosen]
+
     def check_size(self, request: ChatCompletionRequest) -> list[Message]:
         """The conversation, refused (400) over --max-messages or --max-request-chars
         before anything renders or tokenizes it."""
@@ -224,6 +250,7 @@ class ChatService:
             utilities=runtime.utilities,
             dpo=runtime.dpo,
             reference=runtime.reference,
+            prm=self.process_reward(strategy, reward_options.prm),
             limits=limits,
         )
         return Prepared(

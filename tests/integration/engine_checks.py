@@ -58,6 +58,21 @@ async def check_stop(gen: Generator, tok: HFChatTokenizer) -> None:
     assert free[0].text.startswith(cut[0].text)
 
 
+async def check_kept_stop_and_stop_reason(gen: Generator, tok: HFChatTokenizer) -> None:
+    """With include_stop the matched stop string ends the text, and stop_reason names it
+    (the step searches tell a step's end from the response's end by it)."""
+    ids = prompt(tok)
+    free = await gen.generate(ids, SamplingConfig(max_tokens=24, temperature=0.0))
+    stop = " " + free[0].text.split()[2]
+    params = SamplingConfig(max_tokens=24, temperature=0.0, stop=(stop,), include_stop=True)
+    kept = (await gen.generate(ids, params))[0]
+    assert kept.finish_reason == "stop" and kept.stop_reason == stop
+    assert kept.text.endswith(stop) and free[0].text.startswith(kept.text)
+    cut = (await gen.generate(ids, SamplingConfig(max_tokens=24, temperature=0.0, stop=(stop,))))[0]
+    assert cut.stop_reason == stop and kept.text == cut.text + stop
+    assert free[0].stop_reason is None  # a length cut or the end-of-sequence token
+
+
 async def check_logprobs(gen: Generator, tok: HFChatTokenizer) -> None:
     out = await gen.generate(prompt(tok), SamplingConfig(max_tokens=6, logprobs=True, seed=2))
     c = out[0]

@@ -38,6 +38,10 @@ async def test_stop(remote, tokenizer) -> None:
     await checks.check_stop(remote, tokenizer)
 
 
+async def test_kept_stop_and_stop_reason(remote, tokenizer) -> None:
+    await checks.check_kept_stop_and_stop_reason(remote, tokenizer)
+
+
 async def test_logprobs(remote, tokenizer) -> None:
     await checks.check_logprobs(remote, tokenizer)
 

@@ -27,6 +27,10 @@ async def test_stop(engine, tokenizer) -> None:
     await checks.check_stop(engine, tokenizer)
 
 
+async def test_kept_stop_and_stop_reason(engine, tokenizer) -> None:
+    await checks.check_kept_stop_and_stop_reason(engine, tokenizer)
+
+
 async def test_logprobs(engine, tokenizer) -> None:
     await checks.check_logprobs(engine, tokenizer)
 
