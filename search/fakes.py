@@ -11,6 +11,9 @@
 - ``WordOverlapUtility``: Jaccard similarity of whitespace-split word sets (MBR utility).
 - ``FixedGenerator`` / ``FixedUtility``: the same completions (with chosen summed
   logprobs) every call / a fixed utility matrix, for the regularised searches.
+- ``StepTableGenerator``: answers step requests by the response so far, honouring stop
+  strings as vLLM does (for the step searches).
+- ``TablePRM``: a process reward model with a fixed score per response or per step text.
 - ``fake_context``: a SearchContext over these.
 """
 
@@ -20,7 +23,13 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from search.protocols import Generator, ReferenceModel, RewardModel, Utility
+from search.protocols import (
+    Generator,
+    ProcessRewardModel,
+    ReferenceModel,
+    RewardModel,
+    Utility,
+)
 from search.strategy import SearchContext
 from search.types import Completion, Message, SamplingConfig
 
@@ -181,6 +190,80 @@ class FixedUtility:
         return [list(row) for row in self.table]
 
 
+def stepped(text: str, params: SamplingConfig) -> Completion:
+    """``text`` (what the model would write to its end) as vLLM returns it under ``params``:
+    cut after the earliest stop string that ends within max_tokens (finish "stop", its
+    ``stop_reason``, the string kept in the text only with ``include_stop``), else at
+    max_tokens ("length"), else whole (the end-of-sequence token: "stop", no reason)."""
+    cut, reason = None, None
+    for stop in params.stop:
+        at = text.find(stop)
+        if at != -1 and (cut is None or at + len(stop) < cut):
+            cut, reason = at + len(stop), stop
+    if reason is not None and cut is not None and cut <= params.max_tokens:
+        kept = text[:cut] if params.include_stop else text[: cut - len(reason)]
+        return Completion(tuple(ord(c) for c in text[:cut]), kept, "stop", stop_reason=reason)
+    if len(text) > params.max_tokens:
+        text = text[: params.max_tokens]
+        return Completion(tuple(ord(c) for c in text), text, "length")
+    return Completion(tuple(ord(c) for c in text), text, "stop")
+
+
+@dataclass
+class StepTableGenerator:
+    """Answers by the response so far: the decoded prompt less the chat ``prompt`` it starts
+    with keys ``table``, whose texts are what the model writes from there to its end. Each
+    call takes the next n texts of its key (a second call on the same key gets the ones
+    after; running out fails the test), each returned as vLLM would under the call's stop
+    strings and max_tokens (``stepped``)."""
+
+    table: Mapping[str, list[str]]
+    prompt: str = ""
+    # (response so far, max_tokens, stop strings, n) per call.
+    calls: list[tuple[str, int, tuple[str, ...], int]] = field(default_factory=list)
+    taken: dict[str, int] = field(default_factory=dict)
+
+    async def generate(
+        self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
+    ) -> list[Completion]:
+        decoded = CharTokenizer().decode(prompt_ids)
+        if not decoded.startswith(self.prompt):
+            raise AssertionError(f"prompt {decoded!r} does not start with {self.prompt!r}")
+        key = decoded[len(self.prompt) :]
+        self.calls.append((key, params.max_tokens, params.stop, n))
+        start = self.taken.get(key, 0)
+        texts = self.table[key][start : start + n]
+        if len(texts) < n:
+            raise AssertionError(f"table has too few texts after {key!r} for n={n}")
+        self.taken[key] = start + n
+        return [stepped(t, params) for t in texts]
+
+
+@dataclass
+class TablePRM:
+    """A process reward model: the last step's score is ``table`` of the whole response so
+    far, else of that step's text, else ``default``."""
+
+    table: Mapping[str, float]
+    default: float = 0.0
+    bounds: tuple[float, float] | None = (0.0, 1.0)
+    # The responses (their steps) of each call.
+    calls: list[list[tuple[str, ...]]] = field(default_factory=list)
+
+    async def score_last_steps(
+        self,
+        conversation: Sequence[Message],
+        steps: Sequence[Sequence[str]],
+        *,
+        token_ids: Sequence[Sequence[int]] | None = None,
+    ) -> list[float]:
+        self.calls.append([tuple(s) for s in steps])
+        return [
+            self.table.get("".join(s), self.table.get(s[-1], self.default)) if s else self.default
+            for s in steps
+        ]
+
+
 def fake_context(
     generator: Generator,
     reward: RewardModel,
@@ -189,6 +272,7 @@ def fake_context(
     utilities: Mapping[str, Utility] | None = None,
     reference: ReferenceModel | None = None,
     dpo: ReferenceModel | None = None,
+    prm: ProcessRewardModel | None = None,
 ) -> SearchContext:
     """A search context over the fakes, the prompt rendered by CharTokenizer. Every MBR
     utility name defaults to a WordOverlapUtility."""
@@ -205,4 +289,5 @@ def fake_context(
         utilities=utilities,
         reference=reference,
         dpo=dpo,
+        prm=prm,
     )

@@ -7,11 +7,14 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from search.adaptive_bon import AdaptiveBoN
+from search.beam_search import BeamSearch
 from search.bon import BestOfN
 from search.darwin import Darwin
+from search.dvts import DiverseVerifierTreeSearch
 from search.errors import InvalidRequest
 from search.majority import MajorityVote
 from search.mbr import MinimumBayesRisk
+from search.particle_filtering import ParticleFiltering
 from search.rbon_kl import RegularizedBoNKL
 from search.rbon_wd import RegularizedBoNWD
 from search.spec_rejection import SpeculativeRejection
@@ -32,6 +35,9 @@ STRATEGIES: dict[str, type[SearchStrategy]] = {
         SpeculativeRejection,
         Darwin,
         AdaptiveBoN,
+        BeamSearch,
+        DiverseVerifierTreeSearch,
+        ParticleFiltering,
     )
 }
 

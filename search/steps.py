@@ -17,21 +17,40 @@ the ids keep the whole token; the response text then lacks the token's last char
 Scores: each step gets the PRM's score of it when it is added (the PRM is causal, see
 search.protocols.ProcessRewardModel), and a response's score aggregates its steps'
 (``aggregation``): ``last`` (search-and-learn's default), ``min``, ``prod`` or ``mean``.
+
+The last round (``expand(..., to_end=True)``) continues each response to its end: no
+delimiter, the rest of max_tokens, as search-and-learn's last iteration "generates to EOS",
+so every response a search answers with is complete.
+
+The answer (``choose``): the best aggregated score, or with ``answer_regex`` the
+PRM-weighted majority vote of search-and-learn's weighted best-of-N: each response's answer
+(extracted as search.majority does) gets its score as the weight (search.majority's
+``vote_weights``: a bounded PRM's score mapped to [0, 1], an unbounded one's softmax), the
+answer with the largest sum wins and the reply is its best-scored response.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from search.budget import Work
-from search.strategy import SearchContext, SearchStrategy, gather_all
-from search.types import Candidate, Completion, FinishReason
+from search.majority import (
+    MAX_REGEX_CHARS,
+    REGEX_TIMEOUT_S,
+    MajorityVote,
+    tally_votes,
+    vote_weights,
+)
+from search.protocols import ProcessRewardModel
+from search.strategy import SearchContext, SearchStrategy, finish, gather_all
+from search.types import Candidate, Completion, FinishReason, SearchResult
 
 Aggregation = Literal["last", "min", "prod", "mean"]
 # Most steps a response may take (search-and-learn's num_iterations is 40): each step is a
@@ -130,6 +149,17 @@ class StepSearch(SearchStrategy):
         default=40, ge=1, le=MAX_STEPS, strict=True, description="rounds of expansion at most"
     )
     aggregation: Aggregation = "last"
+    answer_regex: str | None = Field(
+        default=None,
+        max_length=MAX_REGEX_CHARS,
+        description="vote on the answer this pattern's one group captures (weighted majority)",
+    )
+
+    @field_validator("answer_regex")
+    @classmethod
+    def _one_group(cls, value: str | None) -> str | None:
+        # The same checks as majority's option (one group, bounded counted repeats).
+        return MajorityVote._one_group(value)
 
     def step_tokens(self, max_tokens: int) -> int:
         return min(self.max_step_tokens, max_tokens)
@@ -145,21 +175,40 @@ class StepSearch(SearchStrategy):
         )
 
 
+def rounds_bound(search: StepSearch, max_tokens: int) -> int:
+    """The most rounds a search runs: max_steps, and no more than max_tokens (a live step
+    has at least one token, so a response is at max_tokens after that many)."""
+    return min(search.max_steps, max_tokens)
+
+
+def tokens_bound(search: StepSearch, max_tokens: int, per_round: int) -> int:
+    """Tokens of ``per_round`` new steps a round: of at most max_step_tokens, but the last
+    round's run to the end (``expand(..., to_end=True)``), up to max_tokens."""
+    rounds = rounds_bound(search, max_tokens)
+    return per_round * ((rounds - 1) * search.step_tokens(max_tokens) + max_tokens)
+
+
 async def expand(
-    ctx: SearchContext, search: StepSearch, parents: Sequence[StepPath], counts: Sequence[int]
+    ctx: SearchContext,
+    search: StepSearch,
+    parents: Sequence[StepPath],
+    counts: Sequence[int],
+    *,
+    to_end: bool = False,
 ) -> list[list[StepPath]]:
     """``counts[i]`` sampled next steps of each ``parents[i]``, one engine request per parent,
     all at once (the engine batches them; the prefix cache serves each parent). Parents
-    with a count of 0 get no request."""
+    with a count of 0 get no request. ``to_end``: the search's last round, each step runs
+    to the response's end (no delimiter, the rest of max_tokens)."""
     max_tokens = ctx.sampling.max_tokens
     client_stops = ctx.sampling.stop
-    sampling = dataclasses.replace(
-        ctx.sampling, stop=(*client_stops, search.step_delimiter), include_stop=True
-    )
+    stops = client_stops if to_end else (*client_stops, search.step_delimiter)
+    sampling = dataclasses.replace(ctx.sampling, stop=stops, include_stop=True)
+    step_cap = max_tokens if to_end else search.max_step_tokens
     jobs = [
         ctx.generate(
             [*ctx.prompt_ids, *parent.token_ids],
-            min(search.max_step_tokens, max_tokens - parent.num_tokens),
+            min(step_cap, max_tokens - parent.num_tokens),
             count,
             sampling=sampling,
         )
@@ -201,3 +250,47 @@ def step_report(paths: Sequence[StepPath]) -> dict[str, object]:
         "scores": [p.scores[-1] if p.scores else None for p in paths],
         "lineage": [p.lineage for p in paths],
     }
+
+
+def prm_bounds(prm: ProcessRewardModel | None) -> tuple[float, float] | None:
+    """The range a PRM's scores can take when it declares one (``bounds``, as a reward
+    model does; search.protocols.reward_bounds), else None."""
+    bounds = getattr(prm, "bounds", None)
+    return None if bounds is None else (float(bounds[0]), float(bounds[1]))
+
+
+async def choose(
+    ctx: SearchContext, search: StepSearch, paths: Sequence[StepPath], details: dict[str, Any]
+) -> SearchResult:
+    """The search's answer among complete responses ``paths``: the best aggregated score
+    (ties to the earlier), or with ``answer_regex`` the PRM-weighted majority (module
+    docstring); ``details`` gains the votes then."""
+    candidates = as_candidates(paths, search.aggregation)
+    if search.answer_regex is None:
+        return finish(ctx, candidates, details)
+    voter = MajorityVote(answer_regex=search.answer_regex)
+    budget_s = REGEX_TIMEOUT_S if ctx.limits is None else ctx.limits.regex_seconds
+    # A client's pattern runs off the loop (search.majority), which keeps serving meanwhile.
+    texts = [c.text for c in candidates]
+    answers = await asyncio.to_thread(voter.answers, texts, budget_s)
+    weights = vote_weights([c.reward for c in candidates], prm_bounds(ctx.prm))
+    tally = tally_votes(answers, weights)
+    appearance = {answer: k for k, answer in enumerate(tally)}
+
+    def key(i: int) -> tuple[bool, float, int, float, int]:
+        # majority's order: the largest tally (the answer seen first on ties), then the
+        # best score within it; responses without an answer last, by score.
+        answer = answers[i]
+        if answer is None:
+            return (True, 0.0, 0, -candidates[i].reward, i)
+        return (False, -tally[answer], appearance[answer], -candidates[i].reward, i)
+
+    order = sorted(range(len(candidates)), key=key)
+    winner = answers[order[0]] if tally else None
+    votes = {"votes": tally, "answers": answers, "weights": weights, "winner": winner}
+    return SearchResult(
+        ranked=[candidates[i] for i in order],
+        candidates=candidates,
+        budget=ctx.budget,
+        details={**details, **votes},
+    )
