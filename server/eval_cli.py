@@ -3,6 +3,8 @@
 with a progress bar and write the report. See ``server/evaluation.py`` for what it measures.
 
     alignserve eval --algorithms bon,rbon_kl --budgets 4,8 --limit 20 --out results/
+    alignserve eval --algorithms bon,beam_search --truth math \
+        --prompts server/data/math_problems.jsonl --option beam_search.beam_width=2
     alignserve eval --tail-check --tail-n 16 --tail-samples 4,8 --limit 20
 
 ``--tail-check`` instead measures how well adaptive_bon's reward-tail estimators predict
@@ -26,9 +28,11 @@ from search.types import SamplingConfig
 from server.eval_report import write_results
 from server.evaluation import (
     DEFAULT_ALGORITHMS,
+    MATH_TRUTH,
     EvalConfig,
     Prompt,
     Row,
+    check_truth,
     evaluate,
     load_prompts,
     options_of,
@@ -99,7 +103,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="NAME",
         help="score every answer also with this reward, which the search does not optimise "
-        "(constraints: pass rate and mean fraction of the prompts' checks met)",
+        "(constraints: pass rate and mean fraction of the prompts' checks met); or math: "
+        'accuracy against each prompt\'s "answer" (server/data/math_problems.jsonl)',
     )
     group.add_argument(
         "--best-of-1",
@@ -142,13 +147,14 @@ def _reward_choice(text: str) -> str | dict[str, float]:
 
 
 def check_rewards(settings: Settings, config: EvalConfig, prompts: list[Prompt]) -> None:
-    """The reward names exist and prompts carry the constraints a constraints reward needs;
-    checked before any engine starts (ValueError)."""
+    """The reward names exist and prompts carry the constraints a constraints reward needs
+    (and the answers --truth math needs); checked before any engine starts (ValueError)."""
     specs, default = parse_specs(settings.reward, settings.default_reward)
     known = {s.name for s in specs}
     search = config.search_reward or default
     names = set(search if isinstance(search, dict) else [search])
-    if config.truth is not None:
+    check_truth(config.truth, prompts)
+    if config.truth is not None and config.truth != MATH_TRUTH:
         names.add(config.truth)
     unknown = sorted(names - known)
     if unknown:

@@ -5,6 +5,7 @@ algorithm, a point per budget n).
 Per (algorithm, n): means over the prompts of the re-scored reward (with its standard
 error), generated tokens, wall seconds, engine and reward calls. ``tokens_vs_bon`` and
 ``wall_vs_bon`` are ratios of those means to bon's at the same n (None without bon).
+With ``--truth math``, ``accuracy``: the fraction of prompts whose answer is correct.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class Aggregate:
     truth_se: float | None = None
     pass_rate: float | None = None
     pass_rate_se: float | None = None
+    # --truth math: the fraction of answers equal to the gold answer.
+    accuracy: float | None = None
+    accuracy_se: float | None = None
 
 
 def standard_error(values: Sequence[float]) -> float:
@@ -89,7 +93,8 @@ def aggregate(rows: Sequence[Row]) -> list[Aggregate]:
 
 
 def truth_means(group: Sequence[Row]) -> dict[str, float]:
-    """Mean truth and pass rate with their standard errors, where the rows have them."""
+    """Mean truth, pass rate and accuracy with their standard errors, where the rows have
+    them."""
     out = {}
     truths = [r.truth for r in group if r.truth is not None]
     if truths:
@@ -97,6 +102,9 @@ def truth_means(group: Sequence[Row]) -> dict[str, float]:
     passes = [float(r.truth_pass) for r in group if r.truth_pass is not None]
     if passes:
         out["pass_rate"], out["pass_rate_se"] = statistics.fmean(passes), standard_error(passes)
+    corrects = [float(r.correct) for r in group if r.correct is not None]
+    if corrects:
+        out["accuracy"], out["accuracy_se"] = statistics.fmean(corrects), standard_error(corrects)
     return out
 
 
@@ -116,6 +124,10 @@ def markdown_table(aggregates: Sequence[Aggregate]) -> str:
             "| reward (± se)", "| truth pass (± se) | truth (± se) | reward (± se)"
         )
         rule += "--:|--:|"
+    accuracy = any(a.accuracy is not None for a in aggregates)
+    if accuracy:  # beside the tokens it costs
+        header = header.replace("| tokens |", "| accuracy (± se) | tokens |")
+        rule += "--:|"
     lines = [header, rule]
     for a in sorted(aggregates, key=lambda a: a.n):
         truth_cells = (
@@ -123,9 +135,10 @@ def markdown_table(aggregates: Sequence[Aggregate]) -> str:
             if truth
             else ""
         )
+        accuracy_cell = f"| {_mean_se(a.accuracy, a.accuracy_se)} " if accuracy else ""
         lines.append(
             f"| {a.algorithm} | {a.n} | {a.runs} {truth_cells}| {a.reward:.3f} ± {a.reward_se:.3f} "
-            f"| {a.generated_tokens:.1f} | {a.wall_s:.2f} | {a.engine_calls:.1f} "
+            f"{accuracy_cell}| {a.generated_tokens:.1f} | {a.wall_s:.2f} | {a.engine_calls:.1f} "
             f"| {a.reward_calls:.1f} | {_times(a.tokens_vs_bon)} | {_times(a.wall_vs_bon)} |"
         )
     return "\n".join(lines) + "\n"
@@ -137,20 +150,24 @@ def _mean_se(mean: float | None, se: float | None) -> str:
 
 def plot(aggregates: Sequence[Aggregate], path: Path, title: str) -> None:
     """Mean reward against mean generated tokens: a line per algorithm, n at each point;
-    with --truth a second panel, the truth's pass rate (or mean) against the same tokens."""
+    with --truth a second panel, the truth's pass rate, mean or accuracy against the same
+    tokens."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    truth = any(a.truth is not None for a in aggregates)
+    truth = any(a.truth is not None or a.accuracy is not None for a in aggregates)
     passes = any(a.pass_rate is not None for a in aggregates)
+    accuracy = any(a.accuracy is not None for a in aggregates)
     fig, axes = plt.subplots(1, 2 if truth else 1, figsize=(13 if truth else 7, 4.5), dpi=120)
     panels = list(axes) if truth else [axes]
     try:
         _panel(panels[0], aggregates, "reward", "mean reward of the answer (re-scored, ± 1 s.e.)")
         if truth:
             key, label = ("pass_rate", "truth: pass rate") if passes else ("truth", "mean truth")
+            if accuracy:
+                key, label = "accuracy", "accuracy (math)"
             _panel(panels[1], aggregates, key, f"{label} of the answer (± 1 s.e.)")
         fig.suptitle(textwrap.fill(title, 120), fontsize=9)
         fig.tight_layout()

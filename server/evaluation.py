@@ -15,10 +15,15 @@ the previous algorithm's prompt or judge calls cached. The answer's reward is al
 re-scored with the reward model on its own: algorithms rank by different objectives (or,
 like MBR or unweighted majority, never call the reward), so their own reported reward
 is kept beside it but not compared.
+
+Ground truth the search does not optimise (``truth``): a reward name (``constraints``: the
+prompts' own checks, pass rate and fraction met), or ``math``: whether the answer equals the
+prompt's ``answer`` (rewards/math_truth, math-verify), reported as accuracy.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import time
@@ -29,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from rewards.choice import RewardOptions
+from rewards.math_truth import is_correct
 from search.protocols import takes_token_ids
 from search.registry import parse_strategy
 from search.strategy import SearchContext, SearchStrategy
@@ -37,6 +43,9 @@ from server.runtime import Runtime
 
 DEFAULT_ALGORITHMS = ("bon", "rbon_wd", "treebon", "darwin", "spec_rejection")
 MT_BENCH = "mt_bench_questions.jsonl"
+# --truth math: the answer checked against the prompt's gold answer, not a reward.
+MATH_TRUTH = "math"
+MATH_PROMPTS = "server/data/math_problems.jsonl"
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,8 @@ class Prompt:
     conversation: list[Message]
     # Checks of the answer (rewards/constraints), for --truth constraints or as a reward.
     constraints: list[Any] | None = None
+    # The gold final answer, for --truth math (a number or a LaTeX expression).
+    answer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,7 +73,8 @@ class EvalConfig:
     cold_cache: bool = True
     # The search's reward: a name or {name: weight} (search.reward); None: the default.
     search_reward: str | dict[str, float] | None = None
-    # A reward the search does not optimise, scoring each answer as ground truth.
+    # Ground truth the search does not optimise: a reward scoring each answer, or "math"
+    # (the answer checked against the prompt's gold answer).
     truth: str | None = None
     # Also run bon with n = 1 (one sample, no search) on every prompt, as the baseline.
     best_of_1: bool = False
@@ -120,6 +132,8 @@ class Row:
     # The --truth reward of the answer, and (constraints) whether it meets every check.
     truth: float | None = None
     truth_pass: bool | None = None
+    # --truth math: whether the answer equals the prompt's gold answer.
+    correct: bool | None = None
 
 
 def parse_option(text: str) -> tuple[str, str, Any]:
@@ -174,11 +188,32 @@ def load_prompts(
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise ValueError(f"{source}: prompt {index}: {exc}") from None
         prompt_id = row.get("question_id", row.get("id", index))
-        prompts.append(Prompt(index, str(prompt_id), conversation, row.get("constraints")))
+        answer = row.get("answer")
+        prompts.append(
+            Prompt(
+                index,
+                str(prompt_id),
+                conversation,
+                row.get("constraints"),
+                None if answer is None else str(answer),
+            )
+        )
     chosen = prompts[offset:] if limit is None else prompts[offset : offset + limit]
     if not chosen:
         raise ValueError(f"{source}: no prompts left after offset {offset} and limit {limit}")
     return chosen
+
+
+def check_truth(truth: str | None, prompts: Sequence[Prompt]) -> None:
+    """``math`` needs every prompt's gold answer: a ValueError naming the first without."""
+    if truth != MATH_TRUTH:
+        return
+    missing = [p.id for p in prompts if p.answer is None]
+    if missing:
+        raise ValueError(
+            f"--truth math needs prompts with an 'answer'; prompt {missing[0]} has none "
+            f"({len(missing)} of {len(prompts)} lack one; use --prompts {MATH_PROMPTS})"
+        )
 
 
 def cache_resetter(runtime: Runtime) -> Callable[[], Any] | None:
@@ -225,6 +260,8 @@ async def run_one(
         utilities=getattr(runtime, "utilities", {}),
         dpo=getattr(runtime, "dpo", None),
         reference=getattr(runtime, "reference", None),
+        # The step searches (beam_search, dvts, particle_filtering) score steps with it.
+        prm=runtime.prm,
     )
     start = clock()
     result = await strategy.run(context)
@@ -235,8 +272,12 @@ async def run_one(
     if takes_token_ids(search_reward):
         options["token_ids"] = [[*prompt_ids, *best.completion.token_ids]]
     [reward] = await search_reward.score(prompt.conversation, [best.text], **options)
-    truth = truth_pass = None
-    if config.truth is not None:
+    truth = truth_pass = correct = None
+    if config.truth == MATH_TRUTH:
+        assert prompt.answer is not None  # check_truth ran before the searches
+        # A thread: sympy's first import and a long answer's parse stay off the loop.
+        correct = await asyncio.to_thread(is_correct, best.text, prompt.answer)
+    elif config.truth is not None:
         truth_reward = reward_for(runtime, config.truth, prompt)
         [truth] = await truth_reward.score(prompt.conversation, [best.text])
         checks = getattr(truth_reward, "constraints", None)
@@ -259,6 +300,7 @@ async def run_one(
         timings={k: round(v, 4) for k, v in budget.phase_seconds.items()},
         truth=truth,
         truth_pass=truth_pass,
+        correct=correct,
     )
 
 
@@ -281,6 +323,7 @@ async def evaluate(
     """All runs, in order prompt -> budget -> algorithm (Best-of-1 first when asked);
     ``progress`` sees each row."""
     strategies = config.strategies()
+    check_truth(config.truth, prompts)
     reset = cache_resetter(runtime) if config.cold_cache else None
     rows = []
     for prompt in prompts:

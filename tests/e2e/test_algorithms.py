@@ -22,7 +22,11 @@ pytestmark = pytest.mark.e2e
 MAX_TOKENS = 24
 
 
-def ask(client: openai.OpenAI, search: dict[str, Any], i: int = 0, **kw: Any) -> Any:
+def ask(
+    client: openai.OpenAI, search: dict[str, Any], i: int = 0, shared: bool = False, **kw: Any
+) -> Any:
+    """``shared``: the candidates share generated prefixes (the step searches' beams,
+    subtrees and resampled copies), so their tokens may add up to more than were generated."""
     r = client.chat.completions.create(
         model=MODEL,
         messages=question(i),
@@ -37,7 +41,8 @@ def ask(client: openai.OpenAI, search: dict[str, Any], i: int = 0, **kw: Any) ->
     assert set(report["timings"]) >= {"total"}
     cands = report["candidates"]
     assert all(c["tokens"] <= MAX_TOKENS for c in cands)
-    assert report["generated_tokens"] >= sum(c["tokens"] for c in cands) > 0
+    tokens = [c["tokens"] for c in cands]
+    assert report["generated_tokens"] >= (max(tokens) if shared else sum(tokens)) > 0
     chosen = cands[report["chosen_index"]]
     assert r.choices[0].message.content == chosen["text"]
     assert r.usage.completion_tokens == chosen["tokens"]
@@ -210,6 +215,62 @@ def test_adaptive_bon_reports_its_rounds_and_why_it_stopped(client: openai.OpenA
         assert all(r["expected_gain_next_round"] >= 0.01 for r in rounds[:-1])
     assert report["chosen_index"] == argmax([c["reward"] for c in cands])
     assert rounds[-1]["best"] == pytest.approx(max(c["reward"] for c in cands))
+
+
+# -- step searches: the judge rates each step (the default --prm) ---------------------------
+STEPS = {"max_step_tokens": 12}  # 24-token answers: two or more steps each
+
+
+def test_beam_search_keeps_n_over_m_beams_and_answers_the_best_aggregated_score(
+    client: openai.OpenAI,
+) -> None:
+    search = {"algorithm": "beam_search", "n": 4, "beam_width": 2, **STEPS}
+    _, report, cands, _ = ask(client, search, 7, shared=True)
+    rounds = report["details"]["rounds"]
+    assert len(rounds) >= 2 and len(cands) == 4
+    for r in rounds:
+        assert len(r["scores"]) == r["live"] + r["finished"] and len(r["kept"]) <= 2
+        assert all(0.0 <= s <= 1.0 for s in r["scores"])
+    # One PRM call per round and nothing else scored: the candidates' rewards are their
+    # aggregated (last) step scores.
+    assert report["reward_calls"] == len(rounds)
+    assert report["chosen_index"] == argmax([c["reward"] for c in cands])
+    assert report["generated_tokens"] <= 4 * MAX_TOKENS * len(rounds)
+
+
+def test_dvts_grows_independent_subtrees(client: openai.OpenAI) -> None:
+    search = {"algorithm": "dvts", "n": 4, "beam_width": 2, **STEPS}
+    _, report, cands, _ = ask(client, search, 8, shared=True)
+    rounds = report["details"]["rounds"]
+    assert rounds and 1 <= len(cands) <= 4
+    assert rounds[0]["subtrees"] == [0, 1]  # N / M = 2 subtrees
+    for r in rounds:
+        assert len(r["scores"]) == len(r["subtrees"]) == len(r["kept"])
+        assert all(len(s) <= 2 for s in r["scores"])
+    assert report["reward_calls"] == len(rounds)
+    assert report["chosen_index"] == argmax([c["reward"] for c in cands])
+
+
+def test_particle_filtering_resamples_in_proportion_to_the_weights(
+    client: openai.OpenAI,
+) -> None:
+    search = {"algorithm": "particle_filtering", "n": 4, **STEPS}
+    _, report, cands, _ = ask(client, search, 9, shared=True)
+    rounds = report["details"]["rounds"]
+    assert rounds and len(cands) == 4
+    for r in rounds:
+        assert sum(r["weights"]) == pytest.approx(1.0) and sum(r["counts"]) == 4
+        assert len(r["resampled"]) == 4
+        # A particle of weight 0 is never drawn.
+        assert all(r["weights"][i] > 0 for i in r["resampled"])
+    assert report["reward_calls"] == len(rounds)
+    assert report["chosen_index"] == argmax([c["reward"] for c in cands])
+
+
+def test_step_search_with_an_unknown_prm_is_a_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        ask(client, {"algorithm": "beam_search", "n": 4, "prm": "nope"})
+    assert info.value.response.json()["error"]["param"] == "search.prm"
 
 
 def test_every_registered_algorithm_has_a_test_here() -> None:

@@ -59,3 +59,42 @@ def test_spec_rejection_streams_committed_text_before_the_search_ends(
     buffered_first, buffered_total, buffered_text, _ = stream(client, committed=False)
     assert buffered_text == text  # same seed, same search, same answer
     assert buffered_first > 0.9 * buffered_total  # everything at the end
+
+
+def test_beam_search_streams_the_kept_beams_common_prefix_before_it_ends(
+    client: openai.OpenAI,
+) -> None:
+    """One beam kept per round (N / M = 1): after the first round every possible answer
+    extends it, so its text goes out while the later rounds still run."""
+    start = time.perf_counter()
+    first, pieces, report = None, [], None
+    for chunk in client.chat.completions.create(
+        model=MODEL,
+        messages=question(5),  # type: ignore[arg-type]
+        max_tokens=64,
+        seed=11,
+        stream=True,
+        extra_body={
+            "search": {
+                "algorithm": "beam_search",
+                "n": 2,
+                "beam_width": 2,
+                "max_step_tokens": 16,
+                "return_candidates": True,
+                "stream_committed": True,
+            }
+        },
+    ):
+        if chunk.choices and chunk.choices[0].delta.content:
+            first = first if first is not None else time.perf_counter() - start
+            pieces.append(chunk.choices[0].delta.content)
+        if chunk.model_extra and "search" in chunk.model_extra:
+            report = chunk.model_extra["search"]
+    total = time.perf_counter() - start
+    assert first is not None and report is not None
+    assert "".join(pieces) == report["candidates"][report["chosen_index"]]["text"]
+    rounds = report["details"]["rounds"]
+    print(f"first content after {first:.2f} s of {total:.2f} s; {len(rounds)} rounds")
+    # Seeded: the first round's two beams are both live, so one is kept and committed.
+    assert len(rounds) >= 3 and rounds[0]["finished"] == 0, rounds
+    assert first < 0.8 * total

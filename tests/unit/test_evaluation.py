@@ -7,16 +7,22 @@ import argparse
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
+from search.bon import BestOfN
 from search.errors import InvalidRequest
-from search.fakes import CharTokenizer, ScriptedGenerator, TableReward
+from search.fakes import CharTokenizer, ScriptedGenerator, TablePRM, TableReward
+from search.registry import STRATEGIES
+from search.strategy import SearchContext
+from search.types import SearchResult
 from server import eval_cli
 from server.cli import build_parser, settings_from_args
 from server.eval_report import aggregate, markdown_table, write_results
 from server.evaluation import EvalConfig, Prompt, Row, evaluate, load_prompts, parse_option
 from server.runtime import Runtime
+from tests.conftest import ROOT
 
 # Each prompt's candidates, in generation order; a budget n takes the first n.
 TEXTS = {
@@ -285,3 +291,100 @@ def test_truth_and_search_reward_names_are_checked_before_the_engine(
     assert "needs prompts with constraints" in capsys.readouterr().err
     args = build_parser().parse_args(["eval", "--search-reward", '{"judge": 1, "constraints": 1}'])
     assert args.search_reward == {"judge": 1, "constraints": 1}
+
+
+def math_prompts() -> list[Prompt]:
+    # Gold answers: q0's is 9 (bon's best "x 5" misses it, the majority's "yy 9" has it),
+    # q1's is 2 (both choose "b 2" at n=3).
+    golds = {"q0": "9", "q1": "2"}
+    return [Prompt(p.index, p.id, p.conversation, answer=golds[p.id]) for p in PROMPTS]
+
+
+async def test_truth_math_is_the_accuracy_of_the_chosen_answers(tmp_path: Path) -> None:
+    config = EvalConfig(algorithms=("bon", "majority"), budgets=(3,), truth="math")
+    rows = await evaluate(fake_runtime(), math_prompts(), config, clock=ticking_clock())
+    got = [(r.prompt_id, r.algorithm, r.answer, r.correct) for r in rows]
+    assert got == [
+        ("q0", "bon", "x 5", False),
+        ("q0", "majority", "yy 9", True),
+        ("q1", "bon", "b 2", True),
+        ("q1", "majority", "b 2", True),
+    ]
+    assert all(r.truth is None and r.truth_pass is None for r in rows)
+    aggs = {a.algorithm: a for a in aggregate(rows)}
+    assert (aggs["bon"].accuracy, aggs["majority"].accuracy) == (0.5, 1.0)
+    assert aggs["bon"].accuracy_se == pytest.approx(0.5)
+    # Accuracy sits beside the tokens it cost; no constraints columns.
+    _, table = write_results(tmp_path, {"eval": {"truth": "math"}}, rows, "math")
+    assert "| reward (± se) | accuracy (± se) | tokens |" in table
+    assert "truth pass" not in table
+    assert "| bon | 3 | 2 | 0.650 ± 0.250 | 0.500 ± 0.500 | 11.0 |" in table
+    assert "| majority | 3 | 2 | 0.350 ± 0.050 | 1.000 ± 0.000 | 11.0 |" in table
+    document = json.loads((tmp_path / "eval.json").read_text())
+    assert [r["correct"] for r in document["rows"]] == [False, True, True, True]
+    assert document["aggregates"][1]["accuracy"] == 1.0
+
+
+async def test_truth_math_refuses_prompts_without_answers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = EvalConfig(algorithms=("bon",), budgets=(2,), truth="math")
+    with pytest.raises(ValueError, match=r"--truth math needs prompts with an 'answer'.*q0"):
+        await evaluate(fake_runtime(), PROMPTS, config)
+    # From the command line: refused before any engine starts, MT-Bench has no answers.
+    args = build_parser().parse_args(["eval", "--truth", "math", "--limit", "2"])
+    assert eval_cli.main(settings_from_args(args), args) == 2
+    err = capsys.readouterr().err
+    assert "--truth math needs prompts with an 'answer'; prompt 81 has none" in err
+    assert "server/data/math_problems.jsonl" in err
+    # A file where one row lacks its answer names that row.
+    path = tmp_path / "math.jsonl"
+    path.write_text('{"prompt": "1+1?", "answer": 2}\n{"prompt": "2+2?", "id": "no-gold"}\n')
+    args = build_parser().parse_args(["eval", "--truth", "math", "--prompts", str(path)])
+    assert eval_cli.main(settings_from_args(args), args) == 2
+    assert "prompt no-gold has none" in capsys.readouterr().err
+
+
+def test_truth_math_is_not_a_reward_name() -> None:
+    # "math" needs no --reward of that name; the prompts' answers are all it needs.
+    args = build_parser().parse_args(["eval", "--truth", "math", "--reward", "judge"])
+    config = eval_cli.config_from_args(args)
+    prompts = load_prompts(ROOT / "server" / "data" / "math_problems.jsonl", limit=4)
+    eval_cli.check_rewards(settings_from_args(args), config, prompts)
+    assert [p.answer for p in prompts] == [
+        json.loads(line)["answer"]
+        for line in (ROOT / "server/data/math_problems.jsonl").read_text().splitlines()[:4]
+    ]
+
+
+class PRMProbe(BestOfN):
+    """bon that records the process reward model its context carries and takes an option,
+    standing in for the step searches (beam_search, dvts, particle_filtering)."""
+
+    name: ClassVar[str] = "prm_probe"
+    tag: str = ""
+    seen: ClassVar[list[tuple[str, object]]] = []
+
+    async def run(self, ctx: SearchContext) -> SearchResult:
+        PRMProbe.seen.append((self.tag, ctx.prm))
+        return await super().run(ctx)
+
+
+async def test_the_search_gets_the_runtime_prm_and_its_options(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(STRATEGIES, "prm_probe", PRMProbe)
+    monkeypatch.setattr(PRMProbe, "seen", [])
+    prm = TablePRM({})
+    runtime = fake_runtime()
+    runtime.prms, runtime.default_prm = {"judge": prm}, "judge"
+    argv = ["eval", "--algorithms", "prm_probe", "--budgets", "2", "--truth", "math"]
+    argv += ["--option", "prm_probe.tag=wide"]
+    config = eval_cli.config_from_args(build_parser().parse_args(argv))
+    rows = await evaluate(runtime, math_prompts(), config)
+    assert PRMProbe.seen == [("wide", prm), ("wide", prm)]
+    assert [r.algorithm for r in rows] == ["prm_probe", "prm_probe"]
+    # Without a --prm the context carries none (a step search then answers 503).
+    fake = fake_runtime()
+    await evaluate(fake, math_prompts()[:1], config)
+    assert PRMProbe.seen[-1] == ("wide", None)
