@@ -59,13 +59,13 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field
 
 from search.budget import Work
 from search.partial import top_indices
 from search.steps import (
     StepPath,
-    StepSearch,
+    WidthSearch,
     choose,
     expand,
     rounds_bound,
@@ -106,31 +106,12 @@ def calls_per_round(n: int, width: int) -> int:
     return max(groups, min(n, 2 * groups - 2))
 
 
-class BeamSearch(StepSearch):
+class BeamSearch(WidthSearch):
     name = "beam_search"
 
-    beam_width: int = Field(
-        default=4,
-        ge=1,
-        strict=True,
-        # Checked against n even when left out: the default 4 does not divide every n.
-        validate_default=True,
-        description="M: steps sampled per kept beam",
-    )
     filter_duplicates: bool = Field(
         default=True, strict=True, description="keep one of live beams with the same text"
     )
-
-    @field_validator("beam_width")
-    @classmethod
-    def _divides_n(cls, width: int, info: ValidationInfo) -> int:
-        n = info.data.get("n")
-        if n is not None and n % width:
-            raise ValueError(f"must divide n ({n}) so the kept beams fill the N slots")
-        return width
-
-    def samples_per_call(self) -> int:
-        return self.beam_width
 
     def worst_case(self, max_tokens: int) -> Work:
         rounds = rounds_bound(self, max_tokens)

@@ -56,13 +56,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import Field, ValidationInfo, field_validator
-
 from search.budget import Work
 from search.partial import top_indices
 from search.steps import (
     StepPath,
-    StepSearch,
+    WidthSearch,
     choose,
     expand,
     rounds_bound,
@@ -84,31 +82,11 @@ def possible_answers(
     return texts
 
 
-class DiverseVerifierTreeSearch(StepSearch):
+class DiverseVerifierTreeSearch(WidthSearch):
     name = "dvts"
-
-    beam_width: int = Field(
-        default=4,
-        ge=1,
-        strict=True,
-        # Checked against n even when left out: the default 4 does not divide every n.
-        validate_default=True,
-        description="M: steps each subtree samples per round",
-    )
-
-    @field_validator("beam_width")
-    @classmethod
-    def _divides_n(cls, width: int, info: ValidationInfo) -> int:
-        n = info.data.get("n")
-        if n is not None and n % width:
-            raise ValueError(f"must divide n ({n}) into subtrees of beam_width samples")
-        return width
 
     def subtrees(self) -> int:
         return self.n // self.beam_width
-
-    def samples_per_call(self) -> int:
-        return self.beam_width
 
     def worst_case(self, max_tokens: int) -> Work:
         rounds = rounds_bound(self, max_tokens)

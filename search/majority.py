@@ -156,6 +156,23 @@ def vote_weights(rewards: Sequence[float], bounds: tuple[float, float] | None) -
     return softmax(rewards) if rewards else []
 
 
+def vote_order(
+    answers: Sequence[str | None], tally: dict[str, float], rewards: Sequence[float]
+) -> list[int]:
+    """Candidate indices in the vote's order; the first is the rule's choice: the largest
+    tally, the answer seen first on equal tallies, then within that answer the highest
+    reward, the earliest on ties. Candidates without an answer come last, by reward."""
+    appearance = {answer: k for k, answer in enumerate(tally)}
+
+    def key(i: int) -> tuple[bool, float, int, float, int]:
+        answer = answers[i]
+        if answer is None:
+            return (True, 0.0, 0, -rewards[i], i)
+        return (False, -tally[answer], appearance[answer], -rewards[i], i)
+
+    return sorted(range(len(answers)), key=key)
+
+
 class MajorityVote(SearchStrategy):
     name = "majority"
 
@@ -228,17 +245,7 @@ class MajorityVote(SearchStrategy):
             return SearchResult(
                 ranked=ranked, candidates=candidates, budget=ctx.budget, details={"votes": {}}
             )
-        appearance = {answer: k for k, answer in enumerate(tally)}
-
-        def key(i: int) -> tuple[bool, float, int, float, int]:
-            answer = answers[i]
-            if answer is None:
-                return (True, 0.0, 0, -candidates[i].reward, i)
-            return (False, -tally[answer], appearance[answer], -candidates[i].reward, i)
-
-        # The first key is the rule's choice: the largest tally, the answer seen first on equal
-        # tallies, then within that answer the highest reward, the earliest on ties.
-        order = sorted(range(len(candidates)), key=key)
+        order = vote_order(answers, tally, [c.reward for c in candidates])
         details: dict[str, Any] = {
             "votes": tally,
             "answers": answers,

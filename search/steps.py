@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from search.budget import Work
 from search.majority import (
@@ -46,6 +46,7 @@ from search.majority import (
     REGEX_TIMEOUT_S,
     MajorityVote,
     tally_votes,
+    vote_order,
     vote_weights,
 )
 from search.protocols import ProcessRewardModel
@@ -188,6 +189,31 @@ def tokens_bound(search: StepSearch, max_tokens: int, per_round: int) -> int:
     return per_round * ((rounds - 1) * search.step_tokens(max_tokens) + max_tokens)
 
 
+class WidthSearch(StepSearch):
+    """A step search whose N responses are sampled M = ``beam_width`` at a time from each
+    of N / M parents (beam_search's kept beams, dvts's subtrees)."""
+
+    beam_width: int = Field(
+        default=4,
+        ge=1,
+        strict=True,
+        # Checked against n even when left out: the default 4 does not divide every n.
+        validate_default=True,
+        description="M: steps sampled per kept beam or subtree",
+    )
+
+    @field_validator("beam_width")
+    @classmethod
+    def _divides_n(cls, width: int, info: ValidationInfo) -> int:
+        n = info.data.get("n")
+        if n is not None and n % width:
+            raise ValueError(f"must divide n ({n}) into groups of beam_width samples")
+        return width
+
+    def samples_per_call(self) -> int:
+        return self.beam_width
+
+
 async def expand(
     ctx: SearchContext,
     search: StepSearch,
@@ -275,17 +301,7 @@ async def choose(
     answers = await asyncio.to_thread(voter.answers, texts, budget_s)
     weights = vote_weights([c.reward for c in candidates], prm_bounds(ctx.prm))
     tally = tally_votes(answers, weights)
-    appearance = {answer: k for k, answer in enumerate(tally)}
-
-    def key(i: int) -> tuple[bool, float, int, float, int]:
-        # majority's order: the largest tally (the answer seen first on ties), then the
-        # best score within it; responses without an answer last, by score.
-        answer = answers[i]
-        if answer is None:
-            return (True, 0.0, 0, -candidates[i].reward, i)
-        return (False, -tally[answer], appearance[answer], -candidates[i].reward, i)
-
-    order = sorted(range(len(candidates)), key=key)
+    order = vote_order(answers, tally, [c.reward for c in candidates])
     winner = answers[order[0]] if tally else None
     votes = {"votes": tally, "answers": answers, "weights": weights, "winner": winner}
     return SearchResult(

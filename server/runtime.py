@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,7 @@ async def load_runtime(settings: Any) -> Runtime:
 
 
 async def _build_runtime(settings: Any, closers: list[Callable[[], Any]]) -> Runtime:
+    from rewards.prm_spec import build_prm, parse_prm_specs
     from rewards.spec import build_reward, parse_specs
     from search.engines.default_model import DEFAULT_MODEL_NAME
     from search.engines.tokenizer import HFChatTokenizer
@@ -127,24 +128,11 @@ async def _build_runtime(settings: Any, closers: list[Callable[[], Any]]) -> Run
         closers.append(generator.shutdown)
         max_model_len = generator.max_model_len
     specs, default = parse_specs(settings.reward, settings.default_reward)
-    models: dict[str, RewardModel] = {}
-    for spec in specs:
-        built = await asyncio.to_thread(
-            build_reward,
-            spec,
-            generator,
-            tokenizer,
-            api_key=settings.remote_api_key,
-            max_model_len=max_model_len,
-            judge_layout=settings.judge_layout,
-        )
-        if built is None:  # constraints: built per request
-            continue
-        models[spec.name] = built
-        if hasattr(built, "aclose"):
-            closers.append(built.aclose)
-    rewards = RewardSet(models, specs, default)
-    prms, default_prm = await build_prms(settings, generator, tokenizer, max_model_len, closers)
+    built = BuildContext(settings, generator, tokenizer, max_model_len, closers)
+    # constraints is built per request, so it is not among the models.
+    rewards = RewardSet(await built.each(build_reward, specs), specs, default)
+    prm_specs, default_prm = parse_prm_specs(settings.prm, settings.default_prm)
+    prms = await built.each(build_prm, prm_specs)
     dpo = reference = None
     if settings.dpo_model and settings.reference_model:
         in_process = None if settings.remote_engine_url else generator
@@ -170,32 +158,37 @@ async def _build_runtime(settings: Any, closers: list[Callable[[], Any]]) -> Run
     )
 
 
-async def build_prms(
-    settings: Any,
-    generator: Generator,
-    tokenizer: Any,
-    max_model_len: int,
-    closers: list[Callable[[], Any]],
-) -> tuple[dict[str, ProcessRewardModel], str | None]:
-    """The process reward models --prm names, by name, and the default's name."""
-    from rewards.prm_spec import build_prm, parse_prm_specs
+@dataclass
+class BuildContext:
+    """What every reward and PRM is built from: the settings, the served engine and its
+    tokenizer and context; what a model needs closing is registered in ``closers``."""
 
-    specs, default = parse_prm_specs(settings.prm, settings.default_prm)
-    prms: dict[str, ProcessRewardModel] = {}
-    for spec in specs:
-        prm = await asyncio.to_thread(
-            build_prm,
-            spec,
-            generator,
-            tokenizer,
-            api_key=settings.remote_api_key,
-            max_model_len=max_model_len,
-            judge_layout=settings.judge_layout,
-        )
-        prms[spec.name] = prm
-        if hasattr(prm, "aclose"):
-            closers.append(prm.aclose)
-    return prms, default
+    settings: Any
+    generator: Generator
+    tokenizer: Any
+    max_model_len: int
+    closers: list[Callable[[], Any]]
+
+    async def each(self, build: Callable[..., Any], specs: Sequence[Any]) -> dict[str, Any]:
+        """``build(spec, ...)`` of every spec, off the event loop, by name; a spec built as
+        None is left out."""
+        models: dict[str, Any] = {}
+        for spec in specs:
+            model = await asyncio.to_thread(
+                build,
+                spec,
+                self.generator,
+                self.tokenizer,
+                api_key=self.settings.remote_api_key,
+                max_model_len=self.max_model_len,
+                judge_layout=self.settings.judge_layout,
+            )
+            if model is None:
+                continue
+            models[spec.name] = model
+            if hasattr(model, "aclose"):
+                self.closers.append(model.aclose)
+        return models
 
 
 def engine_config(settings: Any, model: str) -> Any:
