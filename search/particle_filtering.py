@@ -72,12 +72,12 @@ from typing import Any
 from pydantic import Field
 
 from search.budget import Work
+from search.protocols import reward_bounds
 from search.steps import (
     StepPath,
     StepSearch,
     choose,
     expand,
-    prm_bounds,
     rounds_bound,
     score_new_steps,
     step_report,
@@ -139,7 +139,7 @@ class ParticleFiltering(StepSearch):
     async def run(self, ctx: SearchContext) -> SearchResult:
         particles = [StepPath(lineage=i) for i in range(self.n)]
         rng = random.Random(ctx.sampling.seed)
-        bounds = prm_bounds(ctx.prm)
+        bounds = reward_bounds(ctx.prm)
         report: list[dict[str, Any]] = []
         for step in range(self.max_steps):
             if all(p.finished for p in particles):

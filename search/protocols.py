@@ -34,10 +34,11 @@ class RewardModel(Protocol):
     ) -> list[float]: ...
 
 
-def reward_bounds(reward: RewardModel) -> tuple[float, float] | None:
+def reward_bounds(reward: object) -> tuple[float, float] | None:
     """The range a reward model's scores can take, when it is known (the judge's [0, 1]);
-    None for unbounded ones (a classifier's logits). A reward model declares it with an
-    optional ``bounds`` attribute, so fakes and third-party models need not."""
+    None for unbounded ones (a classifier's logits). A reward model (or a process reward
+    model) declares it with an optional ``bounds`` attribute, so fakes and third-party
+    models need not."""
     bounds = getattr(reward, "bounds", None)
     return None if bounds is None else (float(bounds[0]), float(bounds[1]))
 

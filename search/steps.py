@@ -40,7 +40,6 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from search.budget import Work
 from search.majority import (
     MAX_REGEX_CHARS,
     REGEX_TIMEOUT_S,
@@ -49,7 +48,7 @@ from search.majority import (
     vote_order,
     vote_weights,
 )
-from search.protocols import ProcessRewardModel
+from search.protocols import reward_bounds
 from search.strategy import SearchContext, SearchStrategy, finish, gather_all
 from search.types import Candidate, Completion, FinishReason, SearchResult
 
@@ -165,16 +164,6 @@ class StepSearch(SearchStrategy):
     def step_tokens(self, max_tokens: int) -> int:
         return min(self.max_step_tokens, max_tokens)
 
-    def worst_case(self, max_tokens: int) -> Work:
-        """Every round at most n new steps of at most max_step_tokens, one engine call
-        each, and n scored; at most max_steps rounds."""
-        rounds = self.max_steps
-        return Work(
-            tokens=self.n * rounds * self.step_tokens(max_tokens),
-            engine_calls=self.n * rounds,
-            reward_items=self.n * rounds,
-        )
-
 
 def rounds_bound(search: StepSearch, max_tokens: int) -> int:
     """The most rounds a search runs: max_steps, and no more than max_tokens (a live step
@@ -278,13 +267,6 @@ def step_report(paths: Sequence[StepPath]) -> dict[str, object]:
     }
 
 
-def prm_bounds(prm: ProcessRewardModel | None) -> tuple[float, float] | None:
-    """The range a PRM's scores can take when it declares one (``bounds``, as a reward
-    model does; search.protocols.reward_bounds), else None."""
-    bounds = getattr(prm, "bounds", None)
-    return None if bounds is None else (float(bounds[0]), float(bounds[1]))
-
-
 async def choose(
     ctx: SearchContext, search: StepSearch, paths: Sequence[StepPath], details: dict[str, Any]
 ) -> SearchResult:
@@ -299,7 +281,7 @@ async def choose(
     # A client's pattern runs off the loop (search.majority), which keeps serving meanwhile.
     texts = [c.text for c in candidates]
     answers = await asyncio.to_thread(voter.answers, texts, budget_s)
-    weights = vote_weights([c.reward for c in candidates], prm_bounds(ctx.prm))
+    weights = vote_weights([c.reward for c in candidates], reward_bounds(ctx.prm))
     tally = tally_votes(answers, weights)
     order = vote_order(answers, tally, [c.reward for c in candidates])
     winner = answers[order[0]] if tally else None
