@@ -174,6 +174,21 @@ OPTIONS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
         "replacement": st.booleans(),
         "seed": st.integers(0, 1000),
     },
+    **{
+        name: {
+            "max_step_tokens": small,
+            "max_steps": st.integers(1, 3),
+            "step_delimiter": st.sampled_from(["\n\n", "\n", ". "]),
+            "aggregation": st.sampled_from(["last", "min", "prod", "mean"]),
+            "answer_regex": st.sampled_from([r"(\d+)", r"^(\w+)"]),
+            **extra,
+        }
+        for name, extra in (
+            ("beam_search", {"beam_width": small, "filter_duplicates": st.booleans()}),
+            ("dvts", {"beam_width": small}),
+            ("particle_filtering", {"resample_temperature": st.floats(0.1, 2.0)}),
+        )
+    },
     "adaptive_bon": {
         "round_size": small,
         "min_gain": st.floats(0.0, 0.1),
@@ -202,12 +217,14 @@ def search_requests(draw: st.DrawFn, algorithm: str) -> dict[str, Any]:
             if draw(st.booleans()):
                 search[key] = draw(values)
     max_tokens = draw(st.integers(1, 4))
-    # Options that depend on each other: n_initial >= n; branching divides n; a layer
-    # needs a token.
+    # Options that depend on each other: n_initial >= n; branching and beam_width divide
+    # n; a layer needs a token.
     if "n_initial" in search:
         search["n_initial"] = max(search["n_initial"], search["n"])
     if search["n"] % search.get("branching", 1):
         search["branching"] = 1
+    if algorithm in ("beam_search", "dvts") and search["n"] % search.get("beam_width", 4):
+        search["beam_width"] = 1  # the default 4 divides no n of 1 or 2
     if algorithm == "treebon":
         layers = search.get("layers", STRATEGIES["treebon"].model_fields["layers"].default)
         search["layers"] = min(layers, max_tokens)
