@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from prometheus_client import (
     REGISTRY,
@@ -21,6 +21,8 @@ from prometheus_client import (
 from search.errors import RewardTimeout, RewardUnavailable
 from search.protocols import RewardModel
 from search.types import Message, SearchResult
+
+T = TypeVar("T")
 
 # What Admission refuses for (server.admission).
 REJECTION_REASONS = ("queue_full", "streams_full", "shutting_down")
@@ -275,19 +277,22 @@ class TimedReward:
         ``token_ids``)."""
         from rewards.values import checked_rewards
 
-        start = time.perf_counter()
-        score: Any = self.inner.score
-        try:
-            rewards = await asyncio.wait_for(
-                score(conversation, responses, partial=partial, **options),
-                self.timeout_s,
-            )
+        async def checked() -> list[float]:
+            score: Any = self.inner.score
+            rewards = await score(conversation, responses, partial=partial, **options)
             return checked_rewards(rewards, len(responses))
+
+        return await self.bounded(checked(), len(responses), "the reward model")
+
+    async def bounded(self, call: Awaitable[T], size: int, what: str) -> T:
+        """Await ``call`` (a call on ``size`` responses) within ``timeout_s``, recording its
+        latency, its size as a batch (unless batched elsewhere) and any failure's reason."""
+        start = time.perf_counter()
+        try:
+            return await asyncio.wait_for(call, self.timeout_s)
         except TimeoutError:
             self._fail("timeout")
-            raise RewardTimeout(
-                f"the reward model did not answer within {self.timeout_s:g} s"
-            ) from None
+            raise RewardTimeout(f"{what} did not answer within {self.timeout_s:g} s") from None
         except RewardTimeout:
             self._fail("timeout")
             raise
@@ -300,7 +305,7 @@ class TimedReward:
         finally:
             self._latency.observe(time.perf_counter() - start)
             if not self.batched:
-                self._batch.observe(len(responses))
+                self._batch.observe(size)
 
     def _fail(self, reason: str) -> None:
         self._errors.inc()
@@ -315,7 +320,6 @@ class TimedPRM:
         self, inner: Any, label: str, metrics: ServerMetrics, *, timeout_s: float = 120.0
     ) -> None:
         self.inner = inner
-        self.timeout_s = timeout_s
         self.bounds = getattr(inner, "bounds", None)
         self.takes_token_ids = bool(getattr(inner, "takes_token_ids", False))
         self._timed = TimedReward(inner, label, metrics, timeout_s=timeout_s)
@@ -323,25 +327,5 @@ class TimedPRM:
     async def score_last_steps(
         self, conversation: Sequence[Message], steps: Sequence[Sequence[str]], **options: Any
     ) -> list[float]:
-        start = time.perf_counter()
-        timed = self._timed
-        try:
-            return list(
-                await asyncio.wait_for(
-                    self.inner.score_last_steps(conversation, steps, **options), self.timeout_s
-                )
-            )
-        except TimeoutError:
-            timed._fail("timeout")
-            raise RewardTimeout(
-                f"the process reward model did not answer within {self.timeout_s:g} s"
-            ) from None
-        except RewardUnavailable as exc:
-            timed._fail(exc.reason)
-            raise
-        except Exception:
-            timed._fail("error")
-            raise
-        finally:
-            timed._latency.observe(time.perf_counter() - start)
-            timed._batch.observe(len(steps))
+        call = self.inner.score_last_steps(conversation, steps, **options)
+        return list(await self._timed.bounded(call, len(steps), "the process reward model"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,6 +10,8 @@ import pytest
 
 from rewards.judge_prm import STEP_CRITERIA, JudgePRM
 from rewards.prm_spec import PRMSpec, parse_prm_specs
+from search.errors import RewardTimeout
+from server.metrics import ServerMetrics, TimedPRM
 from server.settings import Settings
 from tests.unit.conftest import make_runtime, serve
 
@@ -90,3 +93,27 @@ async def test_search_prm_is_refused_on_a_search_without_steps() -> None:
         )
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == "search.prm"
+
+
+class SlowPRM:
+    bounds = (0.0, 1.0)
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+
+    async def score_last_steps(
+        self, conversation: Sequence[Any], steps: Sequence[Sequence[str]], **_: Any
+    ) -> list[float]:
+        await asyncio.sleep(self.delay_s)
+        return [0.5] * len(steps)
+
+
+async def test_timed_prm_answers_within_its_timeout_and_counts_a_timeout() -> None:
+    metrics = ServerMetrics()
+    fast = TimedPRM(SlowPRM(0.0), "prm:x", metrics, timeout_s=1.0)
+    assert fast.bounds == (0.0, 1.0) and not fast.takes_token_ids
+    assert await fast.score_last_steps([], [["a"], ["b"]]) == [0.5, 0.5]
+    slow = TimedPRM(SlowPRM(5.0), "prm:x", metrics, timeout_s=0.05)
+    with pytest.raises(RewardTimeout, match="process reward model"):
+        await slow.score_last_steps([], [["a"]])
+    assert metrics.reward_failures.labels("prm:x", "timeout")._value.get() == 1
