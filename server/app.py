@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,6 +38,16 @@ from server.settings import Settings
 logger = logging.getLogger(__name__)
 
 RuntimeLoader = Callable[[Settings], Awaitable[Runtime]]
+
+
+def freeze_startup_heap() -> None:
+    """Move the objects loading made (torch, vLLM, the tokenizer: about 700,000) out of the
+    collector's reach, as vLLM's own server does after start-up (``freeze_gc_heap``). A
+    full collection otherwise walks them all on the event loop: 0.28 s on an idle 2-core
+    machine, 0.65 s while the engine generates (measured in-process); after the freeze,
+    under 1 ms."""
+    gc.collect()
+    gc.freeze()
 
 
 def create_app(
@@ -98,6 +109,7 @@ def create_app(
             fatal(app, "loading failed", f"{type(exc).__name__}: {exc}")
             return
         start_monitor(app, app.state.runtime)
+        freeze_startup_heap()
         logger.info("ready: serving %s", app.state.runtime.model_name)
 
     @asynccontextmanager

@@ -541,16 +541,25 @@ def redos(url: str, pattern: str) -> tuple[httpx.Response, float, list[float]]:
     return reply, outcome["after"], health
 
 
+def loop_answers(health: list[float]) -> None:
+    """/health kept answering while the pattern ran. On the old code a pattern held the
+    loop until the client gave up (every poll from then on timed out). One slow poll is
+    allowed: this 2-core machine is shared with the engine and the test (a CI run once
+    saw a single 2.0 s probe among fast ones)."""
+    assert sorted(health)[len(health) // 2] < 0.5, health
+    assert max(health) < 3.0, health
+
+
 def test_h1_redos_regex_does_not_stop_health(hardened: Server) -> None:
     wait_idle(hardened.url)
     reply, after, health = redos(hardened.url, EXPONENTIAL_ON_RE)
-    assert max(health) < 1.0
+    loop_answers(health)
     assert reply.status_code in (200, 400), reply.text[:300]
     assert after < 45  # a busy 2-core machine; on the old code it never ends
 
     before = metric_sum(hardened.url, "alignserve_limit_rejections_total", limit="regex_time")
     reply, after, health = redos(hardened.url, POLYNOMIAL)
-    assert max(health) < 1.0
+    loop_answers(health)
     assert reply.status_code == 400, reply.text[:300]
     assert reply.json()["error"]["param"] == "search.answer_regex"
     assert after < 45
