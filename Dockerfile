@@ -37,6 +37,8 @@ COPY scripts ./scripts
 COPY server ./server
 COPY search ./search
 COPY rewards ./rewards
+COPY engines ./engines
+COPY tools ./tools
 RUN scripts/setup_env.sh "${FLAVOR}"
 RUN useradd --create-home --uid 1000 alignserve && mkdir -p /cache && chown alignserve /cache
 USER 1000:1000

@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_options(texts: Sequence[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
-    from server.evaluation import parse_option
+    from tools.evaluation import parse_option
 
     options: dict[str, dict[str, Any]] = {}
     for text in texts:

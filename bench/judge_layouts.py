@@ -1,6 +1,6 @@
 """The judge's two prompt layouts side by side, in one run on the in-process engine.
 
-For each verifiable prompt (server/data/verifiable_prompts.jsonl: every prompt carries
+For each verifiable prompt (tools/data/verifiable_prompts.jsonl: every prompt carries
 rule-checked constraints, the ground truth), Best-of-8 candidates are sampled once, then
 scored by the judge in the ``continuation`` layout (the rating question continues the
 generation's own context) and in the ``separate`` layout (a prompt of its own). It prints:
@@ -30,16 +30,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engines.default_model import ensure_default_model
+from engines.tokenizer import HFChatTokenizer
+from engines.vllm_local import EngineConfig, VLLMGenerator
 from rewards.constraints.parse import parse_constraints
 from rewards.constraints.reward import ConstraintsReward
 from rewards.judge import JudgeReward
-from search.engines.default_model import ensure_default_model
-from search.engines.tokenizer import HFChatTokenizer
-from search.engines.vllm_local import EngineConfig, VLLMGenerator
 from search.types import SamplingConfig
-from server.evaluation import load_prompts
+from tools.evaluation import load_prompts
 
-PROMPTS = Path("server/data/verifiable_prompts.jsonl")
+PROMPTS = Path("tools/data/verifiable_prompts.jsonl")
 LAYOUTS = ("continuation", "separate")
 
 

@@ -1,5 +1,5 @@
 # ruff: noqa: E501  (the task table below keeps one task per line)
-"""Write server/data/verifiable_prompts.jsonl: prompts whose constraints a rule can check.
+"""Write tools/data/verifiable_prompts.jsonl: prompts whose constraints a rule can check.
 
 Ground truth for quality claims that a reward model did not optimise: each prompt carries
 1 to 3 IFEval-style constraints (rewards.constraints), written into the prompt text (the
@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from rewards.constraints import instructions, parse_constraints  # noqa: E402
 
-MT_BENCH = ROOT / "server" / "data" / "mt_bench_questions.jsonl"
-OUTPUT = ROOT / "server" / "data" / "verifiable_prompts.jsonl"
+MT_BENCH = ROOT / "tools" / "data" / "mt_bench_questions.jsonl"
+OUTPUT = ROOT / "tools" / "data" / "verifiable_prompts.jsonl"
 
 START_WORDS = ["Sure", "Certainly", "Yes", "Well", "Okay", "Absolutely", "Hello", "So"]
 END_PHRASES = [

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def first_turns(skip: int, limit: int) -> list[str]:
-    from server.evaluation import load_prompts
+    from tools.evaluation import load_prompts
 
     return [p.conversation[-1]["content"] for p in load_prompts(offset=skip, limit=limit)]
 
@@ -36,10 +36,10 @@ async def main(args: argparse.Namespace) -> None:
     import openai
     import uvicorn
 
+    from engines.default_model import DEFAULT_MODEL_NAME, ensure_default_model
+    from engines.tokenizer import HFChatTokenizer
+    from engines.vllm_local import EngineConfig, VLLMGenerator
     from rewards.judge import JudgeReward
-    from search.engines.default_model import DEFAULT_MODEL_NAME, ensure_default_model
-    from search.engines.tokenizer import HFChatTokenizer
-    from search.engines.vllm_local import EngineConfig, VLLMGenerator
     from search.types import SamplingConfig
     from server.app import create_app
     from server.runtime import Runtime

@@ -62,10 +62,10 @@ async def collect(args: argparse.Namespace, path: Path) -> None:
     """Sample, score and compare N candidates per prompt; one JSON line per prompt."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     from search.types import SamplingConfig
-    from server.eval_cli import warm_up
-    from server.evaluation import load_prompts, render
     from server.runtime import load_runtime
     from server.settings import Settings
+    from tools.eval_cli import warm_up
+    from tools.evaluation import load_prompts, render
 
     lo = min(args.tune[0], args.report[0])
     hi = max(args.tune[1], args.report[1])

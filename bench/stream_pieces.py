@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from search.engines.default_model import ensure_default_model
-from search.engines.tokenizer import HFChatTokenizer
+from engines.default_model import ensure_default_model
+from engines.tokenizer import HFChatTokenizer
 from server.chat.pieces import token_pieces
 
 SAMPLE = "Héllo wörld — 你好，世界！ 🎉🚀 naïve café, ½ ∑ Ελληνικά, русский; 1,234.5\n\t end. "

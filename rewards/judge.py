@@ -47,9 +47,9 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from engines.tokenizer import HFChatTokenizer
 from rewards.batcher import ScoreItem
 from rewards.fit import Shortened, fit, render_turn
-from search.engines.tokenizer import HFChatTokenizer
 from search.errors import InvalidRequest, RewardUnavailable
 from search.protocols import Generator
 from search.strategy import generate_each
@@ -210,7 +210,7 @@ class JudgeReward:
 
         # Rendering (Jinja and the tokenizer) takes milliseconds per item and up to seconds
         # for a batch of long conversations: a worker thread keeps the event loop serving.
-        # The tokenizer is only read (see search.engines.tokenizer), so threads may share it.
+        # The tokenizer is only read (see engines.tokenizer), so threads may share it.
         prompts = await asyncio.get_running_loop().run_in_executor(
             self._render_pool, lambda: [self.prompt(it, count) for it in items]
         )

@@ -54,9 +54,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from engines.retry import post_with_retries
 from rewards.batcher import gather_or_cancel
 from rewards.judge import SCORE_PREFIX, SCORES, TOP_LOGPROBS, digit_score, judge_messages
-from search.engines.retry import post_with_retries
 from search.errors import RewardUnavailable
 from search.types import Message
 

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from search.engines.tokenizer import HFChatTokenizer
+from engines.tokenizer import HFChatTokenizer
 from search.protocols import Generator, ProcessRewardModel
 
 KINDS = ("judge", "prm", "prm-remote")

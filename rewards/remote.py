@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
+from engines.retry import post_with_retries
 from rewards.batcher import ScoreItem, gather_or_cancel
-from search.engines.retry import post_with_retries
 from search.errors import RewardUnavailable
 from search.types import Message
 

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from search.engines.tokenizer import HFChatTokenizer
+from engines.tokenizer import HFChatTokenizer
 from search.protocols import Generator, RewardModel
 
 KINDS_WITHOUT_TARGET = ("judge", "constraints")

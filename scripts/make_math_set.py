@@ -1,4 +1,4 @@
-"""Write server/data/math_problems.jsonl: arithmetic word problems with a checkable answer.
+"""Write tools/data/math_problems.jsonl: arithmetic word problems with a checkable answer.
 
 Ground truth for ``alignserve eval --truth math`` (answers checked with rewards/math_truth):
 one- and two-step problems on small numbers (buy some more; give some away; so many bags of
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-OUTPUT = ROOT / "server" / "data" / "math_problems.jsonl"
+OUTPUT = ROOT / "tools" / "data" / "math_problems.jsonl"
 INSTRUCTION = "Put the final answer in \\boxed{}."
 
 NAMES = ["Tom", "Anna", "Ben", "Mia", "Sam", "Lily", "Omar", "Zoe", "Raj", "Ella", "Leo", "Ivy"]

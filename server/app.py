@@ -15,11 +15,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 
+from engines.default_model import DEFAULT_MODEL_NAME
 from rewards.batcher import ItemScorer, MicroBatcher
 from rewards.choice import RewardSet
 from rewards.judge_prm import JudgePRM
 from rewards.spec import parse_specs
-from search.engines.default_model import DEFAULT_MODEL_NAME
 from search.protocols import RewardModel
 from server.admission import Admission
 from server.auth import ApiKeyGate

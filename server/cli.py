@@ -1,21 +1,14 @@
-"""``alignserve`` console script. ``serve`` flags mirror the Settings fields one to one
+"""The server's command line: ``serve`` flags mirror the Settings fields one to one
 (``--default-n`` sets ``default_n``); unset flags fall back to ``ALIGNSERVE_*`` variables.
-``eval`` takes the same flags (for its engine and reward model) plus its own; so does
-``bench`` (its ``--vs-engine`` mode loads the engine those flags describe). ``export``
-turns ``--record`` search records into training sets."""
+The ``alignserve`` console script (``tools.cli``) adds its tools' commands to these."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import types
-from collections.abc import Sequence
 from typing import Any, Union, get_args, get_origin
 
-from pydantic import ValidationError
-
-from server import bench_cli, eval_cli, export
 from server.logs import setup_logging
 from server.settings import Settings
 
@@ -121,60 +114,3 @@ def serve(settings: Settings, app: Any = None) -> int:
         log_level=settings.log_level,
         grace_s=settings.shutdown_grace_s,
     )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="alignserve", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve_parser(commands.add_parser("serve", help="run the OpenAI-compatible server"))
-    evaluate = commands.add_parser(
-        "eval",
-        help="run algorithms over a prompt set at several budgets; write a table, JSON and a plot",
-        description=eval_cli.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    serve_parser(evaluate)  # the same model, engine and reward flags as serve
-    eval_cli.add_arguments(evaluate)
-    bench = commands.add_parser(
-        "bench",
-        help="load sweep of a server over concurrency levels; throughput, latency, plots",
-        description=bench_cli.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    serve_parser(bench)  # --vs-engine serves this engine; --api-key is also the client's key
-    bench_cli.add_arguments(bench)
-    export.add_arguments(
-        commands.add_parser(
-            "export",
-            help="turn --record search records into training sets",
-            description=export.__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "export":
-        return export.main(args)
-    try:
-        settings = settings_from_args(args)
-    except ValidationError as exc:
-        # One line per problem, not a traceback: the operator's fix is in the message.
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: "
-            + e["msg"].removeprefix("Value error, ")
-            for e in exc.errors()
-        )
-        parser.exit(2, f"alignserve {args.command}: {problems}\n")
-    if args.command == "eval":
-        return eval_cli.main(settings, args)
-    if args.command == "bench":
-        return bench_cli.main(settings, args)
-    return serve(settings)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

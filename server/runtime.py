@@ -84,7 +84,7 @@ class NeedsConstraints:
 def resolve_model(model: str | None, cache_dir: str | None) -> str:
     if model:
         return model
-    from search.engines.default_model import ensure_default_model
+    from engines.default_model import ensure_default_model
 
     return str(ensure_default_model(Path(cache_dir) if cache_dir else None))
 
@@ -102,16 +102,16 @@ async def load_runtime(settings: Any) -> Runtime:
 
 
 async def _build_runtime(settings: Any, closers: list[Callable[[], Any]]) -> Runtime:
+    from engines.default_model import DEFAULT_MODEL_NAME
+    from engines.tokenizer import HFChatTokenizer
     from rewards.prm_spec import build_prm, parse_prm_specs
     from rewards.spec import build_reward, parse_specs
-    from search.engines.default_model import DEFAULT_MODEL_NAME
-    from search.engines.tokenizer import HFChatTokenizer
 
     model = await asyncio.to_thread(resolve_model, settings.model, settings.model_cache_dir)
     tokenizer = await asyncio.to_thread(HFChatTokenizer.load, model)
     generator: Any
     if settings.remote_engine_url:
-        from search.engines.remote import RemoteGenerator
+        from engines.remote import RemoteGenerator
 
         generator = RemoteGenerator(
             settings.remote_engine_url,
@@ -122,7 +122,7 @@ async def _build_runtime(settings: Any, closers: list[Callable[[], Any]]) -> Run
         closers.append(generator.aclose)
         max_model_len = settings.max_model_len or tokenizer_context(model)
     else:
-        from search.engines.vllm_local import VLLMGenerator
+        from engines.vllm_local import VLLMGenerator
 
         generator = await asyncio.to_thread(VLLMGenerator.start, engine_config(settings, model))
         closers.append(generator.shutdown)
@@ -192,7 +192,7 @@ class BuildContext:
 
 
 def engine_config(settings: Any, model: str) -> Any:
-    from search.engines.vllm_local import EngineConfig
+    from engines.vllm_local import EngineConfig
 
     return EngineConfig(
         model=model,
@@ -217,8 +217,8 @@ def start_scorers(
     in-process ``generator`` (None when the policy is remote); any other gets an engine of
     its own with the policy's engine settings (on one GPU, give every engine room with
     --gpu-memory-utilization). Each engine's shutdown goes on ``closers``."""
-    from search.engines.tokenizer import HFChatTokenizer
-    from search.engines.vllm_local import VLLMGenerator
+    from engines.tokenizer import HFChatTokenizer
+    from engines.vllm_local import VLLMGenerator
 
     names = (settings.dpo_model, settings.reference_model)
     models = [

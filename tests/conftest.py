@@ -89,15 +89,15 @@ class LoopTicks:
 
 
 def mt_bench_prompts(limit: int = 80) -> list[str]:
-    """First turns of the MT-Bench questions (the copy shipped in server/data)."""
-    from server.evaluation import load_prompts
+    """First turns of the MT-Bench questions (the copy shipped in tools/data)."""
+    from tools.evaluation import load_prompts
 
     return [p.conversation[-1]["content"] for p in load_prompts(limit=limit)]
 
 
 @pytest.fixture(scope="session")
 def model_path() -> str:
-    from search.engines.default_model import ensure_default_model
+    from engines.default_model import ensure_default_model
 
     return str(ensure_default_model())
 

@@ -81,7 +81,7 @@ def test_records_survive_kill_9_during_load(cpu_env: dict[str, str], tmp_path: P
 
     out = tmp_path / "export"
     done = subprocess.run(
-        [sys.executable, "-m", "server.cli", "export", str(records_dir), "--out", str(out)],
+        [sys.executable, "-m", "tools.cli", "export", str(records_dir), "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,

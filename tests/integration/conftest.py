@@ -6,13 +6,13 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from search.engines.tokenizer import HFChatTokenizer
+from engines.tokenizer import HFChatTokenizer
 from tests.conftest import free_port, running_server
 
 
 @pytest.fixture(scope="session")
 async def engine(model_path: str) -> AsyncIterator[object]:
-    from search.engines.vllm_local import EngineConfig, VLLMGenerator
+    from engines.vllm_local import EngineConfig, VLLMGenerator
 
     generator = VLLMGenerator.start(EngineConfig(model=model_path, max_model_len=4096))
     yield generator

@@ -6,7 +6,7 @@ import asyncio
 import math
 from collections.abc import Callable
 
-from search.engines.tokenizer import HFChatTokenizer
+from engines.tokenizer import HFChatTokenizer
 from search.protocols import Generator
 from search.types import SamplingConfig
 

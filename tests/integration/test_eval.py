@@ -86,7 +86,7 @@ def test_eval_truth_constraints_as_a_command(
     from rewards.constraints import ConstraintsReward, parse_constraints
 
     out = tmp_path / "truth"
-    prompts = ROOT / "server" / "data" / "verifiable_prompts.jsonl"
+    prompts = ROOT / "tools" / "data" / "verifiable_prompts.jsonl"
     command = [str(Path(sys.executable).parent / "alignserve"), "eval", "--model", model_path]
     command += ["--prompts", str(prompts), "--limit", "2", "--budgets", "2"]
     command += ["--algorithms", "bon", "--truth", "constraints", "--best-of-1"]

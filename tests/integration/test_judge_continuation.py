@@ -9,8 +9,8 @@ import math
 import pytest
 from prometheus_client import REGISTRY
 
+from engines.tokenizer import HFChatTokenizer
 from rewards.judge import JudgeReward
-from search.engines.tokenizer import HFChatTokenizer
 from search.types import SamplingConfig
 
 pytestmark = pytest.mark.integration

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
+from engines.remote import RemoteGenerator
 from rewards.judge import SCORE_PREFIX, JudgeReward, judge_messages
 from rewards.openai_judge import OpenAIJudgeReward
-from search.engines.remote import RemoteGenerator
 from tests.conftest import mt_bench_prompts
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from search.engines.remote import RemoteGenerator, completion_body
+from engines.remote import RemoteGenerator, completion_body
 from search.types import Completion, SamplingConfig
 from tests.conftest import engine_requests
 from tests.integration import engine_checks as checks

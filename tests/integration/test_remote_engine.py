@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from engines.remote import RemoteGenerator
 from rewards.judge import JudgeReward
-from search.engines.remote import RemoteGenerator
 from tests.conftest import engine_requests
 from tests.integration import engine_checks as checks
 

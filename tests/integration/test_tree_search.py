@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
+from engines.tokenizer import HFChatTokenizer
+from engines.vllm_local import EngineConfig, VLLMGenerator
 from rewards.judge import JudgeReward
-from search.engines.tokenizer import HFChatTokenizer
-from search.engines.vllm_local import EngineConfig, VLLMGenerator
 from search.partial import Partial
 from search.strategy import SearchContext
 from search.treebon import TreeBoN
@@ -55,7 +55,7 @@ class RecordingScorer:
 @pytest.fixture(scope="module")
 async def perturbed() -> AsyncIterator[tuple[str, VLLMGenerator]]:
     """A second engine on the default model with seeded noise on its weights."""
-    from search.engines.default_model import ensure_perturbed_model
+    from engines.default_model import ensure_perturbed_model
 
     path = str(ensure_perturbed_model())
     engine = VLLMGenerator.start(EngineConfig(model=path, max_model_len=4096))

@@ -19,7 +19,7 @@ from search.registry import parse_strategy
 from search.strategy import call_seed
 from search.tail import fit
 from search.types import SamplingConfig
-from server.tail_check import empirical_best_of, error_table
+from tools.tail_check import empirical_best_of, error_table
 
 M = 64
 N = 16

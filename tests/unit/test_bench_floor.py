@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from server.bench_floor import (
+from server.runtime import Runtime
+from tools.bench_floor import (
     Sides,
     compare,
     floor_table,
@@ -24,10 +25,9 @@ from server.bench_floor import (
     vllm_outcome,
     write_floor_report,
 )
-from server.bench_sweep import BenchConfig
-from server.evaluation import Prompt
-from server.loadgen import INVALID, OK, Workload, http_call
-from server.runtime import Runtime
+from tools.bench_sweep import BenchConfig
+from tools.evaluation import Prompt
+from tools.loadgen import INVALID, OK, Workload, http_call
 
 PROMPTS = [Prompt(i, f"q{i}", [{"role": "user", "content": f"question {i}"}]) for i in range(3)]
 
@@ -117,7 +117,7 @@ class FakeUpstream:
 
 
 async def test_floor_sweep_alternates_sides_and_counts_tokens_per_request(tmp_path: Path) -> None:
-    from server.bench_floor import floor_sweep
+    from tools.bench_floor import floor_sweep
 
     fake = FakeUpstream()
     upstream = fake.client()
@@ -179,10 +179,10 @@ async def test_vs_engine_sweep_adds_the_generate_only_floor(
     runtime_of: Callable[..., Runtime],
 ) -> None:
     from server.app import create_app
-    from server.bench_report import markdown_table, ratios
-    from server.bench_sweep import RawSide, sweep
     from server.settings import Settings
     from tests.unit.test_loadgen import CountingGenerator, ItemReward, asgi_clients
+    from tools.bench_report import markdown_table, ratios
+    from tools.bench_sweep import RawSide, sweep
 
     generator = CountingGenerator(delay_s=0.02)
     runtime = runtime_of(generator=generator, reward=ItemReward())

@@ -11,10 +11,10 @@ from pydantic import ValidationError
 
 from search.errors import InvalidRequest
 from search.types import SamplingConfig
-from server import cli
 from server.cli import serve_parser, settings_from_args
 from server.protocol import UNSUPPORTED, ChatCompletionRequest, ChatMessage
 from server.settings import Settings
+from tools import cli
 
 
 def parse(argv: list[str]) -> Settings:
@@ -124,7 +124,7 @@ class FakeVocab:
 def scorer_engines(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Scorer engines that only remember their model; a converted default model in
     tmp_path (its config.json is all ensure_default_model looks for)."""
-    from search.engines import tokenizer, vllm_local
+    from engines import tokenizer, vllm_local
 
     monkeypatch.setattr(
         vllm_local.VLLMGenerator, "start", staticmethod(lambda c: FakeScorerEngine(c.model))
@@ -167,7 +167,7 @@ def test_default_and_the_default_models_folder_are_one_model(scorer_engines: Pat
 def test_a_scorer_with_another_tokenizer_is_refused(
     scorer_engines: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from search.engines import tokenizer
+    from engines import tokenizer
     from server.runtime import start_scorers
 
     class OtherVocab:

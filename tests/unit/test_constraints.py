@@ -22,7 +22,7 @@ from rewards.constraints import (
 from search.errors import InvalidRequest
 
 ROOT = Path(__file__).resolve().parents[2]
-PROMPTS = ROOT / "server" / "data" / "verifiable_prompts.jsonl"
+PROMPTS = ROOT / "tools" / "data" / "verifiable_prompts.jsonl"
 CONV = [{"role": "user", "content": "hi"}]
 
 

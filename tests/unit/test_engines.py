@@ -12,15 +12,15 @@ from typing import Any
 import httpx
 import pytest
 
-from search.engines.remote import (
+from engines.remote import (
     RemoteGenerator,
     completion_body,
     parse_choice,
     retry_after_header,
 )
-from search.engines.retry import RetryBudget
-from search.engines.tokenizer import HFChatTokenizer
-from search.engines.vllm_local import (
+from engines.retry import RetryBudget
+from engines.tokenizer import HFChatTokenizer
+from engines.vllm_local import (
     EngineConfig,
     VLLMGenerator,
     apply_cpu_environment,

@@ -17,12 +17,13 @@ from search.fakes import CharTokenizer, ScriptedGenerator, TablePRM, TableReward
 from search.registry import STRATEGIES
 from search.strategy import SearchContext
 from search.types import SearchResult
-from server import eval_cli
-from server.cli import build_parser, settings_from_args
-from server.eval_report import aggregate, markdown_table, write_results
-from server.evaluation import EvalConfig, Prompt, Row, evaluate, load_prompts, parse_option
+from server.cli import settings_from_args
 from server.runtime import Runtime
 from tests.conftest import ROOT
+from tools import eval_cli
+from tools.cli import build_parser
+from tools.eval_report import aggregate, markdown_table, write_results
+from tools.evaluation import EvalConfig, Prompt, Row, evaluate, load_prompts, parse_option
 
 # Each prompt's candidates, in generation order; a budget n takes the first n.
 TEXTS = {
@@ -336,7 +337,7 @@ async def test_truth_math_refuses_prompts_without_answers(
     assert eval_cli.main(settings_from_args(args), args) == 2
     err = capsys.readouterr().err
     assert "--truth math needs prompts with an 'answer'; prompt 81 has none" in err
-    assert "server/data/math_problems.jsonl" in err
+    assert "tools/data/math_problems.jsonl" in err
     # A file where one row lacks its answer names that row.
     path = tmp_path / "math.jsonl"
     path.write_text('{"prompt": "1+1?", "answer": 2}\n{"prompt": "2+2?", "id": "no-gold"}\n')
@@ -349,11 +350,11 @@ def test_truth_math_is_not_a_reward_name() -> None:
     # "math" needs no --reward of that name; the prompts' answers are all it needs.
     args = build_parser().parse_args(["eval", "--truth", "math", "--reward", "judge"])
     config = eval_cli.config_from_args(args)
-    prompts = load_prompts(ROOT / "server" / "data" / "math_problems.jsonl", limit=4)
+    prompts = load_prompts(ROOT / "tools" / "data" / "math_problems.jsonl", limit=4)
     eval_cli.check_rewards(settings_from_args(args), config, prompts)
     assert [p.answer for p in prompts] == [
         json.loads(line)["answer"]
-        for line in (ROOT / "server/data/math_problems.jsonl").read_text().splitlines()[:4]
+        for line in (ROOT / "tools/data/math_problems.jsonl").read_text().splitlines()[:4]
     ]
 
 

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from engines.default_model import ensure_default_model
+from engines.tokenizer import HFChatTokenizer
 from rewards.batcher import MicroBatcher, ScoreItem
 from rewards.choice import Component, RequestReward
 from rewards.judge import QUESTION, SCORE_PREFIX, JudgeReward
-from search.engines.default_model import ensure_default_model
-from search.engines.tokenizer import HFChatTokenizer
 from search.types import Completion, SamplingConfig
 
 END, START = 2, 1  # <|im_end|>, <|im_start|>

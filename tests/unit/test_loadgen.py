@@ -17,13 +17,16 @@ import pytest
 from rewards.batcher import ScoreItem
 from search.fakes import completion_of
 from search.types import Completion, Message, SamplingConfig
-from server import bench_cli
 from server.app import create_app
-from server.bench_report import markdown_table, ratios, write_report
-from server.bench_sweep import BenchConfig, ClientFor, RawSide, sweep
-from server.cli import build_parser, settings_from_args
-from server.evaluation import Prompt
-from server.loadgen import (
+from server.cli import settings_from_args
+from server.runtime import Runtime
+from server.settings import Settings
+from tools import bench_cli
+from tools.bench_report import markdown_table, ratios, write_report
+from tools.bench_sweep import BenchConfig, ClientFor, RawSide, sweep
+from tools.cli import build_parser
+from tools.evaluation import Prompt
+from tools.loadgen import (
     INVALID,
     OK,
     Sample,
@@ -35,8 +38,6 @@ from server.loadgen import (
     run_level,
     summarize,
 )
-from server.runtime import Runtime
-from server.settings import Settings
 
 PROMPTS = [Prompt(i, f"q{i}", [{"role": "user", "content": f"question {i}"}]) for i in range(4)]
 REWARDS = {"three": 0.8}

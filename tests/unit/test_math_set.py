@@ -1,4 +1,4 @@
-"""scripts/make_math_set.py and its output, server/data/math_problems.jsonl: regenerating
+"""scripts/make_math_set.py and its output, tools/data/math_problems.jsonl: regenerating
 gives the same bytes, and every answer is right (recomputed here from the stored operands)."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from server.evaluation import load_prompts
 from tests.conftest import ROOT
+from tools.evaluation import load_prompts
 
-DATA = ROOT / "server" / "data" / "math_problems.jsonl"
+DATA = ROOT / "tools" / "data" / "math_problems.jsonl"
 # Recomputed independently of the script's own answer_of.
 FORMULAS = {
     "add": lambda a, b: a + b,

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from server.export import export
 from server.recording import ReadReport, Recorder, read_records
 from server.settings import Settings
 from tests.unit.conftest import USER, make_runtime
 from tests.unit.test_server_errors import assert_error
+from tools.export import export
 
 URL = "/v1/chat/completions"
 GOOD = {"model": "m", "messages": USER, "search": {"n": 4}}
@@ -178,7 +178,7 @@ def test_l7_export_command_reports_what_it_skipped(
 ) -> None:
     import argparse
 
-    from server.export import main
+    from tools.export import main
 
     records = tmp_path / "rec"
     records.mkdir()

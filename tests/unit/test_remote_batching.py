@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from search.engines.remote import RemoteGenerator, completion_body
-from search.engines.remote_stream import ChoiceStream, StreamError, sse_data
+from engines.remote import RemoteGenerator, completion_body
+from engines.remote_stream import ChoiceStream, StreamError, sse_data
 from search.errors import EngineUnavailable, InvalidRequest
 from search.types import Completion, SamplingConfig
 
@@ -239,7 +239,7 @@ async def test_stream_maps_statuses_before_the_stream() -> None:
 
 
 async def test_stream_retries_a_failed_connect_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("search.engines.remote.CONNECT_BACKOFF_S", 0.0)
+    monkeypatch.setattr("engines.remote.CONNECT_BACKOFF_S", 0.0)
     attempts: list[int] = []
 
     def handler(request: httpx.Request) -> httpx.Response:

@@ -296,9 +296,9 @@ def test_server_imports_neither_torch_nor_vllm() -> None:
 def test_unit_tested_modules_import_neither_torch_nor_vllm() -> None:
     modules = [
         "server.cli",
-        "search.engines.remote",
-        "search.engines.vllm_local",
-        "search.engines.tokenizer",
+        "engines.remote",
+        "engines.vllm_local",
+        "engines.tokenizer",
         "rewards.judge",
         "rewards.remote",
         "search.fakes",

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from server.auth import key_accepted
-from server.cli import build_parser, settings_from_args
+from server.cli import settings_from_args
 from server.settings import Settings
 from tests.unit.conftest import USER, make_runtime, scripted
 from tests.unit.test_server_errors import assert_error
+from tools.cli import build_parser
 
 URL = "/v1/chat/completions"
 GOOD = {"model": "m", "messages": USER, "search": {"n": 2}}
@@ -239,7 +240,7 @@ async def test_deadline_options_are_validated(
 def test_m5_serve_with_an_empty_key_exits_with_the_reason(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from server import cli
+    from tools import cli
 
     with pytest.raises(SystemExit) as exit_:
         cli.main(["serve", "--api-key", ""])

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from search.engines.default_model import ensure_default_model
-from search.engines.tokenizer import HFChatTokenizer
+from engines.default_model import ensure_default_model
+from engines.tokenizer import HFChatTokenizer
 from search.fakes import CharTokenizer
 from server.chat.pieces import token_pieces
 

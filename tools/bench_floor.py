@@ -41,8 +41,10 @@ from typing import Any
 
 import httpx
 
-from server.bench_report import errors_text, num, plot, plot_title, ratio
-from server.bench_sweep import (
+from server.runtime import Runtime, load_runtime
+from server.settings import Settings
+from tools.bench_report import errors_text, num, plot, plot_title, ratio
+from tools.bench_sweep import (
     BenchConfig,
     BenchError,
     ClientFor,
@@ -51,8 +53,8 @@ from server.bench_sweep import (
     in_process_server,
     ticker,
 )
-from server.evaluation import Prompt
-from server.loadgen import (
+from tools.evaluation import Prompt
+from tools.loadgen import (
     INVALID,
     OK,
     Call,
@@ -64,8 +66,6 @@ from server.loadgen import (
     run_level,
     summarize,
 )
-from server.runtime import Runtime, load_runtime
-from server.settings import Settings
 
 SIDES = ("raw", "alignserve")
 SERIES = {

@@ -3,7 +3,7 @@
 Measures, per algorithm and budget ``n``, the mean reward of the answer against the mean
 number of tokens the engine generated (and wall time, engine and reward calls) over a
 prompt set: by default the first turns of the 80 MT-Bench questions shipped in
-``server/data``, or any JSONL of prompts.
+``tools/data``, or any JSONL of prompts.
 
 How: one in-process runtime (the server's engine and reward model, from the same
 flags). For every prompt, every budget, every algorithm in turn (interleaved, so drift
@@ -45,7 +45,7 @@ DEFAULT_ALGORITHMS = ("bon", "rbon_wd", "treebon", "darwin", "spec_rejection")
 MT_BENCH = "mt_bench_questions.jsonl"
 # --truth math: the answer checked against the prompt's gold answer, not a reward.
 MATH_TRUTH = "math"
-MATH_PROMPTS = "server/data/math_problems.jsonl"
+MATH_PROMPTS = "tools/data/math_problems.jsonl"
 
 
 @dataclass(frozen=True)
@@ -176,8 +176,8 @@ def load_prompts(
     if offset < 0 or (limit is not None and limit < 1):
         raise ValueError("--offset must be at least 0 and --limit at least 1")
     if path is None:
-        text = resources.files("server").joinpath("data", MT_BENCH).read_text(encoding="utf-8")
-        source = f"server/data/{MT_BENCH}"
+        text = resources.files("tools").joinpath("data", MT_BENCH).read_text(encoding="utf-8")
+        source = f"tools/data/{MT_BENCH}"
     else:
         text, source = path.read_text(encoding="utf-8"), str(path)
     prompts = []

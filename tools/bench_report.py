@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from server.loadgen import LevelStats
+from tools.loadgen import LevelStats
 
 
 def ratio(top: float | None, bottom: float | None) -> float | None:

@@ -1,14 +1,14 @@
 """The ``alignserve eval`` command: its own flags (the engine, model and reward flags are
-``serve``'s), then load the runtime once, warm it up, run :func:`server.evaluation.evaluate`
-with a progress bar and write the report. See ``server/evaluation.py`` for what it measures.
+``serve``'s), then load the runtime once, warm it up, run :func:`tools.evaluation.evaluate`
+with a progress bar and write the report. See ``tools/evaluation.py`` for what it measures.
 
     alignserve eval --algorithms bon,rbon_kl --budgets 4,8 --limit 20 --out results/
     alignserve eval --algorithms bon,beam_search --truth math \
-        --prompts server/data/math_problems.jsonl --option beam_search.beam_width=2
+        --prompts tools/data/math_problems.jsonl --option beam_search.beam_width=2
     alignserve eval --tail-check --tail-n 16 --tail-samples 4,8 --limit 20
 
 ``--tail-check`` instead measures how well adaptive_bon's reward-tail estimators predict
-Best-of-N from m samples (see ``server/tail_check.py``).
+Best-of-N from m samples (see ``tools/tail_check.py``).
 """
 
 from __future__ import annotations
@@ -25,8 +25,11 @@ from pathlib import Path
 from rewards.spec import CONSTRAINTS, parse_specs
 from search.errors import InvalidRequest
 from search.types import SamplingConfig
-from server.eval_report import write_results
-from server.evaluation import (
+from server.logs import setup_logging
+from server.runtime import Runtime, load_runtime
+from server.settings import Settings
+from tools.eval_report import write_results
+from tools.evaluation import (
     DEFAULT_ALGORITHMS,
     MATH_TRUTH,
     EvalConfig,
@@ -38,10 +41,7 @@ from server.evaluation import (
     options_of,
     reward_for,
 )
-from server.logs import setup_logging
-from server.runtime import Runtime, load_runtime
-from server.settings import Settings
-from server.tail_check import error_table, tail_check
+from tools.tail_check import error_table, tail_check
 
 DEFAULT_OUT = Path(tempfile.gettempdir()) / "alignserve-eval"
 RuntimeLoader = Callable[[Settings], Awaitable[Runtime]]
@@ -104,7 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="score every answer also with this reward, which the search does not optimise "
         "(constraints: pass rate and mean fraction of the prompts' checks met); or math: "
-        'accuracy against each prompt\'s "answer" (server/data/math_problems.jsonl)',
+        'accuracy against each prompt\'s "answer" (tools/data/math_problems.jsonl)',
     )
     group.add_argument(
         "--best-of-1",
@@ -164,7 +164,7 @@ def check_rewards(settings: Settings, config: EvalConfig, prompts: list[Prompt])
         if missing:
             raise ValueError(
                 f"the constraints reward needs prompts with constraints; {missing[0]} has none "
-                "(use --prompts server/data/verifiable_prompts.jsonl)"
+                "(use --prompts tools/data/verifiable_prompts.jsonl)"
             )
 
 
@@ -290,7 +290,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         print(f"alignserve eval: error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
-    source = str(args.prompts) if args.prompts else "MT-Bench first turns (server/data)"
+    source = str(args.prompts) if args.prompts else "MT-Bench first turns (tools/data)"
     table = asyncio.run(run_eval(settings, config, prompts, args.out, source=source))
     print(table, end="")
     print(f"wrote {args.out / 'eval.json'}, eval.md and eval.png", file=sys.stderr)

@@ -19,9 +19,9 @@ from typing import Any
 
 import httpx
 
-from server.bench_sweep import BenchError
-from server.evaluation import Prompt
-from server.loadgen import Workload, chat_payload
+from tools.bench_sweep import BenchError
+from tools.evaluation import Prompt
+from tools.loadgen import Workload, chat_payload
 
 
 async def stream_once(client: httpx.AsyncClient, payload: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ Three calls, one request each:
   token-id lists (the judge scores a batch of responses in one call this way).
 - ``generate_stream``: ``generate`` over SSE, yielding choices as they finish, so a caller
   can score early finishers while the rest still decode; the chunk parsing lives in
-  :mod:`search.engines.remote_stream`. A non-200 before the stream maps as for
+  :mod:`engines.remote_stream`. A non-200 before the stream maps as for
   ``generate``; a broken or short stream is EngineUnavailable.
 
 What the upstream says goes to the log, not to clients: its bodies and exception texts can
@@ -32,8 +32,8 @@ from typing import Any
 
 import httpx
 
-from search.engines.remote_stream import ChoiceStream, StreamError
-from search.engines.retry import RetryBudget, post_with_retries, retry_after_s
+from engines.remote_stream import ChoiceStream, StreamError
+from engines.retry import RetryBudget, post_with_retries, retry_after_s
 from search.errors import EngineUnavailable, InvalidRequest
 from search.types import Completion, FinishReason, SamplingConfig
 

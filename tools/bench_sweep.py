@@ -32,8 +32,10 @@ from rewards.batcher import ItemScorer, MicroBatcher
 from search.protocols import RewardModel, takes_token_ids
 from search.registry import parse_strategy
 from search.types import Completion, Message, SamplingConfig
-from server.evaluation import Prompt, cache_resetter
-from server.loadgen import (
+from server.runtime import Runtime
+from server.settings import Settings
+from tools.evaluation import Prompt, cache_resetter
+from tools.loadgen import (
     OK,
     Call,
     Clock,
@@ -46,8 +48,6 @@ from server.loadgen import (
     scrape_batches,
     summarize,
 )
-from server.runtime import Runtime
-from server.settings import Settings
 
 ClientFor = Callable[[int], AbstractAsyncContextManager[httpx.AsyncClient]]
 

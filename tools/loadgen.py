@@ -7,7 +7,7 @@ with seed ``seed + i``: every level (and the raw engine side of ``--vs-engine``)
 same work. :func:`http_call` sends request ``i`` as a chat completion; it is an error when
 the status is not 200, the body is not a ``chat.completion`` with one choice (``invalid
 body``), or the transport fails (the exception's name). Any other ``Call`` can be run too
-(``server/bench_sweep.py`` drives the engine directly).
+(``tools/bench_sweep.py`` drives the engine directly).
 
 :func:`summarize` turns a level's samples into successful requests/s, generated tokens/s
 (tokens of the successful requests over the level's wall time), p50/p95/p99 latency of the
@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from server.evaluation import Prompt
+from tools.evaluation import Prompt
 
 OK = "ok"
 INVALID = "invalid body"

@@ -20,8 +20,8 @@ from typing import Any
 from search.protocols import reward_bounds
 from search.tail import ESTIMATORS, MIN_SAMPLES, Bounds, fit
 from search.types import SamplingConfig
-from server.evaluation import Prompt, render
 from server.runtime import Runtime
+from tools.evaluation import Prompt, render
 
 BASELINE = "max of m"
 

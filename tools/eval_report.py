@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from server.evaluation import Row, row_dicts
+from tools.evaluation import Row, row_dicts
 
 BASELINE = "bon"
 
