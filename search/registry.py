@@ -18,6 +18,7 @@ from search.particle_filtering import ParticleFiltering
 from search.rbon_kl import RegularizedBoNKL
 from search.rbon_wd import RegularizedBoNWD
 from search.spec_rejection import SpeculativeRejection
+from search.single import SingleResponse
 from search.srbon import StochasticRBoN
 from search.strategy import SearchStrategy
 from search.treebon import TreeBoN
@@ -38,6 +39,7 @@ STRATEGIES: dict[str, type[SearchStrategy]] = {
         BeamSearch,
         DiverseVerifierTreeSearch,
         ParticleFiltering,
+        SingleResponse,
     )
 }
 

@@ -253,6 +253,9 @@ class SearchStrategy(BaseModel):
     name: ClassVar[str]
     # Strategies that need per-token logprobs from the engine set this.
     needs_logprobs: ClassVar[bool] = False
+    # Whether the server's --default-n applies when a request names no n (false for a
+    # strategy whose n is fixed).
+    takes_default_n: ClassVar[bool] = True
 
     n: int = Field(default=4, ge=1, strict=True, description="number of candidate responses")
 

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -33,7 +33,7 @@ from search.errors import (
     ModelNotFound,
 )
 from search.protocols import ProcessRewardModel
-from search.registry import parse_strategy, validate_options
+from search.registry import STRATEGIES, parse_strategy, validate_options
 from search.steps import StepSearch
 from search.strategy import SearchContext, SearchStrategy, top_distinct
 from search.types import Candidate, Message, SearchResult
@@ -103,11 +103,18 @@ class ChatService:
     def search_options(
         self, request: ChatCompletionRequest
     ) -> tuple[SearchStrategy, ServingOptions, RewardOptions]:
-        options: dict[str, Any] = {
-            "algorithm": self.settings.default_algorithm,
-            "n": self.settings.default_n,
-        }
+        options: dict[str, Any] = {"algorithm": self.settings.default_algorithm}
+        if request.search is None and request.temperature == 0:
+            # What clients send for determinism: greedy decoding has one answer, so the
+            # server's default search (n > 1) has nothing to choose from. One greedy
+            # response, no search; the report's algorithm says "none".
+            options["algorithm"] = "none"
         options.update(request.search or {})
+        chosen = (
+            STRATEGIES.get(options["algorithm"]) if isinstance(options["algorithm"], str) else None
+        )
+        if "n" not in options and (chosen is None or chosen.takes_default_n):
+            options["n"] = self.settings.default_n
         serving = ServingOptions.pop_from(options)
         reward = RewardOptions.pop_from(options)
         strategy = parse_strategy(options)
@@ -183,7 +190,22 @@ class ChatService:
             )
         return conversation
 
-    async def prepare(self, request: ChatCompletionRequest) -> Prepared:
+    async def tokenize(self, function: Callable[..., list[int]], *args: Any) -> list[int]:
+        """``function(*args)`` (a template render or an encode) in the render thread:
+        Jinja and the tokenizer take up to seconds on a long input, so the event loop
+        keeps serving meanwhile (as vLLM renders in an executor)."""
+        return await asyncio.get_running_loop().run_in_executor(self.render_pool, function, *args)
+
+    async def prepare(
+        self,
+        request: ChatCompletionRequest,
+        *,
+        prompt_ids: list[int] | None = None,
+        id_prefix: str = "chatcmpl-",
+    ) -> Prepared:
+        """The search a request asks for, ready to run. ``prompt_ids``: the prompt as the
+        client gave it, without the chat template (the legacy completions API; the
+        request's one user message then carries its text, for the rewards to read)."""
         unknown = request.unknown_fields()
         if unknown:
             # Names are client text: quoted, cut short and few, so no line is forged or huge.
@@ -210,11 +232,8 @@ class ChatService:
                 param="search.record",
             )
         conversation = self.check_size(request)
-        # Jinja and the tokenizer take up to seconds on a long conversation: a worker
-        # thread, so the event loop keeps serving (as vLLM renders in an executor).
-        prompt_ids = await asyncio.get_running_loop().run_in_executor(
-            self.render_pool, runtime.tokenizer.render_chat, conversation
-        )
+        if prompt_ids is None:
+            prompt_ids = await self.tokenize(runtime.tokenizer.render_chat, conversation)
         # A record keeps every candidate's per-token logprobs.
         sampling = request.sampling_config(
             self.settings.default_max_tokens, logprobs=strategy.needs_logprobs or record
@@ -258,7 +277,7 @@ class ChatService:
             strategy=strategy,
             serving=serving,
             context=context,
-            completion_id=f"chatcmpl-{uuid.uuid4().hex}",
+            completion_id=f"{id_prefix}{uuid.uuid4().hex}",
             created=int(time.time()),
             model=runtime.model_name,
             record=record,

@@ -331,3 +331,27 @@ async def test_search_n_bounds_accepted(
     assert r.status_code == 200
     assert gen.calls[0][2] == search_n
     assert r.json()["search"]["candidates_generated"] == search_n
+
+
+async def test_temperature_0_without_search_is_one_greedy_answer(
+    serve_app: Any, runtime_of: Any, script: Any
+) -> None:
+    gen = script()
+    async with serve_app(runtime_of(gen)) as client:
+        r = await client.post(URL, json=body(temperature=0))
+        refused = await client.post(URL, json=body(temperature=0, search={"n": 4}))
+    assert r.status_code == 200, r.text
+    assert [(c[1].temperature, c[2]) for c in gen.calls] == [(0.0, 1)]
+    report = r.json()["search"]
+    assert report["algorithm"] == "none"
+    assert (report["reward_calls"], report["chosen_reward"]) == (0, None)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "temperature"
+
+
+async def test_algorithm_none_is_one_response_of_n_1(serve_app: Any) -> None:
+    async with serve_app() as client:
+        r = await client.post(URL, json=body(search={"algorithm": "none"}))
+        bad = await client.post(URL, json=body(search={"algorithm": "none", "n": 2}))
+    assert r.status_code == 200 and r.json()["search"]["candidates_generated"] == 1
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "search.n"
