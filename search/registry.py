@@ -17,8 +17,8 @@ from search.mbr import MinimumBayesRisk
 from search.particle_filtering import ParticleFiltering
 from search.rbon_kl import RegularizedBoNKL
 from search.rbon_wd import RegularizedBoNWD
-from search.spec_rejection import SpeculativeRejection
 from search.single import SingleResponse
+from search.spec_rejection import SpeculativeRejection
 from search.srbon import StochasticRBoN
 from search.strategy import SearchStrategy
 from search.treebon import TreeBoN

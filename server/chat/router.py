@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -18,6 +18,7 @@ from search.errors import (
     ShuttingDown,
 )
 from search.registry import STRATEGIES
+from search.types import SearchResult
 from server.admission import Admission
 from server.chat.serving import ChatService, Prepared
 from server.chat.streaming import sse_stream
@@ -73,6 +74,35 @@ def chat_service(request: Request) -> ChatService:
 
 @router.post("/v1/chat/completions", response_model=None, responses=CHAT_RESPONSES)
 async def create_chat_completion(body: ChatCompletionRequest, raw: Request) -> Response:
+    return await answer_search(
+        raw,
+        body,
+        prepare=lambda service: service.prepare(body),
+        respond=lambda service, prepared, result: service.response(prepared, result),
+        stream=sse_stream,
+        refusal=chat_refusal,
+    )
+
+
+# The SSE events of one prepared search; ``on_search_end`` gives its admission slot back.
+StreamEvents = Callable[[ChatService, Prepared, Callable[[], None]], AsyncIterator[str]]
+
+
+async def answer_search(
+    raw: Request,
+    body: ChatCompletionRequest,
+    *,
+    prepare: Callable[[ChatService], Awaitable[Prepared]],
+    respond: Callable[[ChatService, Prepared, SearchResult], dict[str, Any]],
+    stream: StreamEvents,
+    refusal: Callable[[AlignserveError], list[str]],
+) -> Response:
+    """One search request, whichever API it came in through (chat completions,
+    responses, completions): refused early when the server is full, prepared, run under
+    an admission slot and cancelled when the client leaves, answered as JSON
+    (``respond``) or SSE (``stream``; ``refusal``: the events of a stream whose search
+    is refused after its headers went out), and counted in the metrics. ``body`` is the
+    request as chat completions has it (the other APIs convert theirs)."""
     metrics: ServerMetrics = raw.app.state.metrics
     algorithm = metric_label((body.search or {}).get("algorithm"), raw.app.state.settings)
     start = time.perf_counter()
@@ -82,13 +112,13 @@ async def create_chat_completion(body: ChatCompletionRequest, raw: Request) -> R
         service = chat_service(raw)
         # Refuse before paying for rendering and tokenization (a retry elsewhere is cheap).
         admission.check(stream=body.stream)
-        prepared = await service.prepare(body)
+        prepared = await prepare(service)
         algorithm = prepared.algorithm
         if body.stream:
             admission.check(stream=True)
             status = 200
             return StreamingResponse(
-                counted_stream(service, prepared, metrics, start, admission),
+                counted_stream(service, prepared, stream, refusal, metrics, start, admission),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
@@ -97,7 +127,7 @@ async def create_chat_completion(body: ChatCompletionRequest, raw: Request) -> R
             result = await cancel_on_disconnect(raw, service.run(prepared))
         finally:
             release()
-        response = JSONResponse(service.response(prepared, result))
+        response = JSONResponse(respond(service, prepared, result))
         status = 200  # after rendering: a body that fails to render is counted as the 500 it is
         return response
     except AlignserveError as exc:
@@ -114,9 +144,16 @@ async def create_chat_completion(body: ChatCompletionRequest, raw: Request) -> R
             metrics.record_request(algorithm, status, time.perf_counter() - start)
 
 
+def chat_refusal(exc: AlignserveError) -> list[str]:
+    """A chat stream's error event and its end, for a search refused after the headers."""
+    return [sse_error(exc), "data: [DONE]\n\n"]
+
+
 async def counted_stream(
     service: ChatService,
     prepared: Prepared,
+    stream: StreamEvents,
+    refusal: Callable[[AlignserveError], list[str]],
     metrics: ServerMetrics,
     start: float,
     admission: Admission,
@@ -126,13 +163,13 @@ async def counted_stream(
     admission.open_streams += 1
     try:
         release = await admission.enter()
-        async for event in sse_stream(service, prepared, on_search_end=release):
+        async for event in stream(service, prepared, release):
             yield event
         status = prepared.stream_error_status or 200
     except (Overloaded, ShuttingDown) as exc:  # the queue filled, or draining began, since check
         status = exc.status_code
-        yield sse_error(exc)
-        yield "data: [DONE]\n\n"
+        for event in refusal(exc):
+            yield event
     finally:
         admission.open_streams -= 1
         if release is not None:

@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from search.errors import AlignserveError
@@ -19,13 +20,44 @@ from server.errors import sse_error
 logger = logging.getLogger(__name__)
 
 
-async def sse_stream(
+@dataclass(frozen=True)
+class Committed:
+    """Text the search has committed to since the last event (final: it stays)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    """Nothing new for ``keepalive_s``: send something so proxies keep the stream."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The search failed; the stream's status becomes the error's."""
+
+    error: AlignserveError
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The search's result; ``sent``: the committed text already streamed."""
+
+    result: SearchResult
+    sent: str
+
+
+SearchEvent = Committed | KeepAlive | Failed | Finished
+
+
+async def search_events(
     service: ChatService, prepared: Prepared, on_search_end: Callable[[], None] = lambda: None
-) -> AsyncIterator[str]:
-    """SSE: while the search runs, the text it has committed to (searches that narrow
-    to one lineage say so, see ``SearchContext.commit_common_prefix``) as it becomes
-    final, and keep-alive comments; then the rest of the answer in token-sized chunks.
-    If the client leaves, the generator is closed and the search cancelled.
+) -> AsyncIterator[SearchEvent]:
+    """What a streamed search does, whatever API formats it: while it runs, the text it
+    has committed to (searches that narrow to one lineage say so, see
+    ``SearchContext.commit_common_prefix``) as it becomes final, and keep-alives; then
+    its result or its error. If the client leaves, the generator is closed and the
+    search cancelled.
 
     ``on_search_end`` runs as soon as the search ends (its admission slot goes back
     then, not when a slow client has read the last byte). Only the latest committed
@@ -50,30 +82,48 @@ async def sse_stream(
             if commit in done:
                 committed.clear()
                 text = prepared.context.committed
-                for event in text_chunks(prepared, text[len(sent) :], first=not sent):
-                    yield f"data: {json.dumps(event)}\n\n"
+                yield Committed(text[len(sent) :])
                 sent = text
             else:
                 commit.cancel()
                 if not done:
-                    yield ": keep-alive\n\n"
+                    yield KeepAlive()
         try:
             result = search.result()
         except Exception as exc:
             error = exc if isinstance(exc, AlignserveError) else internal_error(exc)
             prepared.stream_error_status = error.status_code
-            yield sse_error(error)
-            yield "data: [DONE]\n\n"
+            yield Failed(error)
             return
-        for event in answer_chunks(service, prepared, result, sent):
-            yield f"data: {json.dumps(event)}\n\n"
-        yield "data: [DONE]\n\n"
+        yield Finished(result, sent)
     finally:
         if commit is not None:
             commit.cancel()  # the client left while waiting: no pending getter
         if not search.done():
             search.cancel()
             await asyncio.gather(search, return_exceptions=True)
+
+
+async def sse_stream(
+    service: ChatService, prepared: Prepared, on_search_end: Callable[[], None] = lambda: None
+) -> AsyncIterator[str]:
+    """Chat completions' SSE: ``chat.completion.chunk`` events for the committed text
+    while the search runs, keep-alive comments, then the rest of the answer in
+    token-sized chunks and the report; ``data: [DONE]`` ends it."""
+    sent = ""
+    async for event in search_events(service, prepared, on_search_end):
+        if isinstance(event, Committed):
+            for chunk_ in text_chunks(prepared, event.text, first=not sent):
+                yield f"data: {json.dumps(chunk_)}\n\n"
+            sent += event.text
+        elif isinstance(event, KeepAlive):
+            yield ": keep-alive\n\n"
+        elif isinstance(event, Failed):
+            yield sse_error(event.error)
+        else:
+            for chunk_ in answer_chunks(service, prepared, event.result, event.sent):
+                yield f"data: {json.dumps(chunk_)}\n\n"
+    yield "data: [DONE]\n\n"
 
 
 def chunk(prepared: Prepared, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
