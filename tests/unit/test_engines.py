@@ -3,6 +3,7 @@ helpers of the in-process engine (fed stand-in objects; vllm is never imported).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import pytest
 
 from engines.remote import (
     RemoteGenerator,
+    choose_model,
     completion_body,
     parse_choice,
     retry_after_header,
@@ -587,3 +589,39 @@ async def test_in_process_engine_death_is_read_and_reported() -> None:
     gen.on_death(lambda: seen.append("dead"))
     gen.report_death()  # what _run does on EngineDeadError
     assert seen == ["dead"]
+
+
+def test_choose_model_takes_the_single_one_or_the_fallback_among_several() -> None:
+    assert choose_model(["fleet"], "/models/local") == "fleet"
+    assert choose_model(["a", "/models/local"], "/models/local") == "/models/local"
+    with pytest.raises(EngineUnavailable, match=r"'a', 'b'.*--remote-model-name"):
+        choose_model(["a", "b"], "/models/local")
+    with pytest.raises(EngineUnavailable, match="serves none"):
+        choose_model([], None)
+
+
+async def test_remote_model_name_is_asked_once_and_kept() -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "fleet"}]})
+        assert json.loads(request.content)["model"] == "fleet"
+        return httpx.Response(200, json={"choices": [{"index": 0, "text": "x", "token_ids": [5]}]})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://x")
+    gen = RemoteGenerator("http://unused", None, fallback_model="/local", client=client)
+    await asyncio.gather(*(gen.generate([1], SamplingConfig(max_tokens=1)) for _ in range(3)))
+    assert calls.count("/v1/models") == 1 and calls.count("/v1/completions") == 3
+
+
+async def test_remote_model_name_unlisted_is_a_503_and_asked_again() -> None:
+    answers = iter([httpx.Response(503), httpx.Response(200, json={"data": [{"id": "m"}]})])
+    client = httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda _: next(answers)), base_url="http://x"
+    )
+    gen = RemoteGenerator("http://unused", None, client=client)
+    with pytest.raises(EngineUnavailable, match="/v1/models"):
+        await gen.upstream_model()
+    assert await gen.upstream_model() == "m"
