@@ -394,10 +394,10 @@ async def sample_and_score(ctx: SearchContext, n: int) -> list[Candidate]:
         for task in (sampling, *scoring):
             task.cancel()
         await asyncio.gather(sampling, *scoring, return_exceptions=True)
-    ctx.budget.add_phase("generate", generated - start)
-    ctx.budget.add_phase("score", time.perf_counter() - generated)
+    ctx.budget.add_phase("generate", generated - start, start=start)
+    ctx.budget.add_phase("score", time.perf_counter() - generated, start=generated)
     if len(scoring) > 1:
-        ctx.budget.add_phase("score_overlapped", generated - first_score[0])
+        ctx.budget.add_phase("score_overlapped", generated - first_score[0], start=first_score[0])
     return [Candidate(completions[i], rewards[i]) for i in sorted(completions)]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -72,6 +72,12 @@ class Budget:
     reward_calls: int = 0
     scored_responses: int = 0
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    # Told (name, start, end), in time.perf_counter() seconds, as each phase ends: the
+    # server's tracing makes a span of it. Times, not a "current phase": phases of one
+    # search may overlap (scoring while samples still decode).
+    on_phase: Callable[[str, float, float], None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -79,10 +85,14 @@ class Budget:
         try:
             yield
         finally:
-            self.add_phase(name, time.perf_counter() - start)
+            self.add_phase(name, time.perf_counter() - start, start=start)
 
-    def add_phase(self, name: str, seconds: float) -> None:
+    def add_phase(self, name: str, seconds: float, *, start: float | None = None) -> None:
+        """Count ``seconds`` to ``name``; ``start``: when it began (else it ends now)."""
         self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + seconds
+        if self.on_phase is not None:
+            begin = time.perf_counter() - seconds if start is None else start
+            self.on_phase(name, begin, begin + seconds)
 
     def count_generation(self, completions: list[Completion]) -> None:
         self.engine_calls += 1

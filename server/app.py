@@ -26,14 +26,17 @@ from server.auth import ApiKeyGate
 from server.body_limit import BodyLimit
 from server.chat.router import router as chat_router
 from server.chat.serving import ChatService
+from server.completions.router import router as completions_router
 from server.errors import install_error_handlers
 from server.health import fatal, install_health_routes, start_monitor
 from server.metrics import ServerMetrics, TimedPRM, TimedReward
 from server.openapi_docs import API_ERRORS, OPS_ERRORS, without_default_422
 from server.recording import Recorder
 from server.request_id import RequestIdMiddleware
+from server.responses.router import router as responses_router
 from server.runtime import Runtime, load_runtime
 from server.settings import Settings
+from server.tracing import Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +117,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not app.state.tracing.enabled:  # unless one was injected (tests)
+            app.state.tracing = Tracing.from_settings(settings)
         loading = None if runtime is not None else asyncio.create_task(load())
         if runtime is not None:
             start_monitor(app, app.state.runtime)
@@ -128,6 +133,7 @@ def create_app(
                 await app.state.runtime.close()
             if app.state.recorder is not None:
                 await asyncio.to_thread(app.state.recorder.close)
+            await asyncio.to_thread(app.state.tracing.shutdown)  # last: flush every span
 
     docs = (
         {} if not settings.disable_docs else dict(docs_url=None, redoc_url=None, openapi_url=None)
@@ -139,6 +145,7 @@ def create_app(
     app.state.runtime = None
     app.state.chat_service = None
     app.state.started = int(time.time())
+    app.state.tracing = Tracing()  # off until the lifespan starts it (server.tracing)
     app.state.recorder = (
         Recorder(
             settings.record,
@@ -171,6 +178,8 @@ def create_app(
     )
     app.add_middleware(RequestIdMiddleware)
     app.include_router(chat_router)  # keys: ApiKeyGate, before any body is read
+    app.include_router(completions_router)
+    app.include_router(responses_router)
 
     def model_name() -> str:
         rt = app.state.runtime

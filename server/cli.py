@@ -106,7 +106,7 @@ def serve(settings: Settings, app: Any = None) -> int:
     from server.app import create_app
     from server.shutdown import run_draining
 
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     return run_draining(
         app if app is not None else create_app(settings),
         host=settings.host,

@@ -20,6 +20,7 @@ import uvicorn
 
 from server.admission import Admission
 from server.http_timeouts import guarded_protocol
+from server.logs import uvicorn_log_config
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ def run_draining(app: object, *, host: str, port: int, log_level: str, grace_s: 
         host=host,
         port=port,
         log_level=log_level,
+        # JSON logs: uvicorn's lines (the access log too) go through the root JSON handler.
+        log_config=uvicorn_log_config(settings.log_format),
         # Header and write timeouts per connection; beyond max_connections open
         # connections (or tasks) uvicorn answers 503 at once.
         http=guarded_protocol(

@@ -78,6 +78,8 @@ class Prepared:
     record: bool = False
     # Set when a stream ends in an error after its 200 headers went out.
     stream_error_status: int | None = None
+    # The search's result once it ran (a stream's request log line and span read it).
+    result: SearchResult | None = None
 
     @property
     def algorithm(self) -> str:
@@ -304,6 +306,7 @@ class ChatService:
         if not result.ranked:
             raise EngineUnavailable("the search produced no candidates")
         self.metrics.record_search(prepared.algorithm, result)
+        prepared.result = result
         if prepared.record and self.recorder is not None:
             await self.save_record(prepared, result)
         return result
