@@ -1,0 +1,257 @@
+"""OpenAI Responses request model, and its conversion into the chat-completions request
+that the one search path serves (the answer's shape: ``server.responses.objects``).
+
+The request never runs anything itself: ``to_chat`` turns ``instructions`` and ``input``
+into chat messages and ``max_output_tokens`` into ``max_tokens``, so each sampling field
+is validated by chat's model and reaches the engine exactly as chat's does, and chat's
+``prepare`` bounds the converted conversation (--max-messages, --max-request-chars).
+``input`` is converted by hand rather than by a pydantic union, so a refused item is a 400
+naming exactly that item (``input.2.content.0.type``), not one error per arm of a union.
+
+Fields of the API that alignserve cannot honour (tools, structured text formats,
+reasoning, stored conversations, ...) are refused with a 400 naming the field when sent
+with anything but their default value; none is silently dropped. Fields whose default is
+all alignserve can do anyway (``parallel_tool_calls`` with no tools, ``store``: nothing is
+ever stored) are accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from search.errors import InvalidRequest, LimitExceeded
+from server.protocol import ChatCompletionRequest
+
+ROLES = ("user", "system", "developer", "assistant")
+# Text content parts. An assistant turn fed back from an earlier response carries
+# output_text; either kind is accepted in any role, as both are plain text.
+TEXT_PARTS = ("input_text", "output_text")
+# OpenAI's bounds on metadata: 16 pairs, keys up to 64 characters, values up to 512.
+METADATA_PAIRS, METADATA_KEY, METADATA_VALUE = 16, 64, 512
+
+
+def shown(value: object) -> str:
+    """Client text in an error message: quoted and cut short."""
+    return repr(value)[:40]
+
+
+def is_null(value: Any) -> bool:
+    return value is None
+
+
+def is_empty(value: Any) -> bool:
+    return value is None or value == [] or value == {}
+
+
+def all_null(value: Any) -> bool:
+    return value is None or (isinstance(value, dict) and all(v is None for v in value.values()))
+
+
+# Fields of the Responses API that alignserve cannot honour, with the test that a value
+# is their default (then nothing is lost by not honouring them).
+UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
+    "tools": is_empty,
+    "tool_choice": lambda v: v is None or v in ("auto", "none"),
+    "reasoning": all_null,
+    "include": is_empty,
+    "background": lambda v: v is None or v is False,
+    "conversation": is_null,
+    "prompt": is_null,
+    "top_logprobs": lambda v: v is None or (v == 0 and v is not False),
+    "truncation": lambda v: v is None or v == "disabled",
+    "service_tier": lambda v: v is None or v in ("auto", "default"),
+    "logit_bias": is_empty,
+}
+# Chat-completions fields a client may carry over by mistake: ignored, each would answer
+# something other than what was asked (max_tokens above all), so each is a 400 that says
+# what the Responses API uses instead.
+CHAT_ONLY = {
+    "messages": "send the conversation as input",
+    "max_tokens": "use max_output_tokens",
+    "max_completion_tokens": "use max_output_tokens",
+    "n": "a response has one output; use /v1/chat/completions for several choices",
+    "stop": "use /v1/chat/completions for stop strings",
+    "seed": "use /v1/chat/completions for a seed",
+    "response_format": "use text.format (only plain text is supported)",
+    "logprobs": "token logprobs are not returned",
+}
+# Chat's error params, as the Responses API names the same thing.
+PARAMS = {"max_tokens": "max_output_tokens", "messages": "input"}
+
+INPUT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "minItems": 1, "items": {"type": "object"}},
+    ],
+    "description": "a string (one user message) or a list of message items "
+    '({"role": ..., "content": str | [{"type": "input_text", "text": ...}]})',
+}
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    # Accepted: alignserve never pads its deltas (see server.responses.router).
+    include_obfuscation: bool = True
+
+
+class ResponsesRequest(BaseModel):
+    # Strict, as chat's: JSON false is not 0 and "0.5" is not 0.5.
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: str | None = None
+    input: Any = Field(json_schema_extra=INPUT_SCHEMA)
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    # vLLM's extensions of the Responses API, as chat has them.
+    top_k: int | None = Field(default=None, ge=-1, le=1_000_000)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    # Nothing is stored either way: every response says store: false.
+    store: bool | None = None
+    previous_response_id: str | None = None
+    metadata: dict[str, str] | None = None
+    # Honoured trivially: with no tools there are no tool calls.
+    parallel_tool_calls: bool | None = None
+    max_tool_calls: int | None = Field(default=None, ge=1)
+    user: str | None = None
+    # Hints alignserve has no use for: identifying end users, caching prefixes (vLLM's
+    # prefix cache needs no key).
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    text: dict[str, Any] | None = None
+    search: dict[str, Any] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_bounds(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return value
+        if len(value) > METADATA_PAIRS:
+            raise ValueError(f"at most {METADATA_PAIRS} key-value pairs")
+        if any(len(k) > METADATA_KEY or len(v) > METADATA_VALUE for k, v in value.items()):
+            raise ValueError(f"keys up to {METADATA_KEY} characters, values up to {METADATA_VALUE}")
+        return value
+
+    def unknown_fields(self) -> list[str]:
+        extra = self.model_extra or {}
+        return sorted(k for k in extra if k not in UNSUPPORTED and k not in CHAT_ONLY)
+
+    def reject_unsupported(self) -> None:
+        """400s naming the field, for what alignserve cannot honour or a client mixed up."""
+        if self.previous_response_id is not None:
+            raise InvalidRequest(
+                "previous_response_id: alignserve stores no responses (every response is "
+                "store: false), so there is none to continue; send the whole conversation "
+                "as input",
+                param="previous_response_id",
+            )
+        extra = self.model_extra or {}
+        for name, is_default in UNSUPPORTED.items():
+            if name in extra and not is_default(extra[name]):
+                raise InvalidRequest(f"{name} is not supported by alignserve", param=name)
+        for name, hint in CHAT_ONLY.items():
+            if extra.get(name) is not None:
+                raise InvalidRequest(
+                    f"{name} is a chat-completions field, not part of the Responses API: {hint}",
+                    param=name,
+                )
+        text = self.text or {}
+        for key in text:
+            if key not in ("format", "verbosity"):
+                raise InvalidRequest(f"text.{shown(key)} is not supported", param="text")
+        if text.get("format") not in (None, {"type": "text"}):
+            raise InvalidRequest(
+                "text.format: only plain text is supported by alignserve", param="text.format"
+            )
+        if text.get("verbosity") not in (None, "medium"):
+            raise InvalidRequest(
+                "text.verbosity is not supported by alignserve", param="text.verbosity"
+            )
+
+    def messages(self, max_items: int) -> list[dict[str, str]]:
+        """The conversation: ``instructions`` as a system message, then ``input``. The
+        number of items is bounded before any is converted."""
+        head = [{"role": "system", "content": self.instructions}] if self.instructions else []
+        items = self.input
+        if isinstance(items, str):
+            if not items:
+                raise InvalidRequest("input is empty", param="input")
+            return [*head, {"role": "user", "content": items}]
+        if not isinstance(items, list):
+            raise InvalidRequest("input must be a string or a list of message items", param="input")
+        if not items:
+            raise InvalidRequest("input is empty", param="input")
+        if len(items) > max_items:
+            raise LimitExceeded(
+                f"input holds {len(items)} items; the server accepts at most {max_items} "
+                "(--max-messages)",
+                limit="messages",
+                param="input",
+            )
+        return [*head, *(input_message(item, f"input.{i}") for i, item in enumerate(items))]
+
+    def to_chat(self, max_items: int) -> ChatCompletionRequest:
+        """The same request as chat completions has it."""
+        return ChatCompletionRequest.model_validate(
+            {
+                "model": self.model,
+                "messages": self.messages(max_items),
+                "max_tokens": self.max_output_tokens,
+                "temperature": self.temperature,
+                "top_p": self.top_p,
+                "top_k": self.top_k,
+                "presence_penalty": self.presence_penalty,
+                "frequency_penalty": self.frequency_penalty,
+                "stream": self.stream,
+                "user": self.user,
+                "search": self.search,
+            }
+        )
+
+
+def input_message(item: Any, where: str) -> dict[str, str]:
+    """One input item as a chat message: a message with text content, or a 400 naming
+    the part of it that is something else."""
+    if not isinstance(item, dict):
+        raise InvalidRequest(f"{where} must be a message object", param=where)
+    kind = item.get("type", "message")
+    if kind != "message":
+        raise InvalidRequest(
+            f"{where}: input items of type {shown(kind)} are not supported by alignserve "
+            "(only messages with text content)",
+            param=f"{where}.type",
+        )
+    role = item.get("role")
+    if not isinstance(role, str) or role not in ROLES:
+        raise InvalidRequest(
+            f"{where}.role must be one of {', '.join(ROLES)}", param=f"{where}.role"
+        )
+    content = item.get("content")
+    if isinstance(content, str):
+        return {"role": role, "content": content}
+    if not isinstance(content, list):
+        raise InvalidRequest(
+            f"{where}.content must be a string or a list of text parts", param=f"{where}.content"
+        )
+    texts = []
+    for j, part in enumerate(content):
+        at = f"{where}.content.{j}"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if not isinstance(kind, str) or kind not in TEXT_PARTS:
+            raise InvalidRequest(
+                f"{at}: content of type {shown(kind)} is not supported by alignserve "
+                f"(only {' and '.join(TEXT_PARTS)})",
+                param=f"{at}.type",
+            )
+        if not isinstance(part.get("text"), str):
+            raise InvalidRequest(f"{at}.text must be a string", param=f"{at}.text")
+        texts.append(part["text"])
+    return {"role": role, "content": "".join(texts)}

@@ -1,0 +1,186 @@
+"""The SSE side of the Responses API: a streamed search (``server.chat.streaming.search_events``)
+as OpenAI's typed events, each an ``event: <type>`` line and a ``data:`` line carrying the
+same ``type`` and a ``sequence_number`` that counts from 0:
+
+    response.created, response.in_progress         at once, before the search runs
+    response.output_item.added                     the assistant message, at its first text
+    response.content_part.added                    its output_text part
+    response.output_text.delta ...                 committed text while the search runs,
+                                                   then the rest of the answer per token
+    response.output_text.done, response.content_part.done, response.output_item.done
+    response.completed | response.incomplete       the whole response: usage, search report
+
+Keep-alive comments fill silences. A search that fails ends with ``response.failed``, whose
+response carries the error (and the message so far, if any text was sent). There is no
+``data: [DONE]``: OpenAI's Responses streams end with their terminal event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+from search.errors import AlignserveError
+from search.types import SearchResult
+from server.chat.pieces import token_pieces
+from server.chat.serving import ChatService, Prepared
+from server.chat.streaming import Committed, Failed, KeepAlive, search_events
+from server.responses.objects import (
+    finished_object,
+    message_id,
+    message_item,
+    output_text,
+    response_object,
+)
+from server.responses.protocol import ResponsesRequest
+
+logger = logging.getLogger(__name__)
+KEEP_ALIVE = ": keep-alive\n\n"
+
+
+def error_object(exc: AlignserveError) -> dict[str, Any]:
+    """A failed response's ``error``. Its ``code`` is one of the API's (the SDK types list
+    them); ``type`` and ``param`` keep alignserve's own account."""
+    if exc.status_code == 429:
+        code = "rate_limit_exceeded"
+    elif exc.status_code < 500:
+        code = "invalid_prompt"
+    else:
+        code = "server_error"
+    return {"code": code, "message": exc.message, "type": exc.error_type, "param": exc.param}
+
+
+class EventWriter:
+    """One stream's events, numbered in the order they are sent."""
+
+    def __init__(self, request: ResponsesRequest, prepared: Prepared) -> None:
+        self.request = request
+        self.prepared = prepared
+        self.sequence = 0
+        self.item_id = message_id(prepared)
+
+    def event(self, kind: str, **fields: Any) -> str:
+        data = {"type": kind, "sequence_number": self.sequence, **fields}
+        self.sequence += 1
+        return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+
+    def lifecycle(self, kind: str, response: dict[str, Any]) -> str:
+        return self.event(kind, response=response)
+
+    def opening(self) -> Iterator[str]:
+        response = response_object(self.request, self.prepared, "in_progress")
+        yield self.lifecycle("response.created", response)
+        yield self.lifecycle("response.in_progress", response)
+
+    def message_added(self) -> Iterator[str]:
+        item = message_item(self.prepared, "", "in_progress")
+        item["content"] = []
+        yield self.event("response.output_item.added", output_index=0, item=item)
+        yield self.event("response.content_part.added", **self.part(""))
+
+    def part(self, text: str) -> dict[str, Any]:
+        return {
+            "item_id": self.item_id,
+            "output_index": 0,
+            "content_index": 0,
+            "part": output_text(text),
+        }
+
+    def delta(self, text: str) -> str:
+        return self.event(
+            "response.output_text.delta",
+            item_id=self.item_id,
+            output_index=0,
+            content_index=0,
+            delta=text,
+            logprobs=[],
+        )
+
+    def message_done(self, item: dict[str, Any]) -> Iterator[str]:
+        text = item["content"][0]["text"]
+        yield self.event(
+            "response.output_text.done",
+            item_id=self.item_id,
+            output_index=0,
+            content_index=0,
+            text=text,
+            logprobs=[],
+        )
+        yield self.event("response.content_part.done", **self.part(text))
+        yield self.event("response.output_item.done", output_index=0, item=item)
+
+    def failed(self, exc: AlignserveError, sent: str | None) -> str:
+        """``sent``: the text streamed before the failure, None when no message began."""
+        output = [] if sent is None else [message_item(self.prepared, sent, "incomplete")]
+        response = response_object(
+            self.request, self.prepared, "failed", output=output, error=error_object(exc)
+        )
+        return self.lifecycle("response.failed", response)
+
+
+async def response_stream(
+    request: ResponsesRequest,
+    service: ChatService,
+    prepared: Prepared,
+    on_search_end: Callable[[], None] = lambda: None,
+) -> AsyncIterator[str]:
+    """The events of one streamed response (see the module docstring)."""
+    writer = EventWriter(request, prepared)
+    for line in writer.opening():
+        yield line
+    sent: str | None = None  # None until the message item is added
+    async for event in search_events(service, prepared, on_search_end):
+        if isinstance(event, KeepAlive):
+            yield KEEP_ALIVE
+        elif isinstance(event, Failed):
+            yield writer.failed(event.error, sent)
+        elif isinstance(event, Committed):
+            if sent is None:
+                sent = ""
+                for line in writer.message_added():
+                    yield line
+            if event.text:
+                yield writer.delta(event.text)
+                sent += event.text
+        else:
+            if sent is None:
+                sent = ""
+                for line in writer.message_added():
+                    yield line
+            final = finished_object(request, service, prepared, event.result)
+            item = final["output"][0]
+            for piece in rest_pieces(prepared, service, event.result, sent):
+                yield writer.delta(piece)
+            for line in writer.message_done(item):
+                yield line
+            terminal = "response.incomplete" if final["status"] == "incomplete" else None
+            yield writer.lifecycle(terminal or "response.completed", final)
+
+
+def rest_pieces(
+    prepared: Prepared, service: ChatService, result: SearchResult, sent: str
+) -> Iterator[str]:
+    """The chosen answer after the ``sent`` text, in token-sized pieces (as chat's
+    ``answer_chunks`` sends it)."""
+    chosen = service.chosen(prepared, result)[0]
+    already = len(sent)
+    if not chosen.text.startswith(sent):  # a search committed to text it then left
+        logger.error("the answer does not extend the streamed text; sending it whole")
+        already = 0
+    position = 0
+    for piece in token_pieces(prepared.context.tokenizer, chosen.completion.token_ids, chosen.text):
+        rest = piece[max(0, already - position) :]
+        position += len(piece)
+        if rest:
+            yield rest
+
+
+def refusal_events(
+    request: ResponsesRequest, prepared: Prepared, exc: AlignserveError
+) -> list[str]:
+    """A stream whose search is refused after its headers went out (the queue filled, or
+    draining began): created, then failed, so a client sees one response that failed."""
+    writer = EventWriter(request, prepared)
+    return [*writer.opening(), writer.failed(exc, None)]
