@@ -1,0 +1,236 @@
+"""OpenAI completions request model, and the shapes of its answers for the OpenAPI document.
+
+The request never runs anything itself: it converts into the chat-completions request
+that the one search path serves (``chat_request``), so each sampling field is validated
+by chat's model and reaches the engine exactly as chat's does. The fields below repeat
+chat's types and bounds only so the OpenAPI document describes them; chat's model stays
+the authority (its errors come back as 400s naming the field). What is particular to
+completions is checked here: the four forms of ``prompt``, ``best_of``, and the fields of
+the API that alignserve cannot honour (``echo``, ``logprobs``, ``suffix``,
+``logit_bias``), which are refused rather than silently dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from search.errors import InvalidRequest
+from server.openapi_docs import Usage, errors
+from server.protocol import ChatCompletionRequest, StreamOptions
+
+# Prompts one request may send: each is its own search, all under one admission slot,
+# so the count is bounded here rather than by the queue.
+MAX_PROMPTS = 16
+
+TokenIds = list[Annotated[int, Field(ge=0)]]
+# One prompt: its text, or its token ids as the client tokenized it.
+Prompt = str | list[int]
+
+PROMPT_FORMS = "a string, a list of strings, a list of token ids or a list of lists of token ids"
+
+
+def is_token_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def valid_text(text: str) -> str:
+    """JSON may carry a lone surrogate (``"\\ud800"``), which no tokenizer encodes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("the prompt is not valid Unicode (it holds a lone surrogate)") from None
+    return text
+
+
+class CompletionRequest(BaseModel):
+    # Strict, as chat's: JSON false is not 0 and "0.5" is not 0.5.
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: str | None = None
+    prompt: str | list[str] | TokenIds | list[TokenIds]
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=-1, le=1_000_000)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    n: int = Field(default=1, ge=1)
+    best_of: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    search: dict[str, Any] | None = None
+    # Accepted at their defaults only (see reject_unsupported).
+    echo: bool | None = None
+    logprobs: int | None = None
+    suffix: str | None = None
+    logit_bias: dict[str, float] | None = None
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_forms(cls, value: Any) -> Any:
+        """One clear message per malformed prompt (the union's own errors name its arms)."""
+        if isinstance(value, str):
+            if not value:
+                raise ValueError("the prompt is empty")
+            return valid_text(value)
+        if not isinstance(value, list):
+            raise ValueError(f"must be {PROMPT_FORMS}")
+        if not value:
+            raise ValueError("the prompt is empty")
+        if all(is_token_id(t) for t in value):
+            if min(value) < 0:
+                raise ValueError("token ids are never negative")
+            return value
+        if len(value) > MAX_PROMPTS:
+            raise ValueError(f"{len(value)} prompts; a request may send at most {MAX_PROMPTS}")
+        if all(isinstance(p, str) for p in value):
+            if not all(value):
+                raise ValueError("a prompt is empty")
+            return [valid_text(p) for p in value]
+        if not all(isinstance(p, list) and all(is_token_id(t) for t in p) for p in value):
+            raise ValueError(f"must be {PROMPT_FORMS}")
+        if not all(value):
+            raise ValueError("a prompt is empty")
+        if min(min(p) for p in value) < 0:
+            raise ValueError("token ids are never negative")
+        return value
+
+    def prompts(self) -> list[Prompt]:
+        """The prompts, one search each."""
+        prompt = self.prompt
+        if isinstance(prompt, str) or is_token_id(prompt[0]):
+            return [prompt]  # type: ignore[list-item]
+        return list(prompt)  # type: ignore[arg-type]
+
+    def text_chars(self) -> int:
+        """Characters of the text prompts, which --max-request-chars bounds per request."""
+        return sum(len(p) for p in self.prompts() if isinstance(p, str))
+
+    def unknown_fields(self) -> list[str]:
+        return sorted(self.model_extra or {})
+
+    def reject_unsupported(self) -> None:
+        """400s naming the field, for what alignserve cannot honour or a client mixed up."""
+        refused = {
+            "echo": (self.echo, "the answer never repeats the prompt"),
+            "logprobs": (self.logprobs is not None, "token logprobs are not returned"),
+            "suffix": (self.suffix is not None, "there is no insertion mode"),
+            "logit_bias": (self.logit_bias, "logits are not biased"),
+        }
+        for name, (given, why) in refused.items():
+            if given:
+                raise InvalidRequest(f"{name} is not supported by alignserve: {why}", param=name)
+        for name in self.unknown_fields():
+            if name in CHAT_ONLY:
+                # Forwarded, it would be honoured; ignored, it would answer something else.
+                raise InvalidRequest(
+                    f"{name} is a chat-completions field; /v1/completions takes prompt "
+                    "and max_tokens",
+                    param=name,
+                )
+        if self.stream and len(self.prompts()) > 1:
+            raise InvalidRequest(
+                "a stream answers one prompt; send several prompts without stream",
+                param="stream",
+            )
+        if self.best_of is None:
+            return
+        if self.n > self.best_of:
+            raise InvalidRequest(
+                f"best_of ({self.best_of}) must be at least n ({self.n})", param="best_of"
+            )
+        if self.search is not None and self.best_of > 1:
+            raise InvalidRequest(
+                "best_of asks for Best-of-N; with a search object, set search.n instead",
+                param="best_of",
+            )
+
+    def search_object(self) -> dict[str, Any] | None:
+        """``best_of: k`` (k > 1) is Best-of-N over k samples under the server's reward;
+        ``best_of: 1`` is OpenAI's default, which some clients always send: no change."""
+        if self.best_of is not None and self.best_of > 1:
+            return {"algorithm": "bon", "n": self.best_of}
+        return self.search
+
+    def chat_request(self) -> ChatCompletionRequest:
+        """The chat request the search path serves; its one user message gets each prompt's
+        text before it is prepared. Unknown fields travel with it, so chat logs them and
+        refuses the ones it refuses (``tools``, ``response_format``, ...)."""
+        shared = {name: getattr(self, name) for name in SHARED}
+        if self.stream_options is not None:
+            shared["stream_options"] = self.stream_options.model_dump()
+        data = {
+            **(self.model_extra or {}),
+            **shared,
+            "messages": [{"role": "user", "content": ""}],
+            "search": self.search_object(),
+        }
+        try:
+            return ChatCompletionRequest.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            param = ".".join(str(p) for p in first["loc"]) or None
+            raise InvalidRequest(f"{param}: {first['msg']}", param=param) from None
+
+
+SHARED = (
+    "model",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "presence_penalty",
+    "frequency_penalty",
+    "n",
+    "stop",
+    "seed",
+    "stream",
+    "user",
+)
+CHAT_ONLY = frozenset(ChatCompletionRequest.model_fields) - frozenset(
+    CompletionRequest.model_fields
+)
+
+
+# -- answers, for the OpenAPI document (the router builds the JSON by hand) ---------------
+class TextChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: None
+    finish_reason: Literal["stop", "length"]
+
+
+class TextCompletion(BaseModel):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[TextChoice]
+    usage: Usage
+    # One report per search: an object for one prompt, a list for several.
+    search: dict[str, Any] | list[dict[str, Any]]
+
+
+STREAM_EVENT = {
+    "type": "object",
+    "properties": {
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "text_completion JSON, error JSON, or [DONE]",
+        }
+    },
+}
+COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": TextCompletion,
+        "content": {"text/event-stream": {"schema": STREAM_EVENT}},
+        "description": "a text_completion, or with stream=true server-sent events",
+    },
+    **errors(400, 401, 404, 413, 429, 500, 503, 504),
+}

@@ -1,0 +1,92 @@
+"""The SSE side of completions: ``text_completion`` chunks for one prepared search.
+
+The search's events come from ``server.chat.streaming.search_events``, the same as
+chat's (committed text while it runs, keep-alives, then its result or error); only their
+format differs. Committed text goes out as it becomes final, then the rest of each chosen
+answer in token-sized pieces (``token_pieces``, so a stream looks like vLLM's), a chunk
+with each choice's ``finish_reason``, and a last chunk without choices that carries the
+``search`` report (and ``usage`` when ``stream_options.include_usage``, as vLLM's
+usage chunk); ``data: [DONE]`` ends it. A failed search sends chat's error event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+from search.types import SearchResult
+from server.chat.pieces import token_pieces
+from server.chat.serving import ChatService, Prepared, finish_reason
+from server.chat.streaming import Committed, Failed, KeepAlive, search_events
+from server.errors import sse_error
+
+logger = logging.getLogger(__name__)
+
+
+async def completion_stream(
+    service: ChatService, prepared: Prepared, on_search_end: Callable[[], None] = lambda: None
+) -> AsyncIterator[str]:
+    """The whole stream of one search (``answer_search``'s ``stream``)."""
+    async for event in search_events(service, prepared, on_search_end):
+        if isinstance(event, Committed):
+            if event.text:
+                yield data(text_chunk(prepared, 0, event.text))
+        elif isinstance(event, KeepAlive):
+            yield ": keep-alive\n\n"
+        elif isinstance(event, Failed):
+            yield sse_error(event.error)
+        else:
+            for chunk in answer_chunks(service, prepared, event.result, event.sent):
+                yield data(chunk)
+    yield "data: [DONE]\n\n"
+
+
+def data(chunk: dict[str, Any]) -> str:
+    return f"data: {json.dumps(chunk)}\n\n"
+
+
+def chunk_of(prepared: Prepared, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {
+        "id": prepared.completion_id,
+        "object": "text_completion",
+        "created": prepared.created,
+        "model": prepared.model,
+        "choices": choices,
+        **extra,
+    }
+
+
+def text_chunk(
+    prepared: Prepared, index: int, text: str, finish: str | None = None
+) -> dict[str, Any]:
+    choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
+    return chunk_of(prepared, [choice])
+
+
+def answer_chunks(
+    service: ChatService, prepared: Prepared, result: SearchResult, sent: str = ""
+) -> Iterator[dict[str, Any]]:
+    """Each chosen answer after the ``sent`` text (choice 0's, streamed while the search
+    ran), its finish chunk, then the report."""
+    chosen = service.chosen(prepared, result)
+    extends = chosen[0].text.startswith(sent)
+    if not extends:  # a search committed to text it then left
+        logger.error("the answer does not extend the streamed text; sending it whole")
+    tokenizer = prepared.context.tokenizer
+    for i, cand in enumerate(chosen):
+        already = len(sent) if i == 0 and extends else 0
+        position = 0
+        for piece in token_pieces(tokenizer, cand.completion.token_ids, cand.text):
+            rest = piece[max(0, already - position) :]
+            position += len(piece)
+            if rest:
+                yield text_chunk(prepared, i, rest)
+        yield text_chunk(prepared, i, "", finish_reason(cand))
+    report = {"search": service.report(prepared, result)}
+    options = prepared.request.stream_options
+    if options is not None and options.include_usage:
+        yield chunk_of(prepared, [], usage=service.usage(prepared, chosen), **report)
+    else:
+        yield chunk_of(prepared, [], **report)
