@@ -1,7 +1,7 @@
 """``alignserve`` console script. ``serve`` runs the server (its flags: ``server.cli``).
 ``eval`` takes the same flags (for its engine and reward model) plus its own; so does
 ``bench`` (its ``--vs-engine`` mode loads the engine those flags describe). ``export``
-turns ``--record`` search records into training sets."""
+turns ``--record`` search records into training sets; ``distill`` trains a model on them."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from server.cli import serve, serve_parser, settings_from_args
-from tools import bench_cli, eval_cli, export
+from tools import bench_cli, distill, eval_cli, export
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
+    distill.add_arguments(
+        commands.add_parser(
+            "distill",
+            help="train a model (SFT or DPO, TRL) on --record records or their export",
+            description=distill.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     return parser
 
 
@@ -51,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "export":
         return export.main(args)
+    if args.command == "distill":
+        return distill.main(args)
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:
