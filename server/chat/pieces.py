@@ -24,9 +24,13 @@ additive), the rest of ``text`` is sent in one piece. So the pieces always join 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 
 from search.protocols import ChatTokenizer
+from search.types import Candidate
+
+logger = logging.getLogger(__name__)
 
 # Tokens a window may wait for a character to complete before it is sent as it is.
 MAX_PENDING = 8
@@ -56,3 +60,23 @@ def token_pieces(tokenizer: ChatTokenizer, token_ids: Sequence[int], text: str) 
         context = tokenizer.decode(token_ids[prefix:read])
     if sent != len(text):
         yield text[sent:]
+
+
+def streamed_prefix(chosen: Sequence[Candidate], sent: str) -> int:
+    """How much of the first chosen answer the ``sent`` text (committed while the search
+    ran) already covers: all of ``sent``, or 0 when the answer does not extend it (a
+    search committed to text it then left; it is sent whole then)."""
+    if chosen[0].text.startswith(sent):
+        return len(sent)
+    logger.error("the answer does not extend the streamed text; sending it whole")
+    return 0
+
+
+def unsent_pieces(tokenizer: ChatTokenizer, candidate: Candidate, already: int) -> Iterator[str]:
+    """``candidate``'s text after its first ``already`` characters, in token pieces."""
+    position = 0
+    for piece in token_pieces(tokenizer, candidate.completion.token_ids, candidate.text):
+        rest = piece[max(0, already - position) :]
+        position += len(piece)
+        if rest:
+            yield rest

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from search.errors import AlignserveError
 from search.types import SearchResult
-from server.chat.pieces import token_pieces
+from server.chat.pieces import streamed_prefix, unsent_pieces
 from server.chat.serving import ChatService, Prepared, finish_reason, internal_error
 from server.errors import sse_error
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -157,19 +154,11 @@ def answer_chunks(
 ) -> Iterator[dict[str, Any]]:
     """The answer after the ``sent`` text that was streamed while the search ran."""
     chosen = service.chosen(prepared, result)
-    extends = chosen[0].text.startswith(sent)
-    if not extends:  # a search committed to text it then left
-        logger.error("the answer does not extend the streamed text; sending it whole")
-    tokenizer = prepared.context.tokenizer
+    already = streamed_prefix(chosen, sent)
     for i, cand in enumerate(chosen):
-        already = len(sent) if i == 0 and extends else 0
         yield from text_chunks(prepared, "", first=not (i == 0 and sent), index=i)
-        position = 0
-        for piece in token_pieces(tokenizer, cand.completion.token_ids, cand.text):
-            rest = piece[max(0, already - position) :]
-            position += len(piece)
-            if rest:
-                yield from text_chunks(prepared, rest, first=False, index=i)
+        for rest in unsent_pieces(prepared.context.tokenizer, cand, already if i == 0 else 0):
+            yield from text_chunks(prepared, rest, first=False, index=i)
         choice = {"index": i, "delta": {}, "logprobs": None}
         yield chunk(prepared, [{**choice, "finish_reason": finish_reason(cand)}])
     report = {"search": service.report(prepared, result)}

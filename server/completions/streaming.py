@@ -12,17 +12,14 @@ usage chunk); ``data: [DONE]`` ends it. A failed search sends chat's error event
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from search.types import SearchResult
-from server.chat.pieces import token_pieces
+from server.chat.pieces import streamed_prefix, unsent_pieces
 from server.chat.serving import ChatService, Prepared, finish_reason
 from server.chat.streaming import Committed, Failed, KeepAlive, search_events
 from server.errors import sse_error
-
-logger = logging.getLogger(__name__)
 
 
 async def completion_stream(
@@ -71,18 +68,10 @@ def answer_chunks(
     """Each chosen answer after the ``sent`` text (choice 0's, streamed while the search
     ran), its finish chunk, then the report."""
     chosen = service.chosen(prepared, result)
-    extends = chosen[0].text.startswith(sent)
-    if not extends:  # a search committed to text it then left
-        logger.error("the answer does not extend the streamed text; sending it whole")
-    tokenizer = prepared.context.tokenizer
+    already = streamed_prefix(chosen, sent)
     for i, cand in enumerate(chosen):
-        already = len(sent) if i == 0 and extends else 0
-        position = 0
-        for piece in token_pieces(tokenizer, cand.completion.token_ids, cand.text):
-            rest = piece[max(0, already - position) :]
-            position += len(piece)
-            if rest:
-                yield text_chunk(prepared, i, rest)
+        for rest in unsent_pieces(prepared.context.tokenizer, cand, already if i == 0 else 0):
+            yield text_chunk(prepared, i, rest)
         yield text_chunk(prepared, i, "", finish_reason(cand))
     report = {"search": service.report(prepared, result)}
     options = prepared.request.stream_options

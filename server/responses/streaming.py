@@ -18,13 +18,12 @@ response carries the error (and the message so far, if any text was sent). There
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from search.errors import AlignserveError
 from search.types import SearchResult
-from server.chat.pieces import token_pieces
+from server.chat.pieces import streamed_prefix, unsent_pieces
 from server.chat.serving import ChatService, Prepared
 from server.chat.streaming import Committed, Failed, KeepAlive, search_events
 from server.responses.objects import (
@@ -36,7 +35,6 @@ from server.responses.objects import (
 )
 from server.responses.protocol import ResponsesRequest
 
-logger = logging.getLogger(__name__)
 KEEP_ALIVE = ": keep-alive\n\n"
 
 
@@ -164,17 +162,9 @@ def rest_pieces(
 ) -> Iterator[str]:
     """The chosen answer after the ``sent`` text, in token-sized pieces (as chat's
     ``answer_chunks`` sends it)."""
-    chosen = service.chosen(prepared, result)[0]
-    already = len(sent)
-    if not chosen.text.startswith(sent):  # a search committed to text it then left
-        logger.error("the answer does not extend the streamed text; sending it whole")
-        already = 0
-    position = 0
-    for piece in token_pieces(prepared.context.tokenizer, chosen.completion.token_ids, chosen.text):
-        rest = piece[max(0, already - position) :]
-        position += len(piece)
-        if rest:
-            yield rest
+    chosen = service.chosen(prepared, result)
+    already = streamed_prefix(chosen, sent)
+    return unsent_pieces(prepared.context.tokenizer, chosen[0], already)
 
 
 def refusal_events(
