@@ -267,6 +267,36 @@ def test_particle_filtering_resamples_in_proportion_to_the_weights(
     assert report["chosen_index"] == argmax([c["reward"] for c in cands])
 
 
+def test_none_is_one_response_without_a_reward_call(client: openai.OpenAI) -> None:
+    _, report, cands, _ = ask(client, {"algorithm": "none"})
+    assert len(cands) == 1 and report["engine_calls"] == 1 and report["reward_calls"] == 0
+    assert report["chosen_reward"] is None
+
+
+def test_temperature_0_without_search_is_one_greedy_answer(client: openai.OpenAI) -> None:
+    """What clients send for determinism: answered, greedy, no search; the same answer
+    twice (greedy decoding has one)."""
+    replies = [
+        client.chat.completions.create(
+            model=MODEL, messages=question(3), max_tokens=MAX_TOKENS, temperature=0
+        )
+        for _ in range(2)
+    ]
+    reports = [r.model_extra["search"] for r in replies]
+    assert [r["algorithm"] for r in reports] == ["none", "none"]
+    assert [r["candidates_generated"] for r in reports] == [1, 1]
+    assert replies[0].choices[0].message.content == replies[1].choices[0].message.content
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=MODEL,
+            messages=question(3),
+            max_tokens=MAX_TOKENS,
+            temperature=0,
+            extra_body={"search": {"n": 4}},
+        )
+    assert info.value.response.json()["error"]["param"] == "temperature"
+
+
 def test_step_search_with_an_unknown_prm_is_a_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         ask(client, {"algorithm": "beam_search", "n": 4, "prm": "nope"})
