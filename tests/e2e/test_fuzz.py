@@ -31,7 +31,7 @@ from tests.conftest import free_port, running_server
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLES = 500  # per operation and mode: about 3,000 requests in all
+EXAMPLES = 500  # per operation and mode: about 5,000 requests in all
 SEARCH_EXAMPLES = 8  # valid search objects per algorithm, each a real (tiny) search
 API_KEY = "fuzz-key-1"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -102,7 +102,13 @@ def test_api_never_fails_and_matches_its_schema(
     (which must come back as documented 4xx errors, never 5xx)."""
     api = load_schema(fuzz_server)
     operations = [result.ok() for result in api.get_all_operations()]
-    assert {op.path for op in operations} >= {"/v1/chat/completions", "/v1/models", "/ready"}
+    assert {op.path for op in operations} >= {
+        "/v1/chat/completions",
+        "/v1/responses",
+        "/v1/completions",
+        "/v1/models",
+        "/ready",
+    }
     if mode is schemathesis.GenerationMode.NEGATIVE:
         # Only a request body can be made invalid; GET routes without parameters cannot.
         operations = [op for op in operations if len(op.body)]
@@ -141,6 +147,7 @@ beta = st.floats(0.01, 2.0)
 # needs no model; the DPO partial score needs scorers this server has not.
 OPTIONS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
     "bon": {},
+    "none": {},
     "rbon_kl": {"beta": beta, "logprob": st.sampled_from(["sum", "mean"])},
     "rbon_wd": {"beta": beta, "utility": st.just("chrf")},
     "srbon": {
@@ -211,7 +218,9 @@ def test_the_search_options_cover_the_registry() -> None:
 
 @st.composite
 def search_requests(draw: st.DrawFn, algorithm: str) -> dict[str, Any]:
-    search: dict[str, Any] = {"algorithm": algorithm, "n": draw(small)}
+    # "none" is one response: its n is 1.
+    n = 1 if algorithm == "none" else draw(small)
+    search: dict[str, Any] = {"algorithm": algorithm, "n": n}
     for source in (OPTIONS[algorithm], SERVING):
         for key, values in source.items():
             if draw(st.booleans()):
