@@ -21,6 +21,7 @@ from engines.remote import RemoteGenerator
 from rewards.judge import SCORE_PREFIX, JudgeReward, judge_messages
 from rewards.openai_judge import OpenAIJudgeReward
 from tests.conftest import mt_bench_prompts
+from tests.integration.conftest import SERVED_NAME
 
 pytestmark = pytest.mark.integration
 
@@ -52,13 +53,11 @@ def assert_scores(scores: list[float], n: int) -> None:
         assert 0.0 <= s <= 1.0
 
 
-async def test_auto_scores_with_logprobs(
-    judge: Callable[..., OpenAIJudgeReward], model_path: str
-) -> None:
-    reward = judge()  # the model from GET /v1/models
+async def test_auto_scores_with_logprobs(judge: Callable[..., OpenAIJudgeReward]) -> None:
+    reward = judge()  # the model from GET /v1/models: the first the server lists
     scores = await reward.score(CONV, [GOOD, GARBAGE, "Lyon."])
     assert_scores(scores, 3)
-    assert reward.model == model_path
+    assert reward.model == SERVED_NAME
     assert reward.active_mode == "logprobs"  # vLLM returns logprobs: no fallback
     # An expectation over several digits, not one sampled digit.
     assert any(s not in DISCRETE for s in scores), scores

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import openai
 import pytest
 
 from engines.remote import RemoteGenerator
 from rewards.judge import JudgeReward
 from search.errors import EngineUnavailable
 from search.types import SamplingConfig
-from tests.conftest import engine_requests
+from tests.conftest import engine_requests, free_port, running_server
 from tests.integration import engine_checks as checks
 from tests.integration.conftest import SERVED_NAME
 
@@ -94,3 +95,26 @@ async def test_the_served_model_name_is_what_goes_upstream(
     finally:
         for gen in (named, wrong, listed, unknown):
             await gen.aclose()
+
+
+def test_alignserve_in_front_of_a_fleet_name(
+    vllm_server: str, model_path: str, cpu_env: dict[str, str]
+) -> None:
+    """The server as an operator starts it in front of a fleet that serves the model
+    under its own name, the tokenizer from the folder: a search is answered (the judge
+    scores on the same remote engine, under the same name)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [".venv/bin/alignserve", "serve", "--port", str(port), "--model", model_path]
+    cmd += ["--remote-engine-url", vllm_server, "--remote-model-name", SERVED_NAME]
+    with running_server(cmd, cpu_env, url, "/ready", timeout_s=300):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
+        reply = client.chat.completions.create(
+            model=client.models.list().data[0].id,
+            messages=[{"role": "user", "content": "Name a color."}],
+            max_tokens=8,
+            extra_body={"search": {"algorithm": "bon", "n": 2}},
+        )
+    report = reply.model_extra["search"]
+    assert report["candidates_generated"] == 2 and report["reward_calls"] >= 1
+    assert reply.choices[0].message.content
