@@ -54,19 +54,23 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorResponse} for status in statuses}
 
 
-# One server-sent event. Its data is JSON text: a chat.completion.chunk, an error (a
-# search that failed after the stream started), or the final [DONE]; keep-alive comments
-# carry no data.
-STREAM_EVENT = {
-    "type": "object",
-    "properties": {
-        "data": {
-            "type": "string",
-            "contentMediaType": "application/json",
-            "description": "chat.completion.chunk JSON, error JSON, or [DONE]",
-        }
-    },
-}
+def stream_event(chunk: str) -> dict[str, Any]:
+    """The schema of one server-sent event. Its data is JSON text: a ``chunk``, an error
+    (a search that failed after the stream started), or the final [DONE]; keep-alive
+    comments carry no data."""
+    return {
+        "type": "object",
+        "properties": {
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "description": f"{chunk} JSON, error JSON, or [DONE]",
+            }
+        },
+    }
+
+
+STREAM_EVENT = stream_event("chat.completion.chunk")
 
 CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from search.errors import InvalidRequest
-from server.openapi_docs import Usage, errors
+from server.openapi_docs import Usage, errors, stream_event
 from server.protocol import ChatCompletionRequest, StreamOptions
 
 # Prompts one request may send: each is its own search, all under one admission slot,
@@ -216,16 +216,7 @@ class TextCompletion(BaseModel):
     search: dict[str, Any] | list[dict[str, Any]]
 
 
-STREAM_EVENT = {
-    "type": "object",
-    "properties": {
-        "data": {
-            "type": "string",
-            "contentMediaType": "application/json",
-            "description": "text_completion JSON, error JSON, or [DONE]",
-        }
-    },
-}
+STREAM_EVENT = stream_event("text_completion")
 COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "model": TextCompletion,
