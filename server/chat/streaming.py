@@ -123,10 +123,17 @@ async def sse_stream(
     yield "data: [DONE]\n\n"
 
 
-def chunk(prepared: Prepared, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+def chunk(
+    prepared: Prepared,
+    choices: list[dict[str, Any]],
+    *,
+    kind: str = "chat.completion.chunk",
+    **extra: Any,
+) -> dict[str, Any]:
+    """One stream chunk's envelope; ``kind``: its ``object`` (completions: text_completion)."""
     return {
         "id": prepared.completion_id,
-        "object": "chat.completion.chunk",
+        "object": kind,
         "created": prepared.created,
         "model": prepared.model,
         "choices": choices,
@@ -161,7 +168,7 @@ def answer_chunks(
             yield from text_chunks(prepared, rest, first=False, index=i)
         choice = {"index": i, "delta": {}, "logprobs": None}
         yield chunk(prepared, [{**choice, "finish_reason": finish_reason(cand)}])
-    report = {"search": service.report(prepared, result)}
+    report: dict[str, Any] = {"search": service.report(prepared, result)}
     options = prepared.request.stream_options
     if options is not None and options.include_usage:
         yield chunk(prepared, [], usage=service.usage(prepared, chosen), **report)

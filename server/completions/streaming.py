@@ -18,7 +18,7 @@ from typing import Any
 from search.types import SearchResult
 from server.chat.pieces import streamed_prefix, unsent_pieces
 from server.chat.serving import ChatService, Prepared, finish_reason
-from server.chat.streaming import Committed, Failed, KeepAlive, search_events
+from server.chat.streaming import Committed, Failed, KeepAlive, chunk, search_events
 from server.errors import sse_error
 
 
@@ -35,24 +35,17 @@ async def completion_stream(
         elif isinstance(event, Failed):
             yield sse_error(event.error)
         else:
-            for chunk in answer_chunks(service, prepared, event.result, event.sent):
-                yield data(chunk)
+            for body in answer_chunks(service, prepared, event.result, event.sent):
+                yield data(body)
     yield "data: [DONE]\n\n"
 
 
-def data(chunk: dict[str, Any]) -> str:
-    return f"data: {json.dumps(chunk)}\n\n"
+def data(body: dict[str, Any]) -> str:
+    return f"data: {json.dumps(body)}\n\n"
 
 
 def chunk_of(prepared: Prepared, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    return {
-        "id": prepared.completion_id,
-        "object": "text_completion",
-        "created": prepared.created,
-        "model": prepared.model,
-        "choices": choices,
-        **extra,
-    }
+    return chunk(prepared, choices, kind="text_completion", **extra)
 
 
 def text_chunk(
