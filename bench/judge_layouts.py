@@ -1,15 +1,19 @@
-"""The judge's two prompt layouts side by side, in one run on the in-process engine.
+"""The judge's prompt layouts and wordings side by side, in one run on the in-process engine.
 
 For each verifiable prompt (tools/data/verifiable_prompts.jsonl: every prompt carries
 rule-checked constraints, the ground truth), Best-of-8 candidates are sampled once, then
 scored by the judge in the ``continuation`` layout (the rating question continues the
-generation's own context) and in the ``separate`` layout (a prompt of its own). It prints:
+generation's own context), once with each question wording (rewards.judge.QUESTIONS), and
+in the ``separate`` layout (a prompt of its own). It prints:
 
-- agreement: Spearman rank correlation of the two layouts' rewards over a prompt's
-  candidates, averaged over prompts;
-- truth: for each layout, the Spearman correlation of its rewards with the fraction of
+- agreement: Spearman rank correlation of each variant's rewards with the separate
+  layout's over a prompt's candidates, averaged over prompts;
+- truth: for each variant, the Spearman correlation of its rewards with the fraction of
   constraints met (over prompts where that fraction varies), and the fraction met by the
   candidate it ranks first (the Best-of-8 answer), against the mean over all candidates;
+- partial truth: the same correlation for the first half of each candidate's tokens scored
+  as an unfinished response (what TreeBoN and speculative rejection rank by), against the
+  complete candidate's truth;
 - cost: each layout's scoring time over the generation's, and the prompt tokens the engine
   computed (vLLM's prompt tokens less its prefix-cache hits) per request, against the
   generation's own.
@@ -17,7 +21,8 @@ generation's own context) and in the ``separate`` layout (a prompt of its own). 
     .venv/bin/python bench/judge_layouts.py --offset 0 --limit 24      # choose the default
     .venv/bin/python bench/judge_layouts.py --offset 100 --limit 24    # report (held out)
 
-The default layout was chosen on the first set; the second is reported (see the README).
+The default layout and wording were chosen on the first set; the second is reported (see
+the README).
 """
 
 from __future__ import annotations
@@ -35,12 +40,17 @@ from engines.tokenizer import HFChatTokenizer
 from engines.vllm_local import EngineConfig, VLLMGenerator
 from rewards.constraints.parse import parse_constraints
 from rewards.constraints.reward import ConstraintsReward
-from rewards.judge import JudgeReward
+from rewards.judge import QUESTIONS, JudgeReward
+from search.strategy import generate_each
 from search.types import SamplingConfig
 from tools.evaluation import load_prompts
 
 PROMPTS = Path("tools/data/verifiable_prompts.jsonl")
-LAYOUTS = ("continuation", "separate")
+# Each continuation wording, then the separate layout (which has no question of its own).
+VARIANTS: dict[str, dict[str, str]] = {
+    **{f"continuation/{q}": {"layout": "continuation", "question": q} for q in QUESTIONS},
+    "separate": {"layout": "separate"},
+}
 
 
 def ranks(values: list[float]) -> list[float]:
@@ -68,6 +78,21 @@ def spearman(a: list[float], b: list[float]) -> float | None:
     return None if va == 0 or vb == 0 else cov / (va * vb) ** 0.5
 
 
+async def recache(engine: VLLMGenerator, contexts: list[list[int]]) -> None:
+    """The prefix cache as the generation left it, whatever an earlier variant's judge
+    prompts added: emptied, then the same full blocks filled again by one-token requests
+    on the generation's contexts (prompt and response). Without it a variant could read
+    KV blocks another variant's question completed, and its cost would be understated."""
+    await engine.engine.reset_prefix_cache()
+    await generate_each(engine, contexts, SamplingConfig(max_tokens=1, temperature=0.0))
+
+
+def mean_defined(values: list[float | None]) -> float | None:
+    """The mean of the defined values; None when there are none."""
+    defined = [v for v in values if v is not None]
+    return statistics.fmean(defined) if defined else None
+
+
 def engine_prompt_tokens() -> tuple[float, float]:
     """vLLM's prompt tokens and prefix-cache hits so far, from its Prometheus counters."""
     from prometheus_client import REGISTRY
@@ -89,8 +114,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     tokenizer = HFChatTokenizer.load(model)
     engine = VLLMGenerator.start(EngineConfig(model=model, max_model_len=4096))
     judges = {
-        layout: JudgeReward(engine, tokenizer, max_model_len=4096, layout=layout)
-        for layout in LAYOUTS
+        name: JudgeReward(engine, tokenizer, max_model_len=4096, **kwargs)
+        for name, kwargs in VARIANTS.items()
     }
     prompts = load_prompts(PROMPTS, offset=args.offset, limit=args.limit)
     rows = []
@@ -111,14 +136,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             texts = [c.text for c in cands]
             truth = ConstraintsReward(parse_constraints(p.constraints))
             row["truth"] = await truth.score(p.conversation, texts)
-            for layout, judge in judges.items():
+            halves = [list(c.token_ids[: len(c.token_ids) // 2]) for c in cands]
+            half_texts = [tokenizer.decode(h) for h in halves]
+            contexts = [[*ids, *c.token_ids] for c in cands]
+            for name, judge in judges.items():
+                await recache(engine, contexts)
                 before = engine_prompt_tokens()
                 start = time.perf_counter()
-                row[layout] = await judge.score(
-                    p.conversation, texts, token_ids=[[*ids, *c.token_ids] for c in cands]
+                row[name] = await judge.score(p.conversation, texts, token_ids=contexts)
+                row[f"{name}_s"] = time.perf_counter() - start
+                row[f"{name}_tokens"] = computed_since(before)
+                row[f"{name}_partial"] = await judge.score(
+                    p.conversation, half_texts, partial=True, token_ids=[ids + h for h in halves]
                 )
-                row[f"{layout}_s"] = time.perf_counter() - start
-                row[f"{layout}_tokens"] = computed_since(before)
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if not isinstance(v, list)}))
     finally:
@@ -127,24 +157,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    agree = [spearman(r["continuation"], r["separate"]) for r in rows]
     out: dict[str, Any] = {
         "prompts": len(rows),
-        "agreement_spearman": statistics.fmean([a for a in agree if a is not None]),
         "truth_mean_candidate": statistics.fmean(statistics.fmean(r["truth"]) for r in rows),
         "generate_tokens_per_request": statistics.fmean(r["generate_tokens"] for r in rows),
     }
-    for layout in LAYOUTS:
-        corr = [spearman(r[layout], r["truth"]) for r in rows]
-        picked = [r["truth"][max(range(len(r[layout])), key=r[layout].__getitem__)] for r in rows]
-        out[layout] = {
-            "truth_spearman": statistics.fmean([c for c in corr if c is not None]),
+    for name in VARIANTS:
+        corr = [spearman(r[name], r["truth"]) for r in rows]
+        partial = [spearman(r[f"{name}_partial"], r["truth"]) for r in rows]
+        agree = [spearman(r[name], r["separate"]) for r in rows]
+        picked = [r["truth"][max(range(len(r[name])), key=r[name].__getitem__)] for r in rows]
+        out[name] = {
+            "agreement_with_separate": mean_defined(agree),
+            "truth_spearman": mean_defined(corr),
             "truth_spearman_prompts": sum(c is not None for c in corr),
+            "partial_truth_spearman": mean_defined(partial),
             "truth_of_best": statistics.fmean(picked),
-            "score_over_generate": sum(r[f"{layout}_s"] for r in rows)
+            "score_over_generate": sum(r[f"{name}_s"] for r in rows)
             / sum(r["generate_s"] for r in rows),
             "computed_prompt_tokens_per_request": statistics.fmean(
-                r[f"{layout}_tokens"] for r in rows
+                r[f"{name}_tokens"] for r in rows
             ),
         }
     return out

@@ -192,6 +192,10 @@ class RemoteGenerator:
         body = {
             **completion_body(await self.upstream_model(), prompt_ids, params, n),
             "stream": True,
+            # vLLM's extension (0.32): hold a choice's tokens back until it finishes (its
+            # first token still comes at once): two chunks per choice, not one per token.
+            # Only finished choices are read; a server without it ignores the field.
+            "stream_interval": params.max_tokens,
         }
         stream = ChoiceStream(n)
         response = await self._open_stream(body)

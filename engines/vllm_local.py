@@ -80,8 +80,11 @@ def apply_cpu_environment() -> None:
 
 
 def to_sampling_params(params: SamplingConfig, n: int, *, stream: bool = False) -> Any:
-    """vLLM's parameters; ``stream``: each step's new tokens (DELTA) rather than the final
-    output only."""
+    """vLLM's parameters; ``stream``: each sample's output as it finishes (DELTA) rather
+    than the request's final output only. ``stream_interval`` of max_tokens holds a
+    sample's tokens back until it finishes (vLLM still sends its first token at once), so
+    the output loop wakes twice per sample, not once per token: the caller reads only
+    finished samples."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
@@ -103,6 +106,7 @@ def to_sampling_params(params: SamplingConfig, n: int, *, stream: bool = False) 
         include_stop_str_in_output=params.include_stop,
         logprobs=logprobs,
         output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
+        stream_interval=params.max_tokens if stream else None,
     )
 
 

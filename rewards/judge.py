@@ -68,22 +68,29 @@ RUBRIC = (
 PARTIAL_NOTE = "The response is unfinished; rate how good it is so far and how promising."
 SCORE_PREFIX = "Score: "
 LAYOUTS = ("continuation", "separate")
-# The continuation layout's user turn: the criteria and the scale. Short, since it is the
-# part of the prompt the prefix cache cannot hold (39 tokens instead of these 17 made the
-# judge's step 1.3-1.4x slower here).
-QUESTION = "Rate your response for helpfulness, correctness and clarity from 1 to 9."
+# The continuation layout's user turn, (complete, partial) by wording. It is the part of
+# the prompt the prefix cache cannot hold, so every token of it is computed for every
+# response: 39 tokens instead of the criteria's 17 made the judge's step 1.3-1.4x slower
+# here. ``short`` is the default, chosen on ground truth (bench/judge_layouts.py, README).
+QUESTIONS = {
+    "short": ("Rate your response from 1 to 9.", "Rate your unfinished response from 1 to 9."),
+    "criteria": (
+        "Rate your response for helpfulness, correctness and clarity from 1 to 9.",
+        "Rate your response for helpfulness, correctness and clarity from 1 to 9. "
+        "It is unfinished: rate it so far and how promising it is.",
+    ),
+}
 PARTIAL_QUESTION_NOTE = "It is unfinished: rate it so far and how promising it is."
 
 
-def question_text(partial: bool, rubric: str | None) -> str:
+def question_text(partial: bool, rubric: str | None, wording: str = "short") -> str:
     """The continuation layout's question; ``rubric`` (client text) replaces the criteria."""
     if rubric is None:
-        question = QUESTION
-    else:
-        question = (
-            "Rate your response from 1 (fails the criteria) to 9 (meets them fully) by "
-            f"these criteria:\n{rubric}"
-        )
+        return QUESTIONS[wording][partial]
+    question = (
+        "Rate your response from 1 (fails the criteria) to 9 (meets them fully) by "
+        f"these criteria:\n{rubric}"
+    )
     return f"{question} {PARTIAL_QUESTION_NOTE}" if partial else question
 
 
@@ -165,12 +172,16 @@ class JudgeReward:
         *,
         max_model_len: int | None = None,
         layout: str = "continuation",
+        question: str = "short",
     ) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"judge layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+        if question not in QUESTIONS:
+            raise ValueError(f"judge question must be one of {', '.join(QUESTIONS)}")
         self._generator = generator
         self._tokenizer = tokenizer
         self.layout = layout
+        self.question = question  # the continuation layout's wording (QUESTIONS)
         # One thread of its own (not asyncio's default pool): a few threads that allocate
         # keep a few malloc arenas, and a batch renders fine on one.
         self._render_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge-render")
@@ -244,7 +255,7 @@ class JudgeReward:
         if context and close and context[-1] == close[0]:
             close = close[1:]
         # The rubric is client text: its special-token strings stay text.
-        asked = self._tokenizer.encode_plain(question_text(partial, rubric))
+        asked = self._tokenizer.encode_plain(question_text(partial, rubric, self.question))
         return [*context, *close, *asked, *open_reply, *self._score_prefix]
 
     def separate_prompt(

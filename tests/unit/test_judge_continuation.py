@@ -14,7 +14,7 @@ from engines.default_model import ensure_default_model
 from engines.tokenizer import HFChatTokenizer
 from rewards.batcher import MicroBatcher, ScoreItem
 from rewards.choice import Component, RequestReward
-from rewards.judge import QUESTION, SCORE_PREFIX, JudgeReward
+from rewards.judge import QUESTIONS, SCORE_PREFIX, JudgeReward
 from search.types import Completion, SamplingConfig
 
 END, START = 2, 1  # <|im_end|>, <|im_start|>
@@ -60,8 +60,9 @@ def test_continuation_prompt_is_the_generation_then_the_question(
     assert ids[: len(prompt) + len(response)] == prompt + response
     tail = smol._tok.decode(ids[len(prompt) + len(response) :])
     opened = "" if ended else "<|im_end|>"
+    question = QUESTIONS[judge.question][0]
     assert tail == (
-        f"{opened}\n<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n{SCORE_PREFIX}"
+        f"{opened}\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n{SCORE_PREFIX}"
     )
     # One end-of-turn closes the response, whichever way it ended.
     assert ids.count(END) == prompt.count(END) + 2
@@ -90,6 +91,17 @@ def test_partial_responses_are_asked_about_so_far(smol: HFChatTokenizer) -> None
     judge = JudgeReward(RecordingGenerator(0), smol)
     ids = judge.prompt(ScoreItem(CONVERSATION, "x", partial=True, ids=(*prompt, *response)))
     assert "unfinished" in smol.decode(ids[len(prompt) :])
+
+
+@pytest.mark.parametrize("wording", ["short", "criteria"])
+def test_each_wording_asks_its_own_question(smol: HFChatTokenizer, wording: str) -> None:
+    prompt, response = generation(smol, "Seven.", ended=True)
+    judge = JudgeReward(RecordingGenerator(0), smol, question=wording)
+    for partial, asked in zip((False, True), QUESTIONS[wording], strict=True):
+        item = ScoreItem(CONVERSATION, "x", partial=partial, ids=(*prompt, *response))
+        assert asked in smol.decode(judge.prompt(item)[len(prompt) :])
+    with pytest.raises(ValueError, match="question"):
+        JudgeReward(RecordingGenerator(0), smol, question="verbose")
 
 
 def test_separate_layout_and_calls_without_ids_render_their_own_prompt(

@@ -168,6 +168,7 @@ async def test_stream_yields_each_choice_once_in_finish_order() -> None:
     assert json.loads(seen[0].content) == {
         **completion_body("judge", [1, 2], params, 3),
         "stream": True,
+        "stream_interval": 3,  # finished choices only: no chunk per token
     }
 
 
