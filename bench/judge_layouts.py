@@ -120,6 +120,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     prompts = load_prompts(PROMPTS, offset=args.offset, limit=args.limit)
     rows = []
     try:
+        # The engine's first judge steps are slow (4.4 s against about 0.5 s here): warm
+        # every variant up so the first prompt's costs are like the others'.
+        hello, reply = [{"role": "user", "content": "Hello!"}], "Hi! How can I help?"
+        context = [*tokenizer.render_chat(hello), *tokenizer.encode(reply)]
+        for judge in judges.values():
+            await judge.score(hello, [reply], token_ids=[context])
         for p in prompts:
             ids = tokenizer.render_chat(p.conversation)
             params = SamplingConfig(

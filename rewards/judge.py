@@ -71,13 +71,21 @@ LAYOUTS = ("continuation", "separate")
 # The continuation layout's user turn, (complete, partial) by wording. It is the part of
 # the prompt the prefix cache cannot hold, so every token of it is computed for every
 # response: 39 tokens instead of the criteria's 17 made the judge's step 1.3-1.4x slower
-# here. ``short`` is the default, chosen on ground truth (bench/judge_layouts.py, README).
+# here. ``short`` is the default, chosen on ground truth (bench/judge_layouts.py, chosen
+# on verifiable prompts 0-23, reported on 100-123 in the README): its complete question
+# picked answers as good (truth of its Best-of-8 0.32 and 0.52, against the criteria's
+# 0.28 and 0.47) for 7 tokens less per response. Its partial question keeps the criteria
+# wording: the short one tried ("Rate your unfinished response from 1 to 9.") ranked
+# prefixes against the truth on both sets (Spearman -0.09 and -0.18, the criteria's -0.01).
+CRITERIA_PARTIAL = (
+    "Rate your response for helpfulness, correctness and clarity from 1 to 9. "
+    "It is unfinished: rate it so far and how promising it is."
+)
 QUESTIONS = {
-    "short": ("Rate your response from 1 to 9.", "Rate your unfinished response from 1 to 9."),
+    "short": ("Rate your response from 1 to 9.", CRITERIA_PARTIAL),
     "criteria": (
         "Rate your response for helpfulness, correctness and clarity from 1 to 9.",
-        "Rate your response for helpfulness, correctness and clarity from 1 to 9. "
-        "It is unfinished: rate it so far and how promising it is.",
+        CRITERIA_PARTIAL,
     ),
 }
 PARTIAL_QUESTION_NOTE = "It is unfinished: rate it so far and how promising it is."

@@ -48,8 +48,9 @@ from typing import Any
 from pydantic import Field
 
 from search.budget import Work
+from search.overlap import sample_and_score
 from search.protocols import reward_bounds
-from search.strategy import SearchContext, SearchStrategy, finish, sample_and_score
+from search.strategy import SearchContext, SearchStrategy, finish
 from search.tail import MIN_SAMPLES, EstimatorName, fit
 from search.types import Candidate, SearchResult
 

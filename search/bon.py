@@ -3,7 +3,7 @@
 Rule: sample N complete responses to the prompt in one engine call, score all of them
 with the reward model, answer with the argmax (ties go to the earlier sample). Beirami et
 al. 2024 bound its KL from the policy by log N - (N-1)/N. The scoring overlaps the
-generation (search.strategy.sample_and_score): what differs from the paper's "sample,
+generation (search.overlap.sample_and_score): what differs from the paper's "sample,
 then score" is only when each score is computed, never which.
 
 Budget: one engine call of N samples; N responses scored, in one reward call per group of
@@ -12,7 +12,8 @@ samples that finished together (one call when all finish in the same engine step
 
 from __future__ import annotations
 
-from search.strategy import SearchContext, SearchStrategy, finish, sample_and_score
+from search.overlap import sample_and_score
+from search.strategy import SearchContext, SearchStrategy, finish
 from search.types import SearchResult
 
 

@@ -63,14 +63,9 @@ import regex
 from pydantic import Field, field_validator
 
 from search.errors import LimitExceeded
+from search.overlap import sample_and_score
 from search.protocols import reward_bounds
-from search.strategy import (
-    SearchContext,
-    SearchStrategy,
-    rank_candidates,
-    sample_and_score,
-    softmax,
-)
+from search.strategy import SearchContext, SearchStrategy, rank_candidates, softmax
 from search.types import Candidate, SearchResult
 
 BOXED = "\\boxed{"

@@ -60,7 +60,8 @@ from typing import Literal
 from pydantic import Field
 
 from search.errors import EngineUnavailable
-from search.strategy import SearchContext, SearchStrategy, rank_by, sample_and_score
+from search.overlap import sample_and_score
+from search.strategy import SearchContext, SearchStrategy, rank_by
 from search.types import Candidate, SearchResult
 
 LogprobMode = Literal["sum", "mean"]

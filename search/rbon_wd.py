@@ -40,8 +40,9 @@ from typing import Literal
 
 from pydantic import Field
 
+from search.overlap import sample_and_score
 from search.rbon_kl import MAX_BETA
-from search.strategy import SearchContext, SearchStrategy, rank_by, sample_and_score
+from search.strategy import SearchContext, SearchStrategy, rank_by
 from search.types import SearchResult
 
 UtilityName = Literal["embedding", "chrf"]

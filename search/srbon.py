@@ -94,9 +94,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from search.overlap import sample_and_score
 from search.rbon_kl import MAX_BETA, LogprobMode, ref_logprob
 from search.rbon_wd import UtilityName
-from search.strategy import SearchContext, SearchStrategy, rank_by, sample_and_score, softmax
+from search.strategy import SearchContext, SearchStrategy, rank_by, softmax
 from search.types import Candidate, SearchResult
 
 Variant = Literal["kl", "wd", "length"]

@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -349,56 +348,6 @@ def top_distinct(ranked: Sequence[Candidate], k: int) -> list[Candidate]:
         seen.add(cand.text)
     pool = distinct + repeats
     return [pool[i % len(pool)] for i in range(k)] if pool else []
-
-
-async def sample_and_score(ctx: SearchContext, n: int) -> list[Candidate]:
-    """Sample n complete responses in one engine call and score them, overlapped: the
-    samples that finish together go to the reward model at once while the others still
-    decode (a generator without ``generate_stream`` gives them all at the end, so one
-    reward call). Phases: ``generate`` until the last sample finished, ``score`` the wait
-    for the scores after it (what scoring adds to the latency), ``score_overlapped`` the
-    time scoring ran while samples were still decoding."""
-    completions: dict[int, Completion] = {}
-    rewards: dict[int, float] = {}
-    scoring: list[asyncio.Task[None]] = []
-    failures: list[BaseException] = []
-    first_score: list[float] = []
-
-    async def score(group: list[tuple[int, Completion]]) -> None:
-        try:
-            got = await ctx.score_generated([c for _, c in group], partial=False)
-        except Exception as exc:
-            failures.append(exc)
-            sampling.cancel()  # the search has failed: stop the samples still decoding
-            raise
-        rewards.update((i, r) for (i, _), r in zip(group, got, strict=True))
-
-    async def sample() -> float:
-        async for group in ctx.generate_stream(ctx.prompt_ids, ctx.sampling.max_tokens, n):
-            completions.update(group)
-            first_score.append(time.perf_counter())
-            scoring.append(asyncio.ensure_future(score(group)))
-        return time.perf_counter()
-
-    start = time.perf_counter()
-    sampling = asyncio.ensure_future(sample())
-    try:
-        try:
-            generated = await sampling
-        except asyncio.CancelledError:
-            if failures:
-                raise failures[0] from None
-            raise
-        await gather_all(scoring)
-    finally:
-        for task in (sampling, *scoring):
-            task.cancel()
-        await asyncio.gather(sampling, *scoring, return_exceptions=True)
-    ctx.budget.add_phase("generate", generated - start, start=start)
-    ctx.budget.add_phase("score", time.perf_counter() - generated, start=generated)
-    if len(scoring) > 1:
-        ctx.budget.add_phase("score_overlapped", generated - first_score[0], start=first_score[0])
-    return [Candidate(completions[i], rewards[i]) for i in sorted(completions)]
 
 
 def finish(

@@ -14,7 +14,10 @@ slots, so the live slots shrink by one per finished response; the parents are th
 top ceil(slots / branching) live ones and the last parent gets only the children left.
 The pool therefore stays N responses and every layer generates at most N segments:
 generated tokens never exceed Best-of-N's N x max_tokens. At the end every response is
-scored as complete with the full reward and the answer is the argmax.
+scored as complete with the full reward and the answer is the argmax. Those complete
+scores overlap the last layer's decoding (search.overlap): a child is scored as soon as it
+finishes, and the responses that finished in earlier layers while the last one decodes,
+so the search waits only for the last child's score, as Best-of-N does.
 
 Three roles, as in the paper: the served policy samples every segment (the paper's
 pi_base); two models only score, ``--dpo-model`` (pi_dpo, DPO-trained) and
@@ -70,7 +73,9 @@ indices) and the partial scores.
 
 Budget: engine calls 1 + one per parent per layer (the scorers' requests are not counted
 there); reward calls one per layer of partial scores (a DPO pass over both scorers counts
-as one) and one final call of N complete responses. ``worst_case``: N x max_tokens
+as one) and, for the N complete responses, one per group that finished together (the
+responses finished before the last layer, then each engine step's finished children).
+``worst_case``: N x max_tokens
 tokens, 1 + (layers - 1) x N / branching engine calls, layers x N scored responses (a
 DPO pass counts its live responses as scored, as the budget does).
 
@@ -84,17 +89,18 @@ pool stays N.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from search.budget import Work
 from search.errors import EngineUnavailable, InvalidRequest
+from search.overlap import Request, score_as_finished
 from search.partial import Partial, as_candidates, roots, segment_lengths, top_indices
 from search.protocols import TokenScorer
 from search.strategy import SearchContext, SearchStrategy, finish, gather_all
-from search.types import SearchResult
+from search.types import Completion, SearchResult
 
 # Most layers a search may have: see "Bounds" in the module docstring.
 MAX_LAYERS = 64
@@ -112,6 +118,13 @@ def children_per_parent(slots: int, branching: int) -> list[int]:
     only what is left, so the children fill exactly ``slots``."""
     parents = math.ceil(slots / branching)
     return [min(branching, slots - j * branching) for j in range(parents)]
+
+
+def children_of(
+    parents: Sequence[Partial], max_tokens: int
+) -> Callable[[int, Completion], Partial]:
+    """A segment sampled for request r as the child of ``parents[r]``."""
+    return lambda r, segment: parents[r].extend(segment, max_tokens)
 
 
 async def response_logprobs(
@@ -197,7 +210,8 @@ class TreeBoN(SearchStrategy):
         with ctx.budget.phase("generate"):
             pool = roots(await ctx.generate(ctx.prompt_ids, lengths[0], self.n), max_tokens)
         report: list[dict[str, Any]] = []
-        for length in lengths[1:]:
+        rewards: list[float] | None = None  # set when the last layer scored as it finished
+        for layer, length in enumerate(lengths[1:], start=2):
             live = [p for p in pool if not p.finished]
             if not live:
                 break
@@ -208,18 +222,28 @@ class TreeBoN(SearchStrategy):
             parents = [live[i] for i in top_indices(scores, len(counts))]
             # The answer descends from a parent or is a finished response.
             ctx.commit_common_prefix([p.text for p in done + parents])
-            with ctx.budget.phase("generate"):
-                segments = await gather_all(
-                    [
-                        ctx.generate([*ctx.prompt_ids, *parent.token_ids], length, count)
-                        for parent, count in zip(parents, counts, strict=True)
-                    ]
-                )
-            children = [
-                parent.extend(segment, max_tokens)
-                for parent, group in zip(parents, segments, strict=True)
-                for segment in group
+            requests = [
+                Request([*ctx.prompt_ids, *parent.token_ids], length, count)
+                for parent, count in zip(parents, counts, strict=True)
             ]
+            if layer == len(lengths):
+                # Every child of the last layer is complete: each is scored as soon as it
+                # finishes, and the responses finished before meanwhile.
+                scored, grown = await score_as_finished(
+                    ctx, requests, children_of(parents, max_tokens), done
+                )
+                children = [s.response for group in grown for s in group]
+                rewards = [s.reward for s in scored] + [s.reward for g in grown for s in g]
+            else:
+                with ctx.budget.phase("generate"):
+                    segments = await gather_all(
+                        [ctx.generate(q.prompt_ids, q.max_tokens, q.n) for q in requests]
+                    )
+                children = [
+                    parent.extend(segment, max_tokens)
+                    for parent, group in zip(parents, segments, strict=True)
+                    for segment in group
+                ]
             report.append(
                 {
                     "segment_tokens": length,
@@ -230,7 +254,8 @@ class TreeBoN(SearchStrategy):
                 }
             )
             pool = done + children
-        with ctx.budget.phase("score"):
-            rewards = await ctx.score_generated(pool, partial=False)
+        if rewards is None:
+            with ctx.budget.phase("score"):
+                rewards = await ctx.score_generated(pool, partial=False)
         details = {"partial_score": scorer, "layers": report}
         return finish(ctx, as_candidates(pool, rewards), details)

@@ -60,7 +60,7 @@ async def sample_and_score(
     params: SamplingConfig,
     n: int,
 ) -> list[Completion]:
-    """What :func:`search.strategy.sample_and_score` does: each group of samples that
+    """What :func:`search.overlap.sample_and_score` does: each group of samples that
     finished together goes to the reward while the others still decode, with its token ids
     when the reward reads them (the judge continues the generation's own context)."""
     stream = getattr(runtime.generator, "generate_stream", None)

@@ -61,10 +61,13 @@ async def test_treebon_keeps_finished_and_expands_the_best_parents() -> None:
     assert calls == [(P, 2, 4), (P + "bb", 2, 2), (P + "dd", 2, 1)]
     # Each call has its own seed derived from the request's.
     assert [seed for _, _, seed, _ in gen.calls] == [7, call_seed(7, 1), call_seed(7, 2)]
-    assert reward.calls == [(["aa", "bb", "dd"], True), (["c", "bb11", "bb22", "dd33"], False)]
+    # The last layer's children are scored as their calls finish, the finished root first.
+    assert reward.calls[:2] == [(["aa", "bb", "dd"], True), (["c"], False)]
+    assert sorted(reward.calls[2:]) == [(["bb11", "bb22"], False), (["dd33"], False)]
     budget = result.budget
     assert budget.generated_tokens == 2 + 2 + 1 + 2 + (2 + 2) + 2  # never above 4 x 4
-    assert (budget.engine_calls, budget.reward_calls) == (3, 2)
+    assert (budget.engine_calls, budget.reward_calls) == (3, 4)
+    assert budget.scored_responses == 3 + 4
     assert result.details == {
         "partial_score": "reward",
         "layers": [
@@ -99,9 +102,11 @@ async def test_treebon_dpo_scores_with_the_dpo_model_over_its_reference() -> Non
     # Both scorers read the same ids: the prompt and each live partial response.
     live = [[ord(ch) for ch in P + text] for text in ("aa", "bb", "dd")]
     assert dpo.calls == live and ref.calls == live
-    # The reward model only scores the complete responses; the DPO pass counts as a call.
-    assert reward.calls == [(["c", "aa11", "aa22", "dd33"], False)]
-    assert result.budget.reward_calls == 2
+    # The reward model only scores the complete responses (as they finish); the DPO pass
+    # counts as a call.
+    assert reward.calls[0] == (["c"], False)
+    assert sorted(reward.calls[1:]) == [(["aa11", "aa22"], False), (["dd33"], False)]
+    assert result.budget.reward_calls == 4
 
 
 def test_treebon_never_asks_the_policy_for_logprobs() -> None:

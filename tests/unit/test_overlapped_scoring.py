@@ -1,5 +1,5 @@
 """Best-of-N's scoring overlapped with generation: a sample goes to the reward model as
-soon as it finishes, while the others still decode (search.strategy.sample_and_score)."""
+soon as it finishes, while the others still decode (search.overlap)."""
 
 from __future__ import annotations
 
@@ -141,3 +141,51 @@ async def test_cancelling_the_search_closes_the_stream() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert gen.closed
+
+
+@dataclass
+class TreeGenerator:
+    """Four roots at once ("r 0".."r 3", reward = the number; "r 3" stopped early); each
+    parent's children stream after ``delay_s[parent digit]`` seconds, the parent read
+    from the prompt's last token: child i of "r p" is "r p p.i"."""
+
+    delay_s: dict[str, float]
+    finished_at: list[float] = field(default_factory=list)
+
+    async def generate(
+        self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
+    ) -> list[Completion]:
+        return [completion_of(f"r {i}", "stop" if i == 3 else "length") for i in range(n)]
+
+    async def generate_stream(
+        self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
+    ) -> AsyncIterator[list[tuple[int, Completion]]]:
+        if list(prompt_ids) == PROMPT:  # the roots
+            yield list(enumerate(await self.generate(prompt_ids, params, n)))
+            return
+        parent = chr(prompt_ids[-1])
+        await asyncio.sleep(self.delay_s[parent])
+        self.finished_at.append(time.perf_counter())
+        yield [(i, completion_of(f" {parent}.{i}", "length")) for i in range(n)]
+
+
+async def test_treebon_scores_its_last_layer_as_each_child_finishes() -> None:
+    """The finished root is scored while the last layer decodes, and the faster parent's
+    child before the slower parent's children have finished."""
+    from search.treebon import TreeBoN
+
+    gen = TreeGenerator({"1": 0.05, "2": 0.3})
+    reward = ClockedReward(delay_s=0.02)
+    ctx = context(gen, reward)
+    ctx.sampling = SamplingConfig(max_tokens=6, seed=3)
+    result = await TreeBoN(n=4, branching=2, layers=2).run(ctx)
+    calls = [texts for _, texts in reward.calls]
+    # The live roots' partial scores; parents r 2 (two children) and r 1 (one). Then the
+    # finished root at once, and each parent's children as they finish.
+    assert calls == [["r 0", "r 1", "r 2"], ["r 3"], ["r 1 1.0"], ["r 2 2.0", "r 2 2.1"]]
+    assert reward.calls[1][0] < min(gen.finished_at)  # scored while the children decode
+    assert reward.calls[2][0] < max(gen.finished_at)  # before the last child finished
+    assert [c.text for c in result.candidates] == ["r 3", "r 2 2.0", "r 2 2.1", "r 1 1.0"]
+    assert result.best.text == "r 3"
+    timings = result.budget.phase_seconds
+    assert timings["score"] < 0.1 and timings["score_overlapped"] > 0.2

@@ -29,10 +29,11 @@ from search.fakes import (
     TableReward,
     fake_context,
 )
+from search.overlap import sample_and_score
 from search.registry import STRATEGIES, parse_strategy
 from search.spec_rejection import SpeculativeRejection
 from search.srbon import StochasticRBoN, kl_probabilities
-from search.strategy import SearchContext, SearchStrategy, gather_all, sample_and_score
+from search.strategy import SearchContext, SearchStrategy, gather_all
 from search.treebon import TreeBoN
 from search.types import Completion, Message, SamplingConfig, SearchResult
 from server.chat.deadline import best_scored, run_with_deadline
