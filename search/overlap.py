@@ -4,15 +4,16 @@ finishes, while the others still decode, and the search waits only for the last 
 ``score_as_finished`` runs engine requests (each a prompt, a token limit and a sample
 count) through ``SearchContext.generate_stream``. The samples one engine step finished
 come together; each such group is turned into the responses to score (``grow``: a sample
-as it is, or a tree's parent extended by it) and sent to the reward model at once as
-complete answers, in a task of its own. Responses that finished before (``ready``) are
-scored from the start. A failed score fails the search and cancels the decoding still
-running; a cancelled search cancels both.
+as it is, or a tree's parent extended by it) and sent to the reward model at once, in a
+task of its own: as complete answers, or with ``partial`` the unfinished ones as prefixes
+(two calls that go out together). Responses that finished before (``ready``) are scored
+from the start. A failed score fails the search and cancels the decoding still running; a
+cancelled search cancels both.
 
-Best-of-N and the searches built on it (``sample_and_score``) and TreeBoN's last layer use
-it. Phases in the report: ``generate`` until the last sample finished, ``score`` the wait
-for the scores after it (what scoring adds to the latency), ``score_overlapped`` the time
-scoring ran while samples were still decoding.
+Best-of-N and the searches built on it (``sample_and_score``), TreeBoN's last layer and
+speculative rejection's segments use it. Phases in the report: ``generate`` until the last
+sample finished, ``score`` the wait for the scores after it (what scoring adds to the
+latency), ``score_overlapped`` the time scoring ran while samples were still decoding.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from search.strategy import Generated, SearchContext
+from search.strategy import Generated, SearchContext, gather_all
 from search.types import Candidate, Completion
 
 G = TypeVar("G", bound=Generated)
@@ -44,14 +45,30 @@ class Scored(Generic[G]):
     reward: float
 
 
+async def score_mixed(
+    ctx: SearchContext, responses: Sequence[G], partial: Callable[[G], bool]
+) -> list[float]:
+    """Each response scored once: the unfinished ones (``partial``) as prefixes, the others
+    as complete answers. The two reward calls go out together (the judge batches them)."""
+    live = [r for r in responses if partial(r)]
+    done = [r for r in responses if not partial(r)]
+    live_rewards, done_rewards = await gather_all(
+        [ctx.score_generated(live, partial=True), ctx.score_generated(done, partial=False)]
+    )
+    rewards = {True: iter(live_rewards), False: iter(done_rewards)}
+    return [next(rewards[partial(r)]) for r in responses]
+
+
 async def score_as_finished(
     ctx: SearchContext,
     requests: Sequence[Request],
-    grow: Callable[[int, Completion], G],
+    grow: Callable[[int, int, Completion], G],
     ready: Sequence[G] = (),
+    partial: Callable[[G], bool] | None = None,
 ) -> tuple[list[Scored[G]], list[list[Scored[G]]]]:
-    """``ready`` scored, and every request's samples (``grow(request index, sample)``) in
-    sample order, each scored as a complete response as soon as it finished."""
+    """``ready`` scored, and every request's samples (``grow(request index, sample index,
+    sample)``) in sample order, each scored as soon as it finished: as a complete answer,
+    or as a prefix where ``partial`` says so."""
     grown: list[dict[int, G]] = [{} for _ in requests]
     rewards: dict[tuple[int, int], float] = {}  # (request, sample) -> reward; -1: ready
     scoring: list[asyncio.Task[None]] = []
@@ -60,7 +77,10 @@ async def score_as_finished(
 
     async def score(keys: list[tuple[int, int]], responses: list[G]) -> None:
         try:
-            got = await ctx.score_generated(responses, partial=False)
+            if partial is None:
+                got = await ctx.score_generated(responses, partial=False)
+            else:
+                got = await score_mixed(ctx, responses, partial)
         except Exception as exc:
             failures.append(exc)
             sampling.cancel()  # the search has failed: stop the samples still decoding
@@ -74,7 +94,7 @@ async def score_as_finished(
     async def sample(r: int, request: Request) -> None:
         stream = ctx.generate_stream(request.prompt_ids, request.max_tokens, request.n)
         async for group in stream:
-            responses = [grow(r, c) for _, c in group]
+            responses = [grow(r, i, c) for i, c in group]
             grown[r].update((i, g) for (i, _), g in zip(group, responses, strict=True))
             send([(r, i) for i, _ in group], responses)
 
@@ -113,5 +133,5 @@ async def score_as_finished(
 async def sample_and_score(ctx: SearchContext, n: int) -> list[Candidate]:
     """n complete responses from one engine call, each scored as soon as it finished."""
     request = Request(ctx.prompt_ids, ctx.sampling.max_tokens, n)
-    _, (samples,) = await score_as_finished(ctx, [request], lambda _, c: c)
+    _, (samples,) = await score_as_finished(ctx, [request], lambda _r, _i, c: c)
     return [Candidate(s.response, s.reward) for s in samples]

@@ -59,11 +59,13 @@ candidates are every finished response, each with its complete score.
 
 Budget: generated tokens are at most n_initial x max_tokens (every rejected response
 stops early). Engine calls: 1 + one per live survivor at each decision point. Reward
-calls: one or two per segment (prefixes and newly finished answers, sent together), none
-at the end. ``worst_case`` bounds both counts: the pool after each cut is exactly
-survivors_count of the pool before it, and there are at most ceil(max_tokens /
-decision_tokens) - 1 continuations (each moves the live responses at least
-decision_tokens on).
+calls: one or two per group of samples that ended in the same engine step (prefixes and
+finished answers, sent together), none at the end: each response is scored as soon as its
+segment ends (search.overlap), so one that stopped early is judged while the others still
+decode and the cut waits only for the last score. ``worst_case`` bounds both counts: the
+pool after each cut is exactly survivors_count of the pool before it, and there are at
+most ceil(max_tokens / decision_tokens) - 1 continuations (each moves the live responses
+at least decision_tokens on).
 
 Bounds on the options that multiply work (review H2), none of which a real search meets:
 
@@ -81,14 +83,15 @@ Bounds on the options that multiply work (review H2), none of which a real searc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from search.budget import Work, check_segments
-from search.partial import Partial, as_candidates, roots, top_indices
-from search.strategy import SearchContext, SearchStrategy, finish, gather_all
-from search.types import SearchResult
+from search.overlap import Request, Scored, score_as_finished
+from search.partial import Partial, as_candidates, top_indices
+from search.strategy import SearchContext, SearchStrategy, finish
+from search.types import Completion, SearchResult
 
 # Smallest rejection rate: see "Bounds" in the module docstring.
 MIN_ALPHA = 0.05
@@ -107,24 +110,13 @@ def next_decision(length: int, live: int, memory: int, step: int, max_tokens: in
     return min(max_tokens, max(length + step, memory // live))
 
 
-@dataclass(frozen=True)
-class Scored:
-    response: Partial
-    # A live response's partial reward, or a finished one's complete reward (kept).
-    reward: float
-
-
-async def score_segment(ctx: SearchContext, responses: list[Partial]) -> list[Scored]:
-    """Each response scored once: live ones as prefixes, finished ones as complete
-    answers. The two reward calls go out together (the judge batches them)."""
-    live = [p for p in responses if not p.finished]
-    done = [p for p in responses if p.finished]
-    with ctx.budget.phase("score_partial" if live else "score"):
-        live_rewards, done_rewards = await gather_all(
-            [ctx.score_generated(live, partial=True), ctx.score_generated(done, partial=False)]
-        )
-    rewards = {False: iter(live_rewards), True: iter(done_rewards)}
-    return [Scored(p, next(rewards[p.finished])) for p in responses]
+async def generate_scored(
+    ctx: SearchContext, requests: list[Request], grow: Callable[[int, int, Completion], Partial]
+) -> list[Scored[Partial]]:
+    """The requests' responses, each scored once as soon as its sample finished: a live
+    one as a prefix, a finished one as a complete answer (search.overlap)."""
+    _, per_request = await score_as_finished(ctx, requests, grow, partial=lambda p: not p.finished)
+    return [s for scored in per_request for s in scored]
 
 
 class SpeculativeRejection(SearchStrategy):
@@ -196,9 +188,10 @@ class SpeculativeRejection(SearchStrategy):
         max_tokens = ctx.sampling.max_tokens
         step = self.step(max_tokens)
         memory = self.initial() * step
-        with ctx.budget.phase("generate"):
-            first = await ctx.generate(ctx.prompt_ids, step, self.initial())
-        pool = await score_segment(ctx, roots(first, max_tokens))
+        first = Request(ctx.prompt_ids, step, self.initial())
+        pool = await generate_scored(
+            ctx, [first], lambda _, i, c: Partial(root=i).extend(c, max_tokens)
+        )
         # Every finished response, in the order they finished: the possible answers.
         finished = [s for s in pool if s.response.finished]
         rounds = []
@@ -220,7 +213,7 @@ class SpeculativeRejection(SearchStrategy):
                 break
             # Live responses all share a length: every segment ran to the same target.
             target = next_decision(live[0].num_tokens, len(live), memory, step, max_tokens)
-            fresh = await score_segment(ctx, await self.continue_to(ctx, live, target))
+            fresh = await self.continue_to(ctx, live, target)
             finished += [s for s in fresh if s.response.finished]
             # The reference ranks the kept finished first, then the extended in rank order.
             pool = [s for s in kept if s.response.finished] + fresh
@@ -237,11 +230,15 @@ class SpeculativeRejection(SearchStrategy):
         ctx.commit_common_prefix([p.text for p in live] + [s.response.text for s in finished])
 
     @staticmethod
-    async def continue_to(ctx: SearchContext, live: list[Partial], target: int) -> list[Partial]:
-        """Every live response extended to ``target`` tokens (or until it stops)."""
+    async def continue_to(
+        ctx: SearchContext, live: list[Partial], target: int
+    ) -> list[Scored[Partial]]:
+        """Every live response extended to ``target`` tokens (or until it stops), each by
+        one engine request, and scored as its request ends."""
         max_tokens = ctx.sampling.max_tokens
-        with ctx.budget.phase("generate"):
-            segments = await gather_all(
-                [ctx.generate([*ctx.prompt_ids, *p.token_ids], target - p.num_tokens) for p in live]
-            )
-        return [p.extend(seg, max_tokens) for p, (seg,) in zip(live, segments, strict=True)]
+        requests = [
+            Request([*ctx.prompt_ids, *p.token_ids], target - p.num_tokens, 1) for p in live
+        ]
+        return await generate_scored(
+            ctx, requests, lambda r, _, segment: live[r].extend(segment, max_tokens)
+        )

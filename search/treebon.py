@@ -122,9 +122,9 @@ def children_per_parent(slots: int, branching: int) -> list[int]:
 
 def children_of(
     parents: Sequence[Partial], max_tokens: int
-) -> Callable[[int, Completion], Partial]:
+) -> Callable[[int, int, Completion], Partial]:
     """A segment sampled for request r as the child of ``parents[r]``."""
-    return lambda r, segment: parents[r].extend(segment, max_tokens)
+    return lambda r, _, segment: parents[r].extend(segment, max_tokens)
 
 
 async def response_logprobs(

@@ -189,3 +189,43 @@ async def test_treebon_scores_its_last_layer_as_each_child_finishes() -> None:
     assert result.best.text == "r 3"
     timings = result.budget.phase_seconds
     assert timings["score"] < 0.1 and timings["score_overlapped"] > 0.2
+
+
+@dataclass
+class EarlyStopGenerator:
+    """The first batch: sample 0 stops at once (" 9"), the others reach the cut
+    ``cut_s`` later (" 1", " 2", ...); every continuation stops at once."""
+
+    cut_s: float
+    cut_at: float = 0.0
+
+    async def generate(
+        self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
+    ) -> list[Completion]:
+        raise AssertionError("the streaming path is used when the generator has it")
+
+    async def generate_stream(
+        self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
+    ) -> AsyncIterator[list[tuple[int, Completion]]]:
+        if list(prompt_ids) != PROMPT:
+            yield [(0, completion_of(" 0", "stop"))]
+            return
+        yield [(0, completion_of(" 9", "stop"))]
+        await asyncio.sleep(self.cut_s)
+        self.cut_at = time.perf_counter()
+        yield [(i, completion_of(f" {i}", "length")) for i in range(1, n)]
+
+
+async def test_spec_rejection_judges_a_response_that_stopped_early_before_the_cut() -> None:
+    from search.spec_rejection import SpeculativeRejection
+
+    gen = EarlyStopGenerator(cut_s=0.2)
+    reward = ClockedReward(delay_s=0.01)
+    ctx = context(gen, reward)
+    ctx.sampling = SamplingConfig(max_tokens=8, seed=3)
+    result = await SpeculativeRejection(n=2, n_initial=4).run(ctx)
+    first_at, first = reward.calls[0]
+    assert first == [" 9"] and first_at < gen.cut_at
+    # The live ones at the cut go out as prefixes, after it.
+    assert reward.calls[1][1] == [" 1", " 2", " 3"] and reward.calls[1][0] >= gen.cut_at
+    assert result.best.text == " 9"
