@@ -99,7 +99,7 @@ async def score_as_finished(
             send([(r, i) for i, _ in group], responses)
 
     async def sample_all() -> float:
-        await asyncio.gather(*(sample(r, q) for r, q in enumerate(requests)))
+        await gather_all([sample(r, q) for r, q in enumerate(requests)])
         return time.perf_counter()
 
     start = time.perf_counter()
