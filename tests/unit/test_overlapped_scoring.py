@@ -19,19 +19,23 @@ from search.types import Completion, SamplingConfig
 PROMPT = [ord(c) for c in "<user>hi<assistant>"]
 
 
+class StreamOnly:
+    """A generator the searches must read through ``generate_stream``."""
+
+    async def generate(
+        self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
+    ) -> list[Completion]:
+        raise AssertionError("the streaming path is used when the generator has it")
+
+
 @dataclass
-class StaggeredGenerator:
+class StaggeredGenerator(StreamOnly):
     """Sample i finishes ``finish_s[i]`` seconds after the call; samples that finish at
     the same time come together, as one engine step's outputs do."""
 
     finish_s: list[float]
     finished_at: dict[int, float] = field(default_factory=dict)
     closed: bool = False
-
-    async def generate(
-        self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
-    ) -> list[Completion]:
-        raise AssertionError("the streaming path is used when the generator has it")
 
     async def generate_stream(
         self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
@@ -192,17 +196,12 @@ async def test_treebon_scores_its_last_layer_as_each_child_finishes() -> None:
 
 
 @dataclass
-class EarlyStopGenerator:
+class EarlyStopGenerator(StreamOnly):
     """The first batch: sample 0 stops at once (" 9"), the others reach the cut
     ``cut_s`` later (" 1", " 2", ...); every continuation stops at once."""
 
     cut_s: float
     cut_at: float = 0.0
-
-    async def generate(
-        self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
-    ) -> list[Completion]:
-        raise AssertionError("the streaming path is used when the generator has it")
 
     async def generate_stream(
         self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
