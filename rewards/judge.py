@@ -77,18 +77,13 @@ LAYOUTS = ("continuation", "separate")
 # 0.28 and 0.47) for 7 tokens less per response. Its partial question keeps the criteria
 # wording: the short one tried ("Rate your unfinished response from 1 to 9.") ranked
 # prefixes against the truth on both sets (Spearman -0.09 and -0.18, the criteria's -0.01).
-CRITERIA_PARTIAL = (
-    "Rate your response for helpfulness, correctness and clarity from 1 to 9. "
-    "It is unfinished: rate it so far and how promising it is."
-)
+PARTIAL_QUESTION_NOTE = "It is unfinished: rate it so far and how promising it is."
+CRITERIA_QUESTION = "Rate your response for helpfulness, correctness and clarity from 1 to 9."
+CRITERIA_PARTIAL = f"{CRITERIA_QUESTION} {PARTIAL_QUESTION_NOTE}"
 QUESTIONS = {
     "short": ("Rate your response from 1 to 9.", CRITERIA_PARTIAL),
-    "criteria": (
-        "Rate your response for helpfulness, correctness and clarity from 1 to 9.",
-        CRITERIA_PARTIAL,
-    ),
+    "criteria": (CRITERIA_QUESTION, CRITERIA_PARTIAL),
 }
-PARTIAL_QUESTION_NOTE = "It is unfinished: rate it so far and how promising it is."
 
 
 def question_text(partial: bool, rubric: str | None, wording: str = "short") -> str:
