@@ -526,10 +526,10 @@ def redos(url: str, pattern: str) -> tuple[httpx.Response, float, list[float]]:
     sender.start()
     health: list[float] = []
     # While the request runs (generation takes a few seconds, then the regex), and at
-    # least 3 polls even when the pattern is refused at once.
-    while (sender.is_alive() or len(health) < 3) and len(health) < 80:
+    # least 5 polls even when the pattern is refused at once.
+    while (sender.is_alive() or len(health) < 5) and len(health) < 300:
         health.append(timed_health(url, timeout=5))
-        time.sleep(0.25)
+        time.sleep(0.1)
     sender.join(60)
     reply = outcome.get("reply")
     print(
@@ -543,11 +543,12 @@ def redos(url: str, pattern: str) -> tuple[httpx.Response, float, list[float]]:
 
 def loop_answers(health: list[float]) -> None:
     """/health kept answering while the pattern ran. On the old code a pattern held the
-    loop until the client gave up (every poll from then on timed out). One slow poll is
-    allowed: this 2-core machine is shared with the engine and the test (a CI run once
-    saw a single 2.0 s probe among fast ones)."""
-    assert sorted(health)[len(health) // 2] < 0.5, health
-    assert max(health) < 3.0, health
+    loop until the client gave up: every poll from then on ran into its 5 s timeout. The
+    bounds sit well above a busy 2-core machine's noise (the engine, the test and the
+    server share it): CI runs saw a single 2.0 s probe among fast ones, and once a median
+    of 0.84 s over four polls with the slowest at 2.9 s."""
+    assert sorted(health)[len(health) // 2] < 1.5, health
+    assert max(health) < 4.0, health
 
 
 def test_h1_redos_regex_does_not_stop_health(hardened: Server) -> None:
