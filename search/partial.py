@@ -63,9 +63,14 @@ class Partial:
         )
 
 
+def root(index: int, completion: Completion, max_tokens: int) -> Partial:
+    """A first segment: the start of lineage ``index``."""
+    return Partial(root=index).extend(completion, max_tokens)
+
+
 def roots(completions: Sequence[Completion], max_tokens: int) -> list[Partial]:
     """First segments, one lineage each."""
-    return [Partial(root=i).extend(c, max_tokens) for i, c in enumerate(completions)]
+    return [root(i, c, max_tokens) for i, c in enumerate(completions)]
 
 
 def as_candidates(partials: Sequence[Partial], rewards: Sequence[float]) -> list[Candidate]:

@@ -89,7 +89,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from search.budget import Work, check_segments
 from search.overlap import Request, Scored, score_as_finished
-from search.partial import Partial, as_candidates, top_indices
+from search.partial import Partial, as_candidates, root, top_indices
 from search.strategy import SearchContext, SearchStrategy, finish
 from search.types import Completion, SearchResult
 
@@ -189,9 +189,7 @@ class SpeculativeRejection(SearchStrategy):
         step = self.step(max_tokens)
         memory = self.initial() * step
         first = Request(ctx.prompt_ids, step, self.initial())
-        pool = await generate_scored(
-            ctx, [first], lambda _, i, c: Partial(root=i).extend(c, max_tokens)
-        )
+        pool = await generate_scored(ctx, [first], lambda _, i, c: root(i, c, max_tokens))
         # Every finished response, in the order they finished: the possible answers.
         finished = [s for s in pool if s.response.finished]
         rounds = []

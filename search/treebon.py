@@ -226,12 +226,11 @@ class TreeBoN(SearchStrategy):
                 Request([*ctx.prompt_ids, *parent.token_ids], length, count)
                 for parent, count in zip(parents, counts, strict=True)
             ]
+            grow = children_of(parents, max_tokens)
             if layer == len(lengths):
                 # Every child of the last layer is complete: each is scored as soon as it
                 # finishes, and the responses finished before meanwhile.
-                scored, grown = await score_as_finished(
-                    ctx, requests, children_of(parents, max_tokens), done
-                )
+                scored, grown = await score_as_finished(ctx, requests, grow, done)
                 children = [s.response for group in grown for s in group]
                 rewards = [s.reward for s in scored] + [s.reward for g in grown for s in g]
             else:
@@ -240,9 +239,9 @@ class TreeBoN(SearchStrategy):
                         [ctx.generate(q.prompt_ids, q.max_tokens, q.n) for q in requests]
                     )
                 children = [
-                    parent.extend(segment, max_tokens)
-                    for parent, group in zip(parents, segments, strict=True)
-                    for segment in group
+                    grow(r, i, segment)
+                    for r, group in enumerate(segments)
+                    for i, segment in enumerate(group)
                 ]
             report.append(
                 {
