@@ -10,7 +10,7 @@ every cut keeps the most it can), never a guess. The running check in ``SearchCo
 is the backstop for a bound that is wrong and for callers that skip the check: the
 search stops before the call that could pass a limit (``BudgetExhausted``), and the
 server answers as at a deadline, with the best response scored so far
-(``server/chat/deadline.py``).
+(``search/deadline.py``).
 
 Limits (``SearchLimits``; the server's settings, defaults in parentheses):
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field, StrictBool
 
 from rewards.choice import RewardOptions, reward_report
 from search.budget import SearchLimits, check_worst_case
+from search.deadline import run_with_deadline
 from search.errors import (
     AlignserveError,
     DeadlineExceeded,
@@ -37,7 +38,6 @@ from search.registry import STRATEGIES, parse_strategy, validate_options
 from search.steps import StepSearch
 from search.strategy import SearchContext, SearchStrategy, top_distinct
 from search.types import Candidate, Message, SearchResult
-from server.chat.deadline import run_with_deadline
 from server.metrics import ServerMetrics
 from server.protocol import ChatCompletionRequest
 from server.recording import Recorder

@@ -21,6 +21,7 @@ from search.budget import (
     trim_scored,
 )
 from search.darwin import Darwin
+from search.deadline import best_scored, run_with_deadline
 from search.errors import InvalidRequest, LimitExceeded
 from search.fakes import (
     FixedGenerator,
@@ -36,7 +37,6 @@ from search.srbon import StochasticRBoN, kl_probabilities
 from search.strategy import SearchContext, SearchStrategy, gather_all
 from search.treebon import TreeBoN
 from search.types import Completion, Message, SamplingConfig, SearchResult
-from server.chat.deadline import best_scored, run_with_deadline
 from server.settings import Settings
 
 # Rows of FixedGenerator: (text, tokens, summed logprob).
