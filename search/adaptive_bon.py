@@ -18,14 +18,12 @@ The first round is at least the estimator's minimum sample (2 for normal, 4 for 
 Defaults: round_size 4, min_gain 0.01 (reward units: 1% of the judge's [0, 1] range),
 estimator normal. ``estimator: "max"`` (the naive max-of-m, which predicts no gain and so
 stops after the first round) is offered because it predicts best-of-N best in the tail
-check (README); it is round_size-sample Best-of-N. Predictions are clipped to the reward
+check (docs/benchmarks); it is round_size-sample Best-of-N. Predictions are clipped to the reward
 model's known range when it has one (``bounds``: the judge's [0, 1]).
 
-Measured on MT-Bench with the embedded judge (README, benchmarks): normal's
-predictions of best-of-16 from 4 or 8 rewards erred less than the generalized Pareto
-fit's (mean absolute error 0.032 vs 0.037 at m=4), and it reached 95.1% of Best-of-16's
-reward with 39% of its tokens against gpd's 95.0%. ``gpd`` is the choice for rewards
-with a hard bound and enough samples to see it.
+``normal`` is the default because it erred less than ``gpd`` in the tail check
+(docs/benchmarks); ``gpd`` is the choice for rewards with a hard bound and enough
+samples to see it.
 
 ``n`` is N_max (like every algorithm's n, the server's ``--default-n`` when the request
 gives none; ask for 16 or more to leave room to adapt).

@@ -1,91 +1,36 @@
 """DARWIN: instruction mutation plus reward-guided beam replacement (``darwin``).
 
 Paper: Hung, Majumder, Mehrish, Poria, "Reward-Guided Tree Search for Inference Time
-Alignment of Large Language Models", NAACL 2025 (arXiv 2406.15193; first titled "Reward
-Steering with Evolutionary Heuristics for Decoding-time Alignment"). Reference code:
-declare-lab/darwin, ``darwin.py`` and ``utils.py``; the rule and defaults below are the
-ones it runs (its README's command: ``--iteration=3 --n_mutation=1
---replacement_period=40``, top_k 3).
+Alignment of Large Language Models", NAACL 2025 (arXiv 2406.15193). Reference code:
+declare-lab/darwin; the rule and defaults are the ones it runs (``--iteration=3
+--n_mutation=1 --replacement_period=40``, top_k 3).
 
-Rule:
-1. Seed output: one complete response to the user's conversation, scored. The archive
-   of instructions starts as {the user's last message: that reward}.
-2. Each of ``cycles`` cycles:
-   a. pick an archive instruction uniformly at random (seeded); the policy rewrites it
-      ``mutations`` times into 5 numbered variants each. The rewrite call has its own
-      sampling (temperature 0.7, top-k 40, up to ``rewrite_tokens``): the client's stop
-      strings and penalties would cut or bend a numbered list that is not an answer.
-   b. one beam per variant (5 x ``mutations`` beams), beam k answering variant k in place
-      of the user's last message. Every ``replacement_period`` tokens: decode that many
-      tokens for every unfinished beam on its own prompt ids + its response ids (the
-      prefix cache serves both); score every beam's response against the ORIGINAL
-      conversation (after ``look_ahead`` more tokens, which are then dropped); each top_k
-      beam position counts a hit; every other unfinished beam takes the response of a
-      top-k beam drawn at random and continues it under ITS OWN instruction.
-   c. score the final responses as complete. The two beam positions with the most hits
-      (ties: the one that reached the top-k first) offer their variant with that
-      position's final reward; each that beats the picked instruction's reward joins the
-      archive (or updates its reward), and the picked instruction leaves when another
-      one beat it (utils.py ``Archive.update_archive``).
-3. The answer is the best of the seed output and every cycle's final responses.
+Rule: a seed output answers the conversation and starts the archive {the user's last
+message: its reward}. Each of ``cycles`` cycles picks an archive instruction at random
+(seeded); the policy rewrites it into 5 x ``mutations`` variants (own sampling:
+temperature 0.7, top-k 40, up to ``rewrite_tokens``); one beam answers each variant. Every
+``replacement_period`` tokens all beams are scored against the ORIGINAL conversation
+(after ``look_ahead`` more tokens, then dropped), the top_k positions count a hit, and
+every other live beam takes a random top-k beam's response and continues it under its own
+variant. The two positions with the most hits offer their variant with its final reward;
+one that beats the picked instruction joins the archive, and the picked one leaves when
+beaten. The answer is the best of the seed output and every cycle's final responses.
 
-``search.n`` is not an option: the beams are one per variant, n = 5 x ``mutations``
-(the server fills in its default n for every algorithm, so a given n is replaced, not
-refused). ``top_k`` must be below that; the reference errors out there too.
-``replacement: false`` is the paper's no-replacement ablation: each beam decodes its
-whole response in one call. ``cycles`` defaults to the README's 3 (the code's own
-default is 1); each cycle costs a rewrite and 5 x ``mutations`` full responses, so a
-CPU deployment may prefer ``cycles: 1``.
+Options: ``mutations`` 1, ``replacement_period`` 40, ``top_k`` 3 (below 5 x mutations),
+``cycles`` 3, ``rewrite_tokens`` 1024, ``look_ahead`` 0, ``replacement`` true (false: the
+no-replacement ablation), ``seed``. ``search.n`` is replaced by 5 x mutations.
 
-Where this still differs from the reference, and why:
-- Answer calls (seed, segments, look-ahead) use the client's sampling (temperature,
-  top_p, penalties, stop, max_tokens), as every search here must; the reference samples
-  them at temperature 0.7, top-k 40, up to 2048 tokens.
-- Responses are continued on token ids, not re-tokenised text; a beam finishes on an
-  engine stop or at max_tokens (the reference: EOS in the decoded text, or 2048 tokens).
-- The rewrite prompt is a short one-shot prompt of its own (the reference's template
-  also appends "?" to the instruction). The first five numbered lines are kept and
-  missing ones are copies of the picked instruction (the reference: exactly five lines
-  or five copies), because a small model often writes three or four usable rewrites;
-  ``rewrites_parsed`` flags it.
-- Scoring at each period asks the judge for the partial-response rubric, finished beams
-  included (the reference re-scores every state with one classifier); the final scores
-  use the complete rubric. Beams are judged in the judge's separate layout: they were
-  generated from a rewritten instruction, and the judge must rate them against the
-  request's own conversation, not continue the rewritten one (the plain output, generated
-  from the request's prompt, continues it).
-- Look-ahead tokens never run past max_tokens.
-- ``replacement: false``: the reference's ablation never counts hits and fails at the
-  archive update (``[].values()``); here the top_k of the final rewards count as the
-  cycle's one step, so the archive still evolves over cycles. ``look_ahead`` is unused.
-- Draws come from one seeded ``random.Random`` per request (the reference: the global
-  ``random``), in the reference's order: the archive pick, then each replacement.
-- Every cycle's beams are candidates in the report; the answer is the same argmax.
+Budget: engine calls 1 + per cycle one rewrite call + one per live beam per period (twice
+with look-ahead); tokens include rewrites and look-ahead; reward calls: the seed, one per
+period, one per cycle's final beams. Bounds: cycles and mutations at most 16, at most 512
+periods per cycle, rewrite_tokens and look_ahead at most 4096.
 
-Answers are always scored and returned against the user's real conversation; the
-variants only steer generation. ``details.cycles`` reports each cycle's picked
-instruction, variants, per-beam variant, response lineage and final reward, top-k hits,
-steps and what joined or left the archive; ``details.archive`` the final archive.
-
-The conversation must have a user message (the instruction the variants rewrite); one
-without is refused with 400 before anything is generated.
-
-Budget: engine calls 1 (seed) + per cycle one rewrite call (n = mutations) + one per
-unfinished beam per period (twice with look-ahead); generated tokens include rewrites and
-look-ahead. Reward calls: the seed, one per period (none without replacement), one for
-each cycle's final beams. ``worst_case`` takes every beam live for ceil(max_tokens /
-replacement_period) steps (live beams all share a length, which grows by a period per
-step), each beam position generating at most max_tokens per cycle.
-
-Bounds on the options that multiply work (review H2), none of which the reference's
-settings (3 cycles, 1 mutation, period 40) come near:
-
-- ``cycles`` at most 16 and ``mutations`` at most 16 (80 beams; the server's ``--max-n``
-  caps 5 x mutations too);
-- ``replacement_period``: at most MAX_SEGMENTS (512) steps per cycle, i.e. at least
-  max_tokens / 512 (8 at 4096); checked with max_tokens, since the option alone cannot say;
-- ``rewrite_tokens`` and ``look_ahead`` at most 4096;
-- the whole search must fit the per-search limits (search.budget).
+Deviations from the reference (docs/algorithms.md has each reason): answer calls use the
+client's sampling; responses continue on token ids; a short rewrite prompt whose missing
+variants are copies of the picked instruction (``rewrites_parsed``); the judge's partial
+rubric at each period and its separate layout for the beams; look-ahead never passes
+max_tokens; the no-replacement ablation counts its final top_k as hits (the reference's
+fails at its archive update); one seeded ``random.Random`` per request.
 """
 
 from __future__ import annotations

@@ -2,63 +2,29 @@
 
 Paper: Puri, Sudalairaj, Xu, Xu, Srivastava, "A Probabilistic Inference Approach to
 Inference-Time Scaling of LLMs using Particle-Based Monte Carlo Methods" (arXiv
-2502.01618, "Rollout Roulette"). Reference code: the authors' its_hub
-(``its_hub/algorithms/particle_gibbs.py``: ``ParticleFiltering`` is particle Gibbs with
-one iteration and no reference particle), which this follows.
+2502.01618). Reference code: the authors' its_hub (``ParticleFiltering`` is particle
+Gibbs with one iteration and no reference particle), which this follows.
 
-Rule: N = ``n`` particles (partial responses). Every round, each live particle samples
-one next step (one request each) and the PRM scores the new steps in one call. Every
-particle, finished ones included, then gets the log-weight logit(s) of its aggregated
-score s (its_hub's ``_inv_sigmoid`` of the PRM's aggregated score, clipped to
-[1e-7, 1 - 1e-7]; a finished particle keeps its final score), and N particles are drawn
-with replacement in proportion to softmax(log-weight / ``resample_temperature``)
-(multinomial resampling, its_hub's ``random.choices``): copies of a finished particle stay
-finished, so finished particles multiply or vanish like live ones. The rounds go on until
-every particle has finished or for ``max_steps`` rounds, the last of which continues every
-live particle to its end; the resampling follows every round, the last included. The
-candidates are the final N particles (copies included); the answer is the best aggregated
-score (its_hub's default ``argmax`` of the log-weights, the same order) or, with
-``answer_regex``, the PRM-weighted majority over them (search.steps.choose), where a
-particle drawn twice votes twice.
+Rule: N = ``n`` particles. Every round each live particle samples one next step (one
+request each) and the PRM scores the new steps in one call. Every particle, finished ones
+included, gets the log-weight logit(s) of its aggregated score s (clipped to
+[1e-7, 1 - 1e-7]; a PRM with ``bounds`` is mapped to [0, 1] first, one without is taken as
+the log-weight itself), and N particles are redrawn with replacement in proportion to
+softmax(log-weight / ``resample_temperature``), seeded by the request's seed. Rounds go on
+until every particle has finished or for ``max_steps`` rounds, the last continuing every
+live particle to its end. The answer is the best aggregated score or, with
+``answer_regex``, the PRM-weighted majority (search.steps.choose).
 
-Scores on other scales: a PRM that declares ``bounds`` [lo, hi] has its aggregated score
-mapped to (s - lo) / (hi - lo) before the logit; one without bounds (raw logits) is taken
-as the log-weight itself.
+Options: ``resample_temperature`` 1.0 (in [0.01, 100]) and the step options of
+search.steps (delimiter "\\n\\n", ``max_steps`` 40, aggregation ``last``).
 
-Seeding: the draws come from a ``random.Random`` seeded with the request's seed, so a seeded
-search resamples, as it samples, the same way every time; unseeded, from the system's
-entropy.
+Deviations from its_hub: ``resample_temperature`` is this server's (1.0 is its_hub's rule);
+the last round continues every live particle to its end (its_hub stops an unfinished one
+where it is); steps are also cut at ``max_step_tokens``.
 
-Defaults: ``resample_temperature`` 1.0 (its_hub has no temperature: 1.0), the step options
-of search.steps (delimiter "\\n\\n", ``max_steps`` 40, aggregation ``last``: its_hub's
-benchmark default "model" aggregation, the PRM's score of the last step given all before
-it).
-
-Where this differs from its_hub, and why:
-
-- ``resample_temperature`` divides the log-weights (an option of this server, 1.0 is
-  its_hub's rule): below 1 the resampling is greedier, above 1 it keeps more diversity.
-- After ``max_steps`` rounds its_hub stops a particle where it is (an unfinished response);
-  here, as in search-and-learn, the last round continues every live particle to its end,
-  so every candidate is complete.
-- Steps are cut at ``max_step_tokens`` too (its_hub cuts at the delimiter or at its
-  ``tokens_per_step``, one or the other).
-
-Streaming: after each resampling the common prefix of the N particles is committed: every
-answer descends from one of them.
-
-Report: ``details.rounds``, per round (before its resampling): ``live``, ``finished``,
-``scores`` (each particle's newest step score), ``lineage`` (the first particle each
-descends from), ``weights`` (the resampling probabilities), ``resampled`` (the particle
-index each new slot copies) and ``counts`` (copies of each particle).
-
-Budget: phases ``generate`` and ``score_steps``. Per round at most N engine calls of one
-sample and one PRM call of at most N steps. ``worst_case``: at most
-min(max_steps, max_tokens) rounds, the last one's steps up to max_tokens.
-
-Bounds: N by the server's ``--max-live-candidates`` (``peak_candidates`` is N);
-``resample_temperature`` in [0.01, 100] (it multiplies no work; the bounds keep the
-weights finite); ``max_steps`` and ``max_step_tokens`` by search.steps.
+Budget: phases ``generate`` and ``score_steps``; per round at most N engine calls of one
+sample and one PRM call of at most N steps; at most min(max_steps, max_tokens) rounds.
+``details.rounds`` is described in docs/algorithms.md.
 """
 
 from __future__ import annotations

@@ -10,47 +10,23 @@ regulariser. The KL divergence from a one-hot distribution on y to pi_ref is
 Rule: sample N complete responses in one engine call, score all of them in one reward
 call, answer with the argmax of that objective (ties go to the earlier sample).
 
-log pi_ref (option ``logprob``):
+log pi_ref (option ``logprob``): ``"sum"`` (the paper's rule) is the completion's
+``cumulative_logprob``; vLLM V1 reports raw model logprobs, so this is the reference
+model's own likelihood at no extra forward pass, and it favours shorter responses as beta
+grows. ``"mean"`` divides it by the token count, which removes that length bias and keeps
+beta's scale independent of max_tokens.
 
-- ``"sum"`` (the paper's rule): log pi_ref(y|x), the completion's ``cumulative_logprob``,
-  the sum of the sampled tokens' logprobs. vLLM V1 reports raw model logprobs (before
-  temperature and penalties), so this is the reference model's own likelihood at no extra
-  forward pass. It grows with length: a larger beta favours shorter responses.
-- ``"mean"``: the same sum divided by the token count (per-token mean), which removes
-  that length bias and keeps beta's scale independent of max_tokens.
+Defaults: ``logprob="mean"``, beta = 0.05, at most 1e6 (beta = 0 is BoN). They fit the
+judge's [0, 1] rewards; a reward model on another scale wants beta rescaled.
 
-Defaults: ``logprob="mean"``, beta = 0.05 (the measurement below). The old default, beta
-0.1 on the sum, let log pi_ref decide alone: sampled answers' summed logprobs differ by
-tens of nats, while the judge's rewards lie on [0, 1], so the answer was the likeliest
-sample whatever its reward. The paper's beta values do not carry over either: the
-authors' code (regularized-bon ``mbr/compute_logprob.py``, copied in srbon) takes one
-position's logits, ``logits[0, -response_len, :]``, and scores every response token
-against that single distribution, which is not log pi_ref(y|x). alignserve's value is
-the true sum of the sampled tokens' logprobs. beta = 0 is BoN.
+Deviation: the authors' code (regularized-bon ``mbr/compute_logprob.py``) scores every
+response token against one position's logits, which is not log pi_ref(y|x), so their
+beta values do not carry over; alignserve uses the true sum.
 
-Measurement (``bench/rbon_defaults.py``, results in ``bench/results/rbon_defaults``): the
-embedded SmolLM2-135M as policy and judge, MT-Bench first turns, N = 8, 64 tokens,
-temperature 1.0; every beta evaluated offline on the same samples. Chosen on lines 0-19:
-the largest grid beta whose answer is at or above the median candidate's reward on at
-least 95% of prompts. On lines 20-39 (never used for tuning), mean/0.05 answers at or above
-the median on 95% of prompts and differs from argmax-reward on 55% (mean reward 0.589;
-BoN 0.597, a random sample 0.552). sum/0.0005 scores the same 95% but answers shorter
-(46 tokens against 57 for the average candidate); the old default, sum/0.1, reached the
-median on 65% (0.560, 42 tokens). At 64 tokens most samples hit the cap, so the two modes
-rank alike here; ``mean`` is the default because its beta does not scale with response
-length (a summed-logprob beta tuned at 64 tokens is about 4x too strong at 256). These
-betas fit the judge's [0, 1] rewards, whose spread within a prompt is a few hundredths;
-a reward model on another scale wants beta rescaled.
-
-Report: ``details.logprob`` the mode, ``details.ref_logprobs`` each candidate's log pi_ref
-in that mode, ``details.objective`` each candidate's objective.
-
-Ranking: by the objective, best first; ``Candidate.reward`` stays the raw reward.
+Report: ``details.logprob``, ``details.ref_logprobs``, ``details.objective``; ranking by
+the objective, ``Candidate.reward`` the raw reward.
 
 Budget: one engine call of N samples (with logprobs), one reward call of N responses.
-
-Bound: beta at most MAX_BETA (1e6), far above any tuned value, so beta x log pi_ref and
-the reported objective stay finite (JSON has no infinity: an overflow was a 500).
 """
 
 from __future__ import annotations

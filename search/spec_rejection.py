@@ -2,82 +2,29 @@
 
 Paper: Sun, Haider, Zhang, Yang, Qiu, Yin, Wang, Bartlett, Zanette, "Fast Best-of-N
 Decoding via Speculative Rejection", NeurIPS 2024 (arXiv 2410.20290). Reference code:
-Zanette-Labs/SpeculativeRejection (``speculative_rejection.py``, ``main.py``,
-``postprocess/gather_best_ans.py``).
+Zanette-Labs/SpeculativeRejection.
 
 Rule: start ``n_initial`` responses in one engine call, cut at ``decision_tokens``. At
 every decision point rank the live responses just extended together with the finished
-ones the previous cut kept, keep the best round((1 - alpha) x pool) (at least one) and
-continue only the live survivors, each by one engine request on prompt ids + its ids (the
-prefix cache serves the prefix). Every response is scored once per segment it grows by:
-a live one on its partial text, one that finished in that segment as a complete answer,
-and a finished response keeps that score ever after (it is never judged again). The next
-decision point falls where the live survivors together hold as many generated tokens as
-the first batch did at its cut (n_initial x decision_tokens), but at least
-``decision_tokens`` further. When no live response survives, the answer is the
-best-scored finished response (ties go to the one that finished first).
+ones the previous cut kept, keep round((1 - alpha) x pool) (Python's halves-to-even, as
+the reference; at least one) and continue only the live survivors, each by one engine
+request on prompt ids + its ids. Every response is scored once per segment it grows by (a
+live one as a prefix, a finished one as a complete answer, never judged again). The next
+decision point falls where the live survivors hold n_initial x decision_tokens generated
+tokens, at least ``decision_tokens`` further. The answer is the best finished response.
 
-No response is judged as complete twice: every candidate was scored as a complete answer
-in the segment it finished in, so there is no final re-scoring pass (the reference has
-none either: its final max reads the stored scores).
+Options: ``n_initial`` 2N (at most ``--max-live-candidates``), ``decision_tokens``
+max_tokens / 4, ``alpha`` 0.5 (at least 0.05). At most 512 decision points.
 
-Where it still differs from the paper and the reference, and why:
+Budget: at most n_initial x max_tokens tokens; engine calls 1 + one per live survivor at
+each decision point; one or two reward calls per group of samples that ended in the same
+engine step, none at the end (search.overlap).
 
-- Decision points by tokens, not GPU memory. The reference sizes the first batch to the
-  GPU (x2, at most 1000) and each segment to the free KV memory, so a batch of B can grow
-  to memory / B: halving the batch doubles how far it runs. Here the first cut is the
-  ``decision_tokens`` option and the "memory" is n_initial x decision_tokens generated
-  tokens; the prompt is not counted (vLLM shares its KV blocks between samples, the
-  reference keeps a copy per sequence). The ``decision_tokens`` floor between cuts is
-  ours: with a fixed token budget a cut that rejects nobody (round((1 - alpha) x 4) = 4
-  at alpha 0.1) would otherwise leave one-token segments to the end; the reference never
-  meets it because its memory dwarfs a small pool.
-- ``n_initial`` is an option (default 2 x n), capped by the server's
-  ``--max-live-candidates``, not a memory-sized batch of hundreds or thousands.
-- The answer is chosen among every finished response. The reference's final step takes
-  the max over all the trajectories it stored, but it stores a finished one only once it
-  survived a cut, so one that finished and was rejected at the same cut is lost to it. Its
-  complete score is already paid for; keeping it can only raise the answer's reward.
-- The cut keeps Python's round() exactly as the reference (halves to even: a pool of 5 at
-  alpha 0.5 keeps 2, a pool of 3 keeps 2) so the two agree cut for cut; only the floor of
-  one is ours: the reference's 0 stops the search and may answer with the text of a live
-  response cut off mid-sentence, which a server cannot return.
-- Finished responses are scored with the reward model's complete rubric and live ones
-  with its partial one (the judge is told the response is unfinished); the reference
-  scores both with the same reward model and no such hint. Both rubrics give [0, 1].
-- Sampling is the client's (temperature, top_p, top_k as sent); the reference defaults to
-  temperature 1.0, top_k 50, top_p 1.0. A client wanting that sends top_k 50.
-- Continuations are token ids (no re-tokenisation of the text, as the reference does).
-
-Streaming: every answer still possible extends a live survivor or is a finished response,
-so their common prefix is committed after every cut and continuation (see
-``SearchContext.commit_common_prefix``), and a stream sends it before the search ends.
-
-Report: ``details.rounds`` lists per decision point the tokens reached, the pool size,
-how many survived, how many of them continue, and the pool's rewards best first. The
-candidates are every finished response, each with its complete score.
-
-Budget: generated tokens are at most n_initial x max_tokens (every rejected response
-stops early). Engine calls: 1 + one per live survivor at each decision point. Reward
-calls: one or two per group of samples that ended in the same engine step (prefixes and
-finished answers, sent together), none at the end: each response is scored as soon as its
-segment ends (search.overlap), so one that stopped early is judged while the others still
-decode and the cut waits only for the last score. ``worst_case`` bounds both counts: the
-pool after each cut is exactly survivors_count of the pool before it, and there are at
-most ceil(max_tokens / decision_tokens) - 1 continuations (each moves the live responses
-at least decision_tokens on).
-
-Bounds on the options that multiply work (review H2), none of which a real search meets:
-
-- ``alpha`` >= 0.05 (default 0.5): a cut rejects nobody while alpha x pool <= 0.5
-  (round() keeps them all), so at lower rates ever larger pools run to the end as in
-  Best-of-N, paying a round of engine calls and scores at every decision point; alpha 0
-  (the H2 request) never rejected anything.
-- ``decision_tokens``: at most MAX_SEGMENTS (512) decision points, i.e. at least
-  max_tokens / 512 (8 at 4096); checked with max_tokens (``worst_case``), since the
-  option alone cannot say. Each decision point is a round of engine calls and scores.
-- ``n_initial``: at most the server's ``--max-live-candidates`` (the server checks it).
-- The whole search must fit the per-search limits (search.budget).
+Deviations (docs/algorithms.md has each reason): decision points by generated tokens, not
+GPU memory, with a ``decision_tokens`` floor between cuts; ``n_initial`` is an option, not
+a memory-sized batch; the answer is chosen among every finished response; a cut keeps at
+least one; live prefixes get the judge's partial rubric; the client's sampling; token-id
+continuations.
 """
 
 from __future__ import annotations

@@ -5,84 +5,28 @@ Best-of-N Sampling Strategies for Language Model Alignment" (arXiv 2502.12668).
 
 Sample N complete responses in one engine call and score them in one reward call, then:
 
-- ``variant="kl"`` (SRBoN-KL): draw the answer index from
+- ``variant="kl"`` (SRBoN-KL): draw the answer from
+  p(i) ∝ exp(log pi_ref(y_i|x) + beta * R_i), a log-sum-exp softmax, which maximises
+  E_p[R] - (1/beta) KL(p || pi_ref) over the N samples. Large beta approaches BoN.
+- ``variant="wd"`` (SRBoN-WD): draw from the p that maximises p . R - beta * W(pi_ref, p),
+  pi_ref = softmax of the samples' log pi_ref, W optimal transport with cost
+  1 - U(y_j, y_i). The problem separates by rows, so the exact optimum sends each
+  reference sample's mass whole to argmax_j R_j - beta (1 - U(y_j, y_i)), in O(N^2).
+- ``variant="length"``: the deterministic argmax of R_i - beta / max(|y_i|, 1).
 
-      p(i) = exp(log pi_ref(y_i|x) + beta * R_i) / sum_j exp(log pi_ref(y_j|x) + beta * R_j)
+Options: ``variant``; ``beta`` (kl 100, wd 0.05, length 1.0, at most 1e6); ``logprob``
+``mean`` (per-token mean, no length bias) or ``sum`` (the paper's); ``utility``
+(``embedding`` or ``chrf``; wd); ``seed`` (else the request's, else a fresh draw).
 
-  which maximises E_p[R] - (1/beta) KL(p || pi_ref) over distributions on the N samples
-  (pi_ref restricted to them). beta is an inverse temperature on the reward: large beta
-  approaches BoN's argmax, small beta draws by reference likelihood (the opposite sense of
-  ``rbon_kl``'s beta). The normaliser is a log-sum-exp: sequence logprobs are hundreds of
-  nats below zero and would underflow as plain exponentials.
-- ``variant="wd"`` (SRBoN-WD): draw the answer index from the p that maximises
+Deviations from the authors' code (CyberAgentAILab/srbon): log pi_ref is the true sum of
+the sampled tokens' logprobs (theirs scores every token against one position's logits,
+so their betas do not carry over); the SWD cost is 1 - U, not U itself; solved exactly
+instead of by SLSQP. Shared with the reference: p counts pi_ref twice over samples
+already drawn from it.
 
-      p . R - beta * W(pi_ref, p),   pi_ref(i) = softmax_i(log pi_ref(y_i|x))
-
-  over the simplex, W the optimal-transport distance with cost C[i][j] = 1 - U(y_j, y_i)
-  (moving reference mass from y_i to the answer y_j; U the ``utility``, as rbon_wd uses it).
-  The problem is a linear programme over transport plans T >= 0 with T 1 = pi_ref and
-  p = T^T 1: maximise sum_ij T_ij (R_j - beta C_ij). It separates by rows, so the exact
-  optimum sends each reference sample's mass pi_ref(i) whole to argmax_j R_j - beta C_ij
-  (ties to the earlier j). This replaces the reference's SLSQP over POT's ``emd2``
-  (a local method on a non-smooth objective) with the exact optimum in O(N^2), without
-  POT or scipy on the request path (the tests check it against both); at N <= 64 that is
-  microseconds, so it runs on the event loop. Large beta keeps p = pi_ref, small beta
-  moves all mass to the best reward.
-- ``variant="length"`` (sentence-length regularised BoN): the deterministic argmax of
-  R_i - beta / max(|y_i|, 1), |y_i| the completion's token count, which favours longer
-  responses; ties go to the earlier sample.
-
-log pi_ref (option ``logprob``, kl and wd): ``"sum"`` is the paper's sum of the sampled
-tokens' logprobs (the completion's ``cumulative_logprob``; see rbon_kl for why it is the
-true log pi_ref(y|x)), ``"mean"`` the per-token mean, which removes the length bias; pi_ref
-is then the softmax of per-token means, a length-normalised stand-in for the model's
-distribution over the samples, in the same formulas.
-
-Deviations from the authors' code (CyberAgentAILab/srbon ``stochastic_rbon.py``):
-
-- Their log pi comes from ``compute_logprob.py``, which scores every response token
-  against one position's logits (``logits[0, -response_len, :]``), so their beta values
-  do not carry over; alignserve's log pi_ref is the true sum of sampled-token logprobs.
-- SWD: they pass the similarity matrix itself as the transport cost, which rewards moving
-  mass to dissimilar samples; here the cost is 1 - U, consistent with RBoN-WD's
-  +beta * mean(U). Solved exactly (above) instead of by SLSQP.
-- Shared with the reference, not a deviation: p ∝ pi_ref(y_i) e^{beta R_i} over samples
-  already drawn from pi_ref counts pi_ref twice (the Monte-Carlo tilt of the samples is
-  ∝ e^{beta R_i}, as in soft Best-of-N); likewise pi_ref in the wd variant.
-
-Defaults: kl: ``logprob="mean"``, beta = 100; wd: ``logprob="mean"``, beta = 0.05,
-``utility="embedding"``; length: beta = 1.0 (the penalty is 1 reward unit for a 1-token
-answer, 0.01 for 100 tokens). The old kl default (beta 1 on the summed logprob) drew the
-likeliest sample almost surely: e^{beta R} varies by at most e on the judge's [0, 1]
-rewards while pi_ref(y_i) varies by e^{tens}.
-
-Measurement (``bench/rbon_defaults.py``; the setting and the choice rule as in rbon_kl,
-the most regularising grid beta with P(draw at or above the median reward) >= 95% on
-MT-Bench lines 0-19, reported on lines 20-39): kl, mean/100: P(draw >= median) 97.5%,
-P(draw's reward below the best) 36%, expected reward 0.593 (BoN 0.597, random 0.552); the
-summed mode needs beta 2000 for the same; the old default, sum/1, reached 60% (0.555).
-wd, mean/0.05 with the embedding utility: 98.6%, 33%, 0.594.
-
-The draw uses ``random.Random(seed)`` with ``seed`` the option, else the request's
-sampling seed: reproducible whenever a seed is given. With neither, the draw is fresh
-each request (a fixed fallback would always take the same quantile of p).
-
-Report (kl, wd): ``details.probabilities`` p, ``details.draw`` the uniform number drawn,
-``details.beta`` and ``details.logprob``; wd adds ``details.reference`` (pi_ref),
-``details.transport`` (where each reference sample's mass goes) and ``details.utility``.
-
-Ranking: the chosen candidate first, then the rest by probability (kl, wd) or objective
-(length), ties by generation order. ``Candidate.reward`` stays the raw reward.
-
-Budget: one engine call of N samples (with logprobs; the class asks for them whatever the
-variant, since a ClassVar cannot depend on an option), one reward call of N responses;
-wd adds the N x N utility matrix, timed in phase "utility".
-
-Overflow (review L3): beta is at most 1e6 (``rbon_kl.MAX_BETA``; the kl default is 100),
-and the kl probabilities are a max-shifted softmax in log space. A reward large enough to
-overflow beta x R all the same (an unbounded remote reward) gives +inf scores, which
-share the probability between them, as very large finite ones would; a score that is
-not a number (a -inf log pi_ref plus a +inf term, or a NaN reward) is never drawn.
+Budget: one engine call of N samples (with logprobs), one reward call of N responses; wd
+adds the N x N utility matrix (phase "utility"). Scores that are not numbers are never
+drawn; +inf scores share the probability.
 """
 
 from __future__ import annotations

@@ -1,89 +1,34 @@
 """TreeBoN: speculative tree search inside Best-of-N (``treebon``).
 
-Paper: Qiu, Lu, Zeng, Guo, Geng, Zhu, Juan, Yang, Wang, Huang, Wu, Wang, "TreeBoN:
-Enhancing Inference-Time Alignment with Speculative Tree-Search and Best-of-N Sampling"
-(Findings of EMNLP 2025; arXiv 2410.16033). The paper publishes no code; this follows
-its algorithm.
+Paper: Qiu et al., "TreeBoN: Enhancing Inference-Time Alignment with Speculative
+Tree-Search and Best-of-N Sampling" (Findings of EMNLP 2025; arXiv 2410.16033). The paper
+publishes no code; this follows its algorithm.
 
-Rule: split max_tokens into ``layers`` near-equal segments. Sample N root segments in one
-engine call. At every further layer, score each live partial response, keep the top
-N / ``branching`` as parents and sample ``branching`` continuations of the next segment
-from each (one engine request per parent on prompt ids + parent ids, so the prefix cache
-serves the parent). Responses that finished stay in the pool as they are and keep their
-slots, so the live slots shrink by one per finished response; the parents are then the
-top ceil(slots / branching) live ones and the last parent gets only the children left.
-The pool therefore stays N responses and every layer generates at most N segments:
-generated tokens never exceed Best-of-N's N x max_tokens. At the end every response is
-scored as complete with the full reward and the answer is the argmax. Those complete
-scores overlap the last layer's decoding (search.overlap): a child is scored as soon as it
-finishes, and the responses that finished in earlier layers while the last one decodes,
-so the search waits only for the last child's score, as Best-of-N does.
+Rule: split max_tokens into ``layers`` near-equal segments and sample N root segments in
+one engine call. At every further layer score each live partial response, keep the top
+N / ``branching`` as parents and sample ``branching`` continuations from each (one engine
+request per parent on prompt ids + parent ids, served by the prefix cache). Responses that
+finished keep their slots, so the pool stays N and generated tokens never exceed
+Best-of-N's N x max_tokens. At the end every response is scored as complete and the answer
+is the argmax; those scores overlap the last layer's decoding (search.overlap).
 
-Three roles, as in the paper: the served policy samples every segment (the paper's
-pi_base); two models only score, ``--dpo-model`` (pi_dpo, DPO-trained) and
-``--reference-model`` (pi_ref, the model it was trained from, usually the SFT model).
-Either may be ``policy``: the served in-process engine scoring too. The paper's setup is
-the SFT model served with ``--reference-model policy --dpo-model <its DPO model>``. Both
-roles on one model is a start-up error: every score would be 0 and the parents would be
-picked by float noise.
+Partial scores (``partial_score``): ``dpo`` is the paper's weighted implicit DPO reward,
+sum_k (1/k) (log pi_dpo(y_k | x, y_<k) - log pi_ref(y_k | x, y_<k)), from the prompt
+logprobs of ``--dpo-model`` and ``--reference-model`` on the same token ids; ``reward`` is
+the reward model on the partial text (the paper's weaker RM-TreeBoN ablation); ``auto``
+(default) is ``dpo`` when the server has both scorers, else ``reward``.
 
-Partial scores (``partial_score``):
-- ``dpo``: the paper's weighted implicit DPO reward of a partial response y_1..y_K,
-  sum over k = 1..K of (1/k) * (log pi_dpo(y_k | x, y_<k) - log pi_ref(y_k | x, y_<k)).
-  Both terms are prompt logprobs of the two scorers on the same token ids (prompt +
-  partial), one request per scorer per live response, so the two sides are computed
-  alike. The policy's sampled-token logprobs are not used, so they are not requested.
-- ``reward``: the reward model on the partial text, told it is unfinished (the paper's
-  weaker "RM TreeBoN" ablation).
-- ``auto`` (default): ``dpo`` when the server has both scorers, else ``reward``. The
-  report's ``details.partial_score`` says which ran.
+Options: ``layers`` 2, ``branching`` 2 (must divide N), ``partial_score`` auto. The defaults
+are CPU-tuned, not the paper's: each extra layer is one more sequential scoring pass.
 
-Where this differs from the paper, and why. The paper publishes no code; the rule and the
-formula follow its text as quoted in a summary (the weight 1/|y_:k|, the prefix counted
-through token k, is 1/k). DPO's beta is left out: a positive factor ranks alike. The
-defaults are CPU-tuned, not the paper's (which could not be verified; its compute
-ablation pits N=8 roots against BoN with N=128): layers = 2 and branching = 2 (two
-parents at the server's default N=4); N must be divisible by branching. Each extra layer
-costs one more sequential partial-scoring pass. Measured on the 2-core CPU engine
-(MT-Bench, 64 tokens, reward partial scores): 2 layers take 1.21-1.25x Best-of-N's wall
-time, 4 layers 1.43-1.54x, for the same tokens; set ``layers`` higher where scoring is
-cheap (GPU). Responses that finish early keep their slots and compete in the final
-argmax: alignserve's extension, as a finished response cannot be continued.
+Budget: engine calls 1 + one per parent per layer; reward calls one per layer of partial
+scores (a DPO pass over both scorers counts as one) plus one per group of complete
+responses that finished together. ``worst_case``: N x max_tokens tokens, 1 + (layers - 1)
+x N / branching engine calls, layers x N scored responses. ``layers`` at most 64 and at
+most max_tokens.
 
-Cost of the DPO pass: vLLM V1 skips the prefix cache for a request that asks for prompt
-logprobs, so every layer re-prefills prompt + partial on both scorers for every live
-response and computes full-vocabulary logprobs at every position. Measured on the 2-core
-CPU (shared with other work, load 4-20), the served default model as the DPO model and
-its seeded perturbation as the reference (a second engine), MT-Bench 81-90, 64 tokens,
-n=4, ``alignserve eval --algorithms treebon --budgets 4 --limit 10 --dpo-model policy
---reference-model <perturbed> --option treebon.partial_score=dpo --option
-treebon.layers=4``: a DPO pass took a median 4.2 s against 3.0 s for a layer's
-generation (1.36x; the judge's partial pass 0.59 s, 0.30x), and the search 25.5 s against
-10.0 s with ``partial_score: reward``. With 2 layers: 7.0 s against 16.9 s (0.38x; judge
-0.16x), the search 46.6 s against 21.6 s. Each scorer alone takes about 1 s for four
-partials; here the two engines at once took longer than one after the other.
-
-Streaming: after each layer's selection the common prefix of the parents and the
-finished responses is committed (the answer descends from one of them), so a stream can
-send it early; with different roots that prefix is usually empty.
-
-Report: ``details.partial_score`` (``dpo`` or ``reward``) and ``details.layers``: per
-layer the segment length, the live and finished counts, the parents' lineages (root
-indices) and the partial scores.
-
-Budget: engine calls 1 + one per parent per layer (the scorers' requests are not counted
-there); reward calls one per layer of partial scores (a DPO pass over both scorers counts
-as one) and, for the N complete responses, one per group that finished together (the
-responses finished before the last layer, then each engine step's finished children).
-``worst_case``: N x max_tokens
-tokens, 1 + (layers - 1) x N / branching engine calls, layers x N scored responses (a
-DPO pass counts its live responses as scored, as the budget does).
-
-Bounds on the options that multiply work (review H2): ``layers`` at most 64 (each layer
-is one more sequential scoring pass and round of engine calls; the measured settings are
-2 and 4) and at most max_tokens (a segment has at least one token), the latter checked
-with max_tokens. ``branching`` divides N, so it is at most N and multiplies nothing: the
-pool stays N.
+Deviations (docs/algorithms.md): DPO's beta is left out (a positive factor ranks alike);
+responses that finish early keep their slots and compete in the final argmax.
 """
 
 from __future__ import annotations
