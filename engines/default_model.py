@@ -125,3 +125,13 @@ def _convert(gguf_path: Path, out_dir: Path) -> None:
     saved.pop("quantization_config", None)
     saved.pop("_model_name_or_path", None)
     config_path.write_text(json.dumps(saved, indent=2))
+
+
+def context_length(model: str) -> int:
+    """The context length ``model``'s config declares (``max_position_embeddings``; 4096
+    when it declares none): what a remote engine is taken to serve it with when
+    --max-model-len says nothing."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model)
+    return int(getattr(config, "max_position_embeddings", 4096))

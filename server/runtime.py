@@ -19,7 +19,7 @@ from search.protocols import (
     TokenScorer,
     Utility,
 )
-from server.settings import POLICY, same_model_error, scorer_identity
+from server.settings import POLICY, Settings, same_model_error, scorer_identity
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def resolve_model(model: str | None, cache_dir: str | None) -> str:
     return str(ensure_default_model(Path(cache_dir) if cache_dir else None))
 
 
-async def load_runtime(settings: Any) -> Runtime:
+async def load_runtime(settings: Settings) -> Runtime:
     """Start the engine (in-process or remote) and the reward model the settings name.
     When a part fails, the parts already started are closed before the error goes on
     (the server then exits; an engine left running would hold the GPU)."""
@@ -101,8 +101,8 @@ async def load_runtime(settings: Any) -> Runtime:
         raise
 
 
-async def _build_runtime(settings: Any, closers: list[Callable[[], Any]]) -> Runtime:
-    from engines.default_model import DEFAULT_MODEL_NAME
+async def _build_runtime(settings: Settings, closers: list[Callable[[], Any]]) -> Runtime:
+    from engines.default_model import DEFAULT_MODEL_NAME, context_length
     from engines.tokenizer import HFChatTokenizer
     from rewards.prm_spec import build_prm, parse_prm_specs
     from rewards.spec import build_reward, parse_specs
@@ -121,7 +121,7 @@ async def _build_runtime(settings: Any, closers: list[Callable[[], Any]]) -> Run
             health_timeout_s=settings.health_timeout_s,
         )
         closers.append(generator.aclose)
-        max_model_len = settings.max_model_len or tokenizer_context(model)
+        max_model_len = settings.max_model_len or context_length(model)
     else:
         from engines.vllm_local import VLLMGenerator
 
@@ -164,7 +164,7 @@ class BuildContext:
     """What every reward and PRM is built from: the settings, the served engine and its
     tokenizer and context; what a model needs closing is registered in ``closers``."""
 
-    settings: Any
+    settings: Settings
     generator: Generator
     tokenizer: Any
     max_model_len: int
@@ -192,7 +192,7 @@ class BuildContext:
         return models
 
 
-def engine_config(settings: Any, model: str) -> Any:
+def engine_config(settings: Settings, model: str) -> Any:
     from engines.vllm_local import EngineConfig
 
     return EngineConfig(
@@ -208,7 +208,7 @@ def engine_config(settings: Any, model: str) -> Any:
 
 
 def start_scorers(
-    settings: Any,
+    settings: Settings,
     policy_model: str,
     generator: Any | None,
     tokenizer: Any,
@@ -221,7 +221,9 @@ def start_scorers(
     from engines.tokenizer import HFChatTokenizer
     from engines.vllm_local import VLLMGenerator
 
-    names = (settings.dpo_model, settings.reference_model)
+    dpo, reference = settings.dpo_model, settings.reference_model
+    assert dpo is not None and reference is not None, "both roles are named (load_runtime)"
+    names = (dpo, reference)
     models = [
         policy_model
         if name == POLICY
@@ -244,10 +246,3 @@ def start_scorers(
         closers.append(engine.shutdown)
         scorers.append(engine)
     return scorers[0], scorers[1]
-
-
-def tokenizer_context(model: str) -> int:
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model)
-    return int(getattr(config, "max_position_embeddings", 4096))
