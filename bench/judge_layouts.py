@@ -41,7 +41,7 @@ from engines.vllm_local import EngineConfig, VLLMGenerator
 from rewards.constraints.parse import parse_constraints
 from rewards.constraints.reward import ConstraintsReward
 from rewards.judge import QUESTIONS, JudgeReward
-from search.strategy import generate_each
+from search.context import generate_each
 from search.types import SamplingConfig
 from tools.evaluation import load_prompts
 

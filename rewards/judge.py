@@ -50,9 +50,9 @@ from concurrent.futures import ThreadPoolExecutor
 from engines.tokenizer import HFChatTokenizer
 from rewards.batcher import ScoreItem
 from rewards.fit import Shortened, fit, render_turn
+from search.context import generate_each
 from search.errors import InvalidRequest, RewardUnavailable
 from search.protocols import Generator
-from search.strategy import generate_each
 from search.types import Message, SamplingConfig
 
 logger = logging.getLogger(__name__)

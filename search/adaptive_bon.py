@@ -46,9 +46,11 @@ from typing import Any
 from pydantic import Field
 
 from search.budget import Work
+from search.context import SearchContext
 from search.overlap import sample_and_score
 from search.protocols import reward_bounds
-from search.strategy import SearchContext, SearchStrategy, finish
+from search.select import finish
+from search.strategy import SearchStrategy
 from search.tail import MIN_SAMPLES, EstimatorName, fit
 from search.types import Candidate, SearchResult
 

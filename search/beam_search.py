@@ -62,6 +62,7 @@ from typing import Any
 from pydantic import Field
 
 from search.budget import Work
+from search.context import SearchContext
 from search.partial import top_indices
 from search.steps import (
     StepPath,
@@ -73,7 +74,6 @@ from search.steps import (
     step_report,
     tokens_bound,
 )
-from search.strategy import SearchContext
 from search.types import SearchResult
 
 

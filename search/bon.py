@@ -12,8 +12,10 @@ samples that finished together (one call when all finish in the same engine step
 
 from __future__ import annotations
 
+from search.context import SearchContext
 from search.overlap import sample_and_score
-from search.strategy import SearchContext, SearchStrategy, finish
+from search.select import finish
+from search.strategy import SearchStrategy
 from search.types import SearchResult
 
 

@@ -45,9 +45,11 @@ from typing import Any
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from search.budget import Work, check_segments
+from search.context import SearchContext, gather_all
 from search.errors import InvalidRequest
 from search.partial import Partial, as_candidates, top_indices
-from search.strategy import SearchContext, SearchStrategy, finish, gather_all
+from search.select import finish
+from search.strategy import SearchStrategy
 from search.types import Candidate, Completion, Message, SamplingConfig, SearchResult
 
 VARIANTS_PER_REWRITE = 5

@@ -22,8 +22,9 @@ import asyncio
 from typing import Any
 
 from search.budget import BudgetExhausted, fallback_key
+from search.context import SearchContext
 from search.errors import DeadlineExceeded, LimitExceeded
-from search.strategy import SearchContext, SearchStrategy
+from search.strategy import SearchStrategy
 from search.types import Candidate, Completion, SearchResult
 
 

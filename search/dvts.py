@@ -57,6 +57,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from search.budget import Work
+from search.context import SearchContext
 from search.partial import top_indices
 from search.steps import (
     StepPath,
@@ -67,7 +68,6 @@ from search.steps import (
     score_new_steps,
     tokens_bound,
 )
-from search.strategy import SearchContext
 from search.types import SearchResult
 
 

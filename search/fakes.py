@@ -23,6 +23,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from search.context import SearchContext
 from search.protocols import (
     Generator,
     ProcessRewardModel,
@@ -30,7 +31,6 @@ from search.protocols import (
     RewardModel,
     Utility,
 )
-from search.strategy import SearchContext
 from search.types import Completion, Message, SamplingConfig
 
 

@@ -62,10 +62,12 @@ from typing import Any, Literal
 import regex
 from pydantic import Field, field_validator
 
+from search.context import SearchContext
 from search.errors import LimitExceeded
 from search.overlap import sample_and_score
 from search.protocols import reward_bounds
-from search.strategy import SearchContext, SearchStrategy, rank_candidates, softmax
+from search.select import rank_candidates, softmax
+from search.strategy import SearchStrategy
 from search.types import Candidate, SearchResult
 
 BOXED = "\\boxed{"

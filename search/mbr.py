@@ -32,8 +32,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from search.context import SearchContext
 from search.rbon_wd import UtilityName, mean_utility
-from search.strategy import SearchContext, SearchStrategy, rank_by
+from search.select import rank_by
+from search.strategy import SearchStrategy
 from search.types import Candidate, SearchResult
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from search.strategy import Generated, SearchContext, gather_all
+from search.context import Generated, SearchContext, gather_all
 from search.types import Candidate, Completion
 
 G = TypeVar("G", bound=Generated)

@@ -38,7 +38,9 @@ from typing import Any
 from pydantic import Field
 
 from search.budget import Work
+from search.context import SearchContext
 from search.protocols import reward_bounds
+from search.select import softmax
 from search.steps import (
     StepPath,
     StepSearch,
@@ -49,7 +51,6 @@ from search.steps import (
     step_report,
     tokens_bound,
 )
-from search.strategy import SearchContext, softmax
 from search.types import SearchResult
 
 # its_hub's clip before the logit, so a score of 0 or 1 has a finite weight.

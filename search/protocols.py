@@ -12,7 +12,7 @@ class Generator(Protocol):
     """Token ids in, completions out. Cancelling the awaiting task aborts the engine work.
 
     Optional, found with getattr: ``generate_batch(prompts, params)`` (one completion per
-    prompt, in one call: see search.strategy.generate_each) and
+    prompt, in one call: see search.context.generate_each) and
     ``generate_stream(prompt_ids, params, n)``, an async iterator of lists of
     ``(index, Completion)`` yielded as the samples finish (every index once), so scoring
     can start before the last sample ends."""

@@ -35,9 +35,11 @@ from typing import Literal
 
 from pydantic import Field
 
+from search.context import SearchContext
 from search.errors import EngineUnavailable
 from search.overlap import sample_and_score
-from search.strategy import SearchContext, SearchStrategy, rank_by
+from search.select import rank_by
+from search.strategy import SearchStrategy
 from search.types import Candidate, SearchResult
 
 LogprobMode = Literal["sum", "mean"]

@@ -40,9 +40,11 @@ from typing import Literal
 
 from pydantic import Field
 
+from search.context import SearchContext
 from search.overlap import sample_and_score
 from search.rbon_kl import MAX_BETA
-from search.strategy import SearchContext, SearchStrategy, rank_by
+from search.select import rank_by
+from search.strategy import SearchStrategy
 from search.types import SearchResult
 
 UtilityName = Literal["embedding", "chrf"]

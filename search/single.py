@@ -15,7 +15,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from search.strategy import SearchContext, SearchStrategy
+from search.context import SearchContext
+from search.strategy import SearchStrategy
 from search.types import Candidate, SearchResult
 
 

@@ -35,9 +35,11 @@ from collections.abc import Callable
 from pydantic import Field, ValidationInfo, field_validator
 
 from search.budget import Work, check_segments
+from search.context import SearchContext
 from search.overlap import Request, Scored, score_as_finished
 from search.partial import Partial, as_candidates, root, top_indices
-from search.strategy import SearchContext, SearchStrategy, finish
+from search.select import finish
+from search.strategy import SearchStrategy
 from search.types import Completion, SearchResult
 
 # Smallest rejection rate: see "Bounds" in the module docstring.

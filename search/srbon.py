@@ -38,10 +38,12 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from search.context import SearchContext
 from search.overlap import sample_and_score
 from search.rbon_kl import MAX_BETA, LogprobMode, ref_logprob
 from search.rbon_wd import UtilityName
-from search.strategy import SearchContext, SearchStrategy, rank_by, softmax
+from search.select import rank_by, softmax
+from search.strategy import SearchStrategy
 from search.types import Candidate, SearchResult
 
 Variant = Literal["kl", "wd", "length"]

@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from search.context import SearchContext, gather_all
 from search.majority import (
     MAX_REGEX_CHARS,
     REGEX_TIMEOUT_S,
@@ -49,7 +50,8 @@ from search.majority import (
     vote_weights,
 )
 from search.protocols import reward_bounds
-from search.strategy import SearchContext, SearchStrategy, finish, gather_all
+from search.select import finish
+from search.strategy import SearchStrategy
 from search.types import Candidate, Completion, FinishReason, SearchResult
 
 Aggregation = Literal["last", "min", "prod", "mean"]

@@ -40,11 +40,13 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from search.budget import Work
+from search.context import SearchContext, gather_all
 from search.errors import EngineUnavailable, InvalidRequest
 from search.overlap import Request, score_as_finished
 from search.partial import Partial, as_candidates, roots, segment_lengths, top_indices
 from search.protocols import TokenScorer
-from search.strategy import SearchContext, SearchStrategy, finish, gather_all
+from search.select import finish
+from search.strategy import SearchStrategy
 from search.types import Completion, SearchResult
 
 # Most layers a search may have: see "Bounds" in the module docstring.

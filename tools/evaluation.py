@@ -35,9 +35,10 @@ from typing import Any
 
 from rewards.choice import RewardOptions
 from rewards.math_truth import is_correct
+from search.context import SearchContext
 from search.protocols import takes_token_ids
 from search.registry import parse_strategy
-from search.strategy import SearchContext, SearchStrategy
+from search.strategy import SearchStrategy
 from search.types import Message, SamplingConfig
 from server.runtime import Runtime
 

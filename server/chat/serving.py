@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field, StrictBool
 
 from rewards.choice import RewardOptions, reward_report
 from search.budget import SearchLimits, check_worst_case
+from search.context import SearchContext
 from search.deadline import run_with_deadline
 from search.errors import (
     AlignserveError,
@@ -35,8 +36,9 @@ from search.errors import (
 )
 from search.protocols import ProcessRewardModel
 from search.registry import STRATEGIES, parse_strategy, validate_options
+from search.select import top_distinct
 from search.steps import StepSearch
-from search.strategy import SearchContext, SearchStrategy, top_distinct
+from search.strategy import SearchStrategy
 from search.types import Candidate, Message, SearchResult
 from server.metrics import ServerMetrics
 from server.protocol import ChatCompletionRequest

@@ -12,8 +12,8 @@ import pytest
 from engines.tokenizer import HFChatTokenizer
 from engines.vllm_local import EngineConfig, VLLMGenerator
 from rewards.judge import JudgeReward
+from search.context import SearchContext
 from search.partial import Partial
-from search.strategy import SearchContext
 from search.treebon import TreeBoN
 from search.types import SamplingConfig
 from tests.integration.engine_checks import prompt

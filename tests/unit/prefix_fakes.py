@@ -8,8 +8,8 @@ tables read as "which continuations follow this prefix". Every completion has lo
 
 from __future__ import annotations
 
+from search.context import SearchContext
 from search.fakes import PromptTableGenerator, TableReward, fake_context
-from search.strategy import SearchContext
 from search.types import SamplingConfig
 
 P = "<user>hi<assistant>"

@@ -13,10 +13,10 @@ import statistics
 import pytest
 
 from search.adaptive_bon import AdaptiveBoN
+from search.context import call_seed
 from search.errors import InvalidRequest
 from search.fakes import ScriptedGenerator, TableReward, fake_context
 from search.registry import parse_strategy
-from search.strategy import call_seed
 from search.tail import fit
 from search.types import SamplingConfig
 from tools.tail_check import empirical_best_of, error_table

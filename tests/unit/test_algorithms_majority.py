@@ -11,11 +11,11 @@ from typing import Any, cast
 
 import pytest
 
+from search.context import SearchContext
 from search.errors import InvalidRequest, LimitExceeded
 from search.fakes import ScriptedGenerator, TableReward, completion_of, fake_context
 from search.majority import MAX_REGEX_CHARS, MajorityVote, boxed_value, default_answer
 from search.registry import STRATEGIES, parse_strategy
-from search.strategy import SearchContext
 from search.types import Candidate, SamplingConfig, SearchResult
 
 CONV = [{"role": "user", "content": "hi"}]

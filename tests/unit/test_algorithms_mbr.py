@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 
 from search.bon import BestOfN
+from search.context import SearchContext
 from search.errors import EngineUnavailable, InvalidRequest
 from search.fakes import ScriptedGenerator, TableReward, WordOverlapUtility, fake_context
 from search.mbr import MinimumBayesRisk
 from search.protocols import Utility
 from search.rbon_wd import RegularizedBoNWD, mean_utility
 from search.registry import STRATEGIES, parse_strategy
-from search.strategy import SearchContext, SearchStrategy
+from search.strategy import SearchStrategy
 from search.types import Candidate, SamplingConfig, SearchResult
 
 CONV = [{"role": "user", "content": "hi"}]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from search.context import SearchContext
 from search.errors import EngineUnavailable, InvalidRequest
 from search.fakes import (
     FixedGenerator,
@@ -27,7 +28,7 @@ from search.fakes import (
 from search.rbon_kl import RegularizedBoNKL
 from search.registry import STRATEGIES, parse_strategy
 from search.srbon import DEFAULT_BETA, StochasticRBoN, draw_index, kl_probabilities
-from search.strategy import SearchContext, SearchStrategy
+from search.strategy import SearchStrategy
 from search.types import Candidate, Completion, SamplingConfig, SearchResult
 
 CONV = [{"role": "user", "content": "hi"}]

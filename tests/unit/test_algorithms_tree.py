@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from search.context import call_seed
 from search.errors import InvalidRequest
 from search.fakes import PromptTableGenerator, TableReward, TokenTableReference
 from search.partial import Partial, segment_lengths
 from search.registry import parse_strategy
-from search.strategy import call_seed
 from search.treebon import TreeBoN, children_per_parent, implicit_dpo_reward
 from tests.unit.prefix_fakes import ROOTS, P, context
 

@@ -10,11 +10,11 @@ import pytest
 
 from search.beam_search import BeamSearch, calls_per_round, copies_per_beam, requests
 from search.budget import Work
+from search.context import SearchContext
 from search.errors import InvalidRequest
 from search.fakes import StepTableGenerator, TablePRM, TableReward, fake_context
 from search.registry import STRATEGIES, parse_strategy
 from search.steps import StepPath
-from search.strategy import SearchContext
 from search.types import SamplingConfig
 
 P = "<user>hi<assistant>"

@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 
 from search.budget import Work
+from search.context import SearchContext
 from search.dvts import DiverseVerifierTreeSearch
 from search.errors import InvalidRequest
 from search.fakes import StepTableGenerator, TablePRM, TableReward, fake_context
 from search.registry import STRATEGIES, parse_strategy
-from search.strategy import SearchContext
 from search.types import SamplingConfig
 
 P = "<user>hi<assistant>"

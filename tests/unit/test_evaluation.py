@@ -12,10 +12,10 @@ from typing import ClassVar
 import pytest
 
 from search.bon import BestOfN
+from search.context import SearchContext
 from search.errors import InvalidRequest
 from search.fakes import CharTokenizer, ScriptedGenerator, TablePRM, TableReward
 from search.registry import STRATEGIES
-from search.strategy import SearchContext
 from search.types import SearchResult
 from server.cli import settings_from_args
 from server.runtime import Runtime

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from search.bon import BestOfN
+from search.context import SearchContext
 from search.errors import RewardUnavailable
 from search.fakes import CharTokenizer, completion_of
-from search.strategy import SearchContext
 from search.types import Completion, SamplingConfig
 
 PROMPT = [ord(c) for c in "<user>hi<assistant>"]

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 import pytest
 
 from search.budget import Work
+from search.context import SearchContext
 from search.errors import InvalidRequest
 from search.fakes import StepTableGenerator, TablePRM, TableReward, fake_context
 from search.particle_filtering import ParticleFiltering, log_weight, resample
 from search.registry import STRATEGIES, parse_strategy
 from search.steps import StepPath
-from search.strategy import SearchContext
 from search.types import SamplingConfig
 
 P = "<user>hi<assistant>"

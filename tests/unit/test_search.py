@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 
 from search.bon import BestOfN
+from search.context import SearchContext
 from search.errors import InvalidRequest
 from search.fakes import ScriptedGenerator, TableReward, completion_of, fake_context
 from search.registry import STRATEGIES, parse_strategy
-from search.strategy import SearchContext, SearchStrategy, rank_candidates, top_distinct
+from search.select import rank_candidates, top_distinct
+from search.strategy import SearchStrategy
 from search.types import Budget, Candidate, Completion, SamplingConfig
 
 CONV = [{"role": "user", "content": "hi"}]

@@ -20,6 +20,7 @@ from search.budget import (
     check_worst_case,
     trim_scored,
 )
+from search.context import SearchContext, gather_all
 from search.darwin import Darwin
 from search.deadline import best_scored, run_with_deadline
 from search.errors import InvalidRequest, LimitExceeded
@@ -34,7 +35,7 @@ from search.overlap import sample_and_score
 from search.registry import STRATEGIES, parse_strategy
 from search.spec_rejection import SpeculativeRejection
 from search.srbon import StochasticRBoN, kl_probabilities
-from search.strategy import SearchContext, SearchStrategy, gather_all
+from search.strategy import SearchStrategy
 from search.treebon import TreeBoN
 from search.types import Completion, Message, SamplingConfig, SearchResult
 from server.settings import Settings

@@ -12,6 +12,7 @@ import math
 import pytest
 
 from search.beam_search import BeamSearch
+from search.context import SearchContext
 from search.errors import EngineUnavailable, InvalidRequest
 from search.fakes import StepTableGenerator, TablePRM, TableReward, fake_context, stepped
 from search.registry import parse_strategy
@@ -25,7 +26,6 @@ from search.steps import (
     step_report,
     tokens_bound,
 )
-from search.strategy import SearchContext
 from search.types import SamplingConfig
 
 P = "<user>hi<assistant>"
