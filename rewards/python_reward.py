@@ -30,7 +30,7 @@ exactly one real, finite number per response. Anything else fails the request wi
 (TRL's "not applicable", which only means something across several reward functions) and
 bools (``True`` is more often a verifier's result that forgot ``float()`` than a chosen
 1.0; return ``float(ok)``). NaN and infinities are ``reason="non_finite"``, as for every
-reward (server.metrics.TimedReward). An exception in the function is
+reward (rewards.guard.TimedReward). An exception in the function is
 ``RewardUnavailable(reason="exception")`` naming its type only: its message may hold
 whatever the function had at hand (paths, data, other requests' text), so the message and
 the traceback go to the server's log, never to the client.

@@ -1,4 +1,4 @@
-"""The check every reward passes at the server's boundary (server.metrics.TimedReward):
+"""The check every reward passes at the server's boundary (rewards.guard.TimedReward):
 exactly one finite real number per response.
 
 A NaN is worse than an error: ``rank_by`` sorts on ``(-reward, i)``, and one NaN breaks

@@ -18,6 +18,7 @@ from fastapi.responses import PlainTextResponse, Response
 from engines.default_model import DEFAULT_MODEL_NAME
 from rewards.batcher import ItemScorer, MicroBatcher
 from rewards.choice import RewardSet
+from rewards.guard import TimedPRM, TimedReward
 from rewards.judge_prm import JudgePRM
 from rewards.spec import parse_specs
 from search.protocols import RewardModel
@@ -29,7 +30,7 @@ from server.chat.serving import ChatService
 from server.completions.router import router as completions_router
 from server.errors import install_error_handlers
 from server.health import fatal, install_health_routes, start_monitor
-from server.metrics import ServerMetrics, TimedPRM, TimedReward
+from server.metrics import ServerMetrics
 from server.openapi_docs import API_ERRORS, OPS_ERRORS, without_default_422
 from server.recording import Recorder
 from server.request_id import RequestIdMiddleware
@@ -76,7 +77,10 @@ def create_app(
                 reward = batcher
                 closers.append(batcher.aclose)
             return TimedReward(
-                reward, name, metrics, batched=batched, timeout_s=settings.reward_timeout_s
+                reward,
+                metrics.reward_observers(name),
+                batched=batched,
+                timeout_s=settings.reward_timeout_s,
             )
 
         named = loaded.rewards
@@ -92,7 +96,9 @@ def create_app(
                 # The judge's calls batch with other requests' as the judge reward's do.
                 prms[name] = JudgePRM(wrap(label, prm.judge))
             else:
-                prms[name] = TimedPRM(prm, label, metrics, timeout_s=settings.reward_timeout_s)
+                prms[name] = TimedPRM(
+                    prm, metrics.reward_observers(label), timeout_s=settings.reward_timeout_s
+                )
         rt = dataclasses.replace(
             loaded,
             reward=rewards.default_model or loaded.reward,

@@ -4,10 +4,7 @@ registers its ``vllm:`` series."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable
 
 from prometheus_client import (
     REGISTRY,
@@ -18,11 +15,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from search.errors import RewardTimeout, RewardUnavailable
-from search.protocols import RewardModel
-from search.types import Message, SearchResult
-
-T = TypeVar("T")
+from rewards.guard import RewardObservers
+from search.types import SearchResult
 
 # What Admission refuses for (server.admission).
 REJECTION_REASONS = ("queue_full", "streams_full", "shutting_down")
@@ -210,6 +204,21 @@ class ServerMetrics:
 
         return observe
 
+    def reward_observers(self, label: str) -> RewardObservers:
+        """What the reward guard (rewards.guard) reports for the reward labelled ``label``:
+        its calls' latency, their sizes as batches, and failures by reason."""
+        errors, failures = self.reward_errors.labels(label), self.reward_failures
+
+        def failed(reason: str) -> None:
+            errors.inc()
+            failures.labels(label, reason).inc()
+
+        return RewardObservers(
+            on_duration=self.reward_latency.labels(label).observe,
+            on_size=self.reward_batch.labels(label).observe,
+            on_failure=failed,
+        )
+
     def record_search(self, algorithm: str, result: SearchResult) -> None:
         self.candidates.labels(algorithm).inc(len(result.candidates))
         self.tokens.labels(algorithm).inc(result.budget.generated_tokens)
@@ -227,105 +236,3 @@ class ServerMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry) + generate_latest(REGISTRY)
-
-
-class TimedReward:
-    """Wraps a reward model to bound each call by ``timeout_s`` (then 504, and a batched
-    caller's items are withdrawn) and to record its latency, and the call's size as a batch
-    when nothing batches across calls (``batched=False``). It is the reward boundary: what
-    it returns is one finite number per response, else the call fails with
-    ``RewardUnavailable`` (reason ``non_finite`` or ``bad_value``; see rewards.values)."""
-
-    def __init__(
-        self,
-        inner: RewardModel,
-        label: str,
-        metrics: ServerMetrics,
-        *,
-        batched: bool = False,
-        timeout_s: float = 120.0,
-    ) -> None:
-        self.inner = inner
-        self.batched = batched
-        self.timeout_s = timeout_s
-        self._latency = metrics.reward_latency.labels(label)
-        self._errors = metrics.reward_errors.labels(label)
-        self._failures = metrics.reward_failures
-        self._label = label
-        self._batch = metrics.reward_batch.labels(label)
-
-    @property
-    def bounds(self) -> tuple[float, float] | None:
-        """The wrapped reward model's range (see search.protocols.reward_bounds)."""
-        return getattr(self.inner, "bounds", None)
-
-    @property
-    def takes_token_ids(self) -> bool:
-        from search.protocols import takes_token_ids
-
-        return takes_token_ids(self.inner)
-
-    async def score(
-        self,
-        conversation: Sequence[Message],
-        responses: Sequence[str],
-        *,
-        partial: bool = False,
-        **options: Any,
-    ) -> list[float]:
-        """``options``: what the wrapped model also takes (a judge's ``rubric`` and
-        ``token_ids``)."""
-        from rewards.values import checked_rewards
-
-        async def checked() -> list[float]:
-            score: Any = self.inner.score
-            rewards = await score(conversation, responses, partial=partial, **options)
-            return checked_rewards(rewards, len(responses))
-
-        return await self.bounded(checked(), len(responses), "the reward model")
-
-    async def bounded(self, call: Awaitable[T], size: int, what: str) -> T:
-        """Await ``call`` (a call on ``size`` responses) within ``timeout_s``, recording its
-        latency, its size as a batch (unless batched elsewhere) and any failure's reason."""
-        start = time.perf_counter()
-        try:
-            return await asyncio.wait_for(call, self.timeout_s)
-        except TimeoutError:
-            self._fail("timeout")
-            raise RewardTimeout(f"{what} did not answer within {self.timeout_s:g} s") from None
-        except RewardTimeout:
-            self._fail("timeout")
-            raise
-        except RewardUnavailable as exc:
-            self._fail(exc.reason)
-            raise
-        except Exception:
-            self._fail("error")
-            raise
-        finally:
-            self._latency.observe(time.perf_counter() - start)
-            if not self.batched:
-                self._batch.observe(size)
-
-    def _fail(self, reason: str) -> None:
-        self._errors.inc()
-        self._failures.labels(self._label, reason).inc()
-
-
-class TimedPRM:
-    """A process reward model bounded by ``timeout_s`` (then 504) and timed, its latency,
-    batch sizes and failures labelled ``label`` among the rewards' metrics."""
-
-    def __init__(
-        self, inner: Any, label: str, metrics: ServerMetrics, *, timeout_s: float = 120.0
-    ) -> None:
-        self.inner = inner
-        self.bounds = getattr(inner, "bounds", None)
-        self.takes_token_ids = bool(getattr(inner, "takes_token_ids", False))
-        self._timed = TimedReward(inner, label, metrics, timeout_s=timeout_s)
-
-    async def score_last_steps(
-        self, conversation: Sequence[Message], steps: Sequence[Sequence[str]], **options: Any
-    ) -> list[float]:
-        call = self.inner.score_last_steps(conversation, steps, **options)
-        return list(await self._timed.bounded(call, len(steps), "the process reward model"))

@@ -19,10 +19,11 @@ import pytest
 from fastapi import FastAPI
 
 from rewards.batcher import MicroBatcher
+from rewards.guard import TimedReward
 from search.fakes import ScriptedGenerator
 from server.app import create_app
 from server.health import Check, HealthMonitor, checks_of, health_check_of
-from server.metrics import ServerMetrics, TimedReward
+from server.metrics import ServerMetrics
 from server.runtime import Runtime
 from server.settings import Settings
 from tests.conftest import ROOT
@@ -207,9 +208,9 @@ async def test_probes_make_no_upstream_calls(runtime_of: Any) -> None:
 
 def test_reward_checks_are_found_through_the_server_wrappers() -> None:
     reward = CheckedReward()
-    wrapped = TimedReward(MicroBatcher(reward), "r", ServerMetrics())  # type: ignore[arg-type]
+    wrapped = TimedReward(MicroBatcher(reward), ServerMetrics().reward_observers("r"))  # type: ignore[arg-type]
     assert health_check_of(wrapped) == reward.check_health
-    assert health_check_of(TimedReward(object(), "x", ServerMetrics())) is None  # type: ignore[arg-type]
+    assert health_check_of(TimedReward(object())) is None  # type: ignore[arg-type]
 
 
 def test_scorers_are_checked_unless_they_are_the_policy_engine(runtime_of: Any) -> None:

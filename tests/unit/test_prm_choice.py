@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+from rewards.guard import TimedPRM
 from rewards.judge_prm import STEP_CRITERIA, JudgePRM
 from rewards.prm_spec import PRMSpec, parse_prm_specs
 from search.errors import RewardTimeout
-from server.metrics import ServerMetrics, TimedPRM
+from server.metrics import ServerMetrics
 from server.settings import Settings
 from tests.unit.conftest import make_runtime, serve
 
@@ -110,10 +111,10 @@ class SlowPRM:
 
 async def test_timed_prm_answers_within_its_timeout_and_counts_a_timeout() -> None:
     metrics = ServerMetrics()
-    fast = TimedPRM(SlowPRM(0.0), "prm:x", metrics, timeout_s=1.0)
+    fast = TimedPRM(SlowPRM(0.0), metrics.reward_observers("prm:x"), timeout_s=1.0)
     assert fast.bounds == (0.0, 1.0) and not fast.takes_token_ids
     assert await fast.score_last_steps([], [["a"], ["b"]]) == [0.5, 0.5]
-    slow = TimedPRM(SlowPRM(5.0), "prm:x", metrics, timeout_s=0.05)
+    slow = TimedPRM(SlowPRM(5.0), metrics.reward_observers("prm:x"), timeout_s=0.05)
     with pytest.raises(RewardTimeout, match="process reward model"):
         await slow.score_last_steps([], [["a"]])
     assert metrics.reward_failures.labels("prm:x", "timeout")._value.get() == 1

@@ -12,10 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
+from rewards.guard import TimedReward
 from search.fakes import TableReward
 from server.app import create_app
 from server.chat.router import ClientDisconnected, cancel_on_disconnect
-from server.metrics import ServerMetrics, TimedReward
+from server.metrics import ServerMetrics
 from server.runtime import Runtime
 from server.settings import Settings
 
@@ -219,7 +220,7 @@ async def test_reward_label_follows_the_spec(serve_app: Any) -> None:
 async def test_timed_reward_passes_through() -> None:
     metrics = ServerMetrics()
     inner = TableReward({"a": 2.0})
-    timed = TimedReward(inner, "x", metrics)
+    timed = TimedReward(inner, metrics.reward_observers("x"))
     assert await timed.score([], ["a", "b", "c"], partial=True) == [2.0, 0.0, 0.0]
     assert inner.calls == [(["a", "b", "c"], True)]
     text = metrics.render().decode()
