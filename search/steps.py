@@ -36,7 +36,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -49,7 +49,6 @@ from search.majority import (
     vote_order,
     vote_weights,
 )
-from search.protocols import reward_bounds
 from search.select import finish
 from search.strategy import SearchStrategy
 from search.types import Candidate, Completion, FinishReason, SearchResult
@@ -138,6 +137,7 @@ class StepPath:
 class StepSearch(SearchStrategy):
     """Options shared by the step-level searches (validated like every strategy's)."""
 
+    scores_steps: ClassVar[bool] = True
     step_delimiter: str = Field(
         default="\n\n",
         min_length=1,
@@ -283,7 +283,8 @@ async def choose(
     # A client's pattern runs off the loop (search.majority), which keeps serving meanwhile.
     texts = [c.text for c in candidates]
     answers = await asyncio.to_thread(voter.answers, texts, budget_s)
-    weights = vote_weights([c.reward for c in candidates], reward_bounds(ctx.prm))
+    bounds = None if ctx.prm is None else ctx.prm.bounds
+    weights = vote_weights([c.reward for c in candidates], bounds)
     tally = tally_votes(answers, weights)
     order = vote_order(answers, tally, [c.reward for c in candidates])
     winner = answers[order[0]] if tally else None

@@ -28,6 +28,9 @@ class SearchStrategy(BaseModel):
     # Whether the server's --default-n applies when a request names no n (false for a
     # strategy whose n is fixed).
     takes_default_n: ClassVar[bool] = True
+    # Whether it scores partial responses step by step with a process reward model (the
+    # step searches; a request's search.prm applies only to those).
+    scores_steps: ClassVar[bool] = False
 
     n: int = Field(default=4, ge=1, strict=True, description="number of candidate responses")
 

@@ -37,7 +37,6 @@ from search.errors import (
 from search.protocols import ProcessRewardModel
 from search.registry import STRATEGIES, parse_strategy, validate_options
 from search.select import top_distinct
-from search.steps import StepSearch
 from search.strategy import SearchStrategy
 from search.types import Candidate, Message, SearchResult
 from server.metrics import ServerMetrics
@@ -155,7 +154,7 @@ class ChatService:
         """The PRM a step search scores with (search.prm, else the server's default); a
         400 naming search.prm for an unknown name or a search that scores no steps."""
         prms = self.runtime.prms
-        if not isinstance(strategy, StepSearch):
+        if not strategy.scores_steps:
             if name is not None:
                 raise InvalidRequest(
                     "search.prm chooses the process reward model of the step searches "
