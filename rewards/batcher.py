@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from search.errors import RewardUnavailable
-from search.protocols import takes_token_ids
+from search.protocols import Bounds, RewardModel
 from search.types import Message
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,10 @@ class ScoreItem:
 @runtime_checkable
 class ItemScorer(Protocol):
     async def score_items(self, items: Sequence[ScoreItem]) -> list[float]: ...
+
+
+class BatchableReward(RewardModel, ItemScorer, Protocol):
+    """A reward model that also scores mixed items: what MicroBatcher wraps."""
 
 
 async def gather_or_cancel(coros: Sequence[Coroutine[Any, Any, float]]) -> list[float]:
@@ -86,7 +90,7 @@ BatchObserver = Callable[[int, float], None]
 class MicroBatcher:
     def __init__(
         self,
-        inner: ItemScorer,
+        inner: BatchableReward,
         *,
         max_batch_size: int = 32,
         max_wait_ms: float = 10.0,
@@ -102,13 +106,12 @@ class MicroBatcher:
         self._callers = 0
 
     @property
-    def bounds(self) -> tuple[float, float] | None:
-        """The wrapped reward model's range (see search.protocols.reward_bounds)."""
-        return getattr(self.inner, "bounds", None)
+    def bounds(self) -> Bounds | None:
+        return self.inner.bounds
 
     @property
     def takes_token_ids(self) -> bool:
-        return takes_token_ids(self.inner)
+        return self.inner.takes_token_ids
 
     async def score(
         self,

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rewards.spec import CONSTRAINTS, RewardSpec
 from search.errors import InvalidRequest
-from search.protocols import RewardModel, reward_bounds, takes_token_ids
+from search.protocols import Bounds, RewardModel
 from search.types import Message
 
 MAX_COMPONENTS = 8
@@ -71,14 +71,11 @@ class Component:
         partial: bool,
         token_ids: Sequence[Sequence[int]] | None = None,
     ) -> list[float]:
-        options: dict[str, Any] = {}
-        # Only the judge kinds take a rubric (RewardSet checked); their score accepts it.
-        if self.rubric is not None:
-            options["rubric"] = self.rubric
-        if token_ids is not None and takes_token_ids(self.model):
-            options["token_ids"] = token_ids
-        score: Any = self.model.score
-        return list(await score(conversation, responses, partial=partial, **options))
+        # Only the judge kinds get a rubric (RewardSet checked); the others ignore it.
+        ids = token_ids if self.model.takes_token_ids else None
+        return await self.model.score(
+            conversation, responses, partial=partial, rubric=self.rubric, token_ids=ids
+        )
 
 
 @dataclass
@@ -91,8 +88,8 @@ class RequestReward:
     _scores: dict[str, dict[str, float]] = field(default_factory=dict, init=False)
 
     @property
-    def bounds(self) -> tuple[float, float] | None:
-        ranges = [reward_bounds(c.model) for c in self.components]
+    def bounds(self) -> Bounds | None:
+        ranges = [c.model.bounds for c in self.components]
         if any(r is None for r in ranges):
             return None
         lo = sum(c.weight * r[0] for c, r in zip(self.components, ranges, strict=True) if r)
@@ -112,8 +109,10 @@ class RequestReward:
         responses: Sequence[str],
         *,
         partial: bool = False,
+        rubric: str | None = None,
         token_ids: Sequence[Sequence[int]] | None = None,
     ) -> list[float]:
+        """``rubric`` is unused: the request's rubric is already in its components."""
         if not responses:
             return []
         per_component = await asyncio.gather(

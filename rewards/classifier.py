@@ -65,6 +65,11 @@ def fit_text(
 
 
 class ClassifierReward:
+    # The head's raw output (logits): no known range.
+    bounds = None
+    # Scores the texts; token ids are not read.
+    takes_token_ids = False
+
     def __init__(self, model: str, *, batch_size: int = 16, max_length: int = 4096) -> None:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -86,7 +91,13 @@ class ClassifierReward:
         return render(self.tokenizer, conversation, response)
 
     async def score(
-        self, conversation: Sequence[Message], responses: Sequence[str], *, partial: bool = False
+        self,
+        conversation: Sequence[Message],
+        responses: Sequence[str],
+        *,
+        partial: bool = False,
+        rubric: str | None = None,
+        token_ids: Sequence[Sequence[int]] | None = None,
     ) -> list[float]:
         return await self.score_items([ScoreItem(conversation, r, partial) for r in responses])
 

@@ -15,17 +15,17 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from rewards.values import checked_rewards
 from search.errors import RewardTimeout, RewardUnavailable
-from search.protocols import RewardModel
+from search.protocols import Bounds, ProcessRewardModel, RewardModel
 from search.types import Message
 
 T = TypeVar("T")
 
 
-def _ignore(_: Any) -> None:
+def _ignore(_: object) -> None:
     return None
 
 
@@ -40,52 +40,13 @@ class RewardObservers:
     on_failure: Callable[[str], None] = _ignore
 
 
-class TimedReward:
-    """Wraps a reward model to bound each call by ``timeout_s`` and to report its latency,
-    and the call's size as a batch when nothing batches across calls (``batched=False``).
-    What it returns is one finite number per response (see the module docstring)."""
+class _Guard:
+    """The bound on one wrapped model's calls, and what it reports of them."""
 
-    def __init__(
-        self,
-        inner: RewardModel,
-        observers: RewardObservers | None = None,
-        *,
-        batched: bool = False,
-        timeout_s: float = 120.0,
-    ) -> None:
-        self.inner = inner
-        self.batched = batched
-        self.timeout_s = timeout_s
+    def __init__(self, observers: RewardObservers | None, timeout_s: float, batched: bool):
         self.observers = observers or RewardObservers()
-
-    @property
-    def bounds(self) -> tuple[float, float] | None:
-        """The wrapped reward model's range (see search.protocols.reward_bounds)."""
-        return getattr(self.inner, "bounds", None)
-
-    @property
-    def takes_token_ids(self) -> bool:
-        from search.protocols import takes_token_ids
-
-        return takes_token_ids(self.inner)
-
-    async def score(
-        self,
-        conversation: Sequence[Message],
-        responses: Sequence[str],
-        *,
-        partial: bool = False,
-        **options: Any,
-    ) -> list[float]:
-        """``options``: what the wrapped model also takes (a judge's ``rubric`` and
-        ``token_ids``)."""
-
-        async def checked() -> list[float]:
-            score: Any = self.inner.score
-            rewards = await score(conversation, responses, partial=partial, **options)
-            return checked_rewards(rewards, len(responses))
-
-        return await self.bounded(checked(), len(responses), "the reward model")
+        self.timeout_s = timeout_s
+        self.batched = batched
 
     async def bounded(self, call: Awaitable[T], size: int, what: str) -> T:
         """Await ``call`` (a call on ``size`` responses) within ``timeout_s``, reporting its
@@ -111,20 +72,76 @@ class TimedReward:
                 self.observers.on_size(size)
 
 
+class TimedReward:
+    """Wraps a reward model to bound each call by ``timeout_s`` and to report its latency,
+    and the call's size as a batch when nothing batches across calls (``batched=False``).
+    What it returns is one finite number per response (see the module docstring)."""
+
+    def __init__(
+        self,
+        inner: RewardModel,
+        observers: RewardObservers | None = None,
+        *,
+        batched: bool = False,
+        timeout_s: float = 120.0,
+    ) -> None:
+        self.inner = inner
+        self._guard = _Guard(observers, timeout_s, batched)
+
+    @property
+    def bounds(self) -> Bounds | None:
+        return self.inner.bounds
+
+    @property
+    def takes_token_ids(self) -> bool:
+        return self.inner.takes_token_ids
+
+    async def score(
+        self,
+        conversation: Sequence[Message],
+        responses: Sequence[str],
+        *,
+        partial: bool = False,
+        rubric: str | None = None,
+        token_ids: Sequence[Sequence[int]] | None = None,
+    ) -> list[float]:
+        async def checked() -> list[float]:
+            rewards = await self.inner.score(
+                conversation, responses, partial=partial, rubric=rubric, token_ids=token_ids
+            )
+            return checked_rewards(rewards, len(responses))
+
+        return await self._guard.bounded(checked(), len(responses), "the reward model")
+
+
 class TimedPRM:
     """A process reward model bounded by ``timeout_s`` (then 504) and timed, reported to
     ``observers`` as TimedReward's calls are."""
 
     def __init__(
-        self, inner: Any, observers: RewardObservers | None = None, *, timeout_s: float = 120.0
+        self,
+        inner: ProcessRewardModel,
+        observers: RewardObservers | None = None,
+        *,
+        timeout_s: float = 120.0,
     ) -> None:
         self.inner = inner
-        self.bounds = getattr(inner, "bounds", None)
-        self.takes_token_ids = bool(getattr(inner, "takes_token_ids", False))
-        self._timed = TimedReward(inner, observers, timeout_s=timeout_s)
+        self._guard = _Guard(observers, timeout_s, batched=False)
+
+    @property
+    def bounds(self) -> Bounds | None:
+        return self.inner.bounds
+
+    @property
+    def takes_token_ids(self) -> bool:
+        return self.inner.takes_token_ids
 
     async def score_last_steps(
-        self, conversation: Sequence[Message], steps: Sequence[Sequence[str]], **options: Any
+        self,
+        conversation: Sequence[Message],
+        steps: Sequence[Sequence[str]],
+        *,
+        token_ids: Sequence[Sequence[int]] | None = None,
     ) -> list[float]:
-        call = self.inner.score_last_steps(conversation, steps, **options)
-        return list(await self._timed.bounded(call, len(steps), "the process reward model"))
+        call = self.inner.score_last_steps(conversation, steps, token_ids=token_ids)
+        return list(await self._guard.bounded(call, len(steps), "the process reward model"))

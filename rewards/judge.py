@@ -47,12 +47,11 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from engines.tokenizer import HFChatTokenizer
 from rewards.batcher import ScoreItem
 from rewards.fit import Shortened, fit, render_turn
 from search.context import generate_each
 from search.errors import InvalidRequest, RewardUnavailable
-from search.protocols import Generator
+from search.protocols import Generator, JudgeTokenizer
 from search.types import Message, SamplingConfig
 
 logger = logging.getLogger(__name__)
@@ -171,7 +170,7 @@ class JudgeReward:
     def __init__(
         self,
         generator: Generator,
-        tokenizer: HFChatTokenizer,
+        tokenizer: JudgeTokenizer,
         *,
         max_model_len: int | None = None,
         layout: str = "continuation",

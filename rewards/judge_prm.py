@@ -15,9 +15,8 @@ criterion, and the rubric stays with the outcome reward.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from search.protocols import RewardModel, takes_token_ids
+from search.protocols import RewardModel
 from search.types import Message
 
 # Replaces the judge's criteria (about 25 tokens in the continuation layout).
@@ -42,9 +41,8 @@ class JudgePRM:
         *,
         token_ids: Sequence[Sequence[int]] | None = None,
     ) -> list[float]:
-        options: dict[str, Any] = {"rubric": STEP_CRITERIA}
-        if token_ids is not None and takes_token_ids(self.judge):
-            options["token_ids"] = token_ids
-        score: Any = self.judge.score
+        ids = token_ids if self.judge.takes_token_ids else None
         responses = ["".join(s) for s in steps]
-        return list(await score(conversation, responses, partial=False, **options))
+        return await self.judge.score(
+            conversation, responses, partial=False, rubric=STEP_CRITERIA, token_ids=ids
+        )

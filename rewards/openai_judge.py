@@ -143,6 +143,8 @@ class OpenAIJudgeReward:
     """
 
     bounds = (0.0, 1.0)
+    # A remote chat endpoint renders its own prompt: token ids are not read.
+    takes_token_ids = False
 
     def __init__(
         self,
@@ -222,6 +224,7 @@ class OpenAIJudgeReward:
         *,
         partial: bool = False,
         rubric: str | None = None,
+        token_ids: Sequence[Sequence[int]] | None = None,
     ) -> list[float]:
         if not responses:
             return []

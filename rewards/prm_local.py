@@ -74,6 +74,8 @@ def load_prm_model(path: str, *, trust_remote_code: bool, dtype: Any) -> Any:
 
 class LocalPRM:
     bounds = (0.0, 1.0)
+    # Renders the steps as text with its own tokenizer: token ids are not read.
+    takes_token_ids = False
 
     def __init__(
         self,

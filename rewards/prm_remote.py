@@ -66,6 +66,8 @@ def _bad(message: str) -> RewardUnavailable:
 
 class RemotePRM:
     bounds = (0.0, 1.0)
+    # The remote server renders the steps itself: token ids are not read.
+    takes_token_ids = False
 
     def __init__(
         self,

@@ -19,8 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from engines.tokenizer import HFChatTokenizer
-from search.protocols import Generator, ProcessRewardModel
+from search.protocols import Generator, JudgeTokenizer, ProcessRewardModel
 
 KINDS = ("judge", "prm", "prm-remote")
 USAGE = "use [NAME=]judge, prm:PATH_OR_ID[#trust_remote_code] or prm-remote:URL"
@@ -72,7 +71,7 @@ def parse_prm_specs(specs: list[str], default: str | None) -> tuple[list[PRMSpec
 def build_prm(
     spec: PRMSpec,
     generator: Generator,
-    tokenizer: HFChatTokenizer,
+    tokenizer: JudgeTokenizer,
     *,
     api_key: str | None = None,
     max_model_len: int | None = None,

@@ -222,6 +222,8 @@ class PythonReward:
 
     # A function's range is unknown.
     bounds = None
+    # Scores the texts; token ids are not read.
+    takes_token_ids = False
 
     def __init__(
         self,
@@ -277,7 +279,13 @@ class PythonReward:
         return kwargs
 
     async def score(
-        self, conversation: Sequence[Message], responses: Sequence[str], *, partial: bool = False
+        self,
+        conversation: Sequence[Message],
+        responses: Sequence[str],
+        *,
+        partial: bool = False,
+        rubric: str | None = None,
+        token_ids: Sequence[Sequence[int]] | None = None,
     ) -> list[float]:
         if not responses:
             return []

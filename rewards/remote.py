@@ -41,6 +41,11 @@ def first_float(value: Any) -> float:
 
 
 class RemoteReward:
+    # The pooling server's raw head output: no known range.
+    bounds = None
+    # Scores the texts; token ids are not read.
+    takes_token_ids = False
+
     def __init__(
         self,
         url: str,
@@ -62,7 +67,13 @@ class RemoteReward:
         )
 
     async def score(
-        self, conversation: Sequence[Message], responses: Sequence[str], *, partial: bool = False
+        self,
+        conversation: Sequence[Message],
+        responses: Sequence[str],
+        *,
+        partial: bool = False,
+        rubric: str | None = None,
+        token_ids: Sequence[Sequence[int]] | None = None,
     ) -> list[float]:
         return await self.score_items([ScoreItem(conversation, r, partial) for r in responses])
 

@@ -23,8 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from engines.tokenizer import HFChatTokenizer
-from search.protocols import Generator, RewardModel
+from search.protocols import ContextSized, Generator, JudgeTokenizer, RewardModel
 
 KINDS_WITHOUT_TARGET = ("judge", "constraints")
 KINDS_WITH_TARGET = ("classifier", "remote", "openai-judge", "python")
@@ -127,7 +126,7 @@ def parse_specs(specs: list[str], default: str | None) -> tuple[list[RewardSpec]
 def build_reward(
     spec: RewardSpec,
     generator: Generator,
-    tokenizer: HFChatTokenizer,
+    tokenizer: JudgeTokenizer,
     *,
     api_key: str | None = None,
     max_model_len: int | None = None,
@@ -140,7 +139,8 @@ def build_reward(
     if spec.kind == "judge":
         from rewards.judge import JudgeReward
 
-        context = max_model_len or getattr(generator, "max_model_len", None)
+        known = generator.max_model_len if isinstance(generator, ContextSized) else None
+        context = max_model_len or known
         return JudgeReward(generator, tokenizer, max_model_len=context, layout=judge_layout)
     if spec.kind == "constraints":
         return None

@@ -48,7 +48,6 @@ from pydantic import Field
 from search.budget import Work
 from search.context import SearchContext
 from search.overlap import sample_and_score
-from search.protocols import reward_bounds
 from search.select import finish
 from search.strategy import SearchStrategy
 from search.tail import MIN_SAMPLES, EstimatorName, fit
@@ -78,7 +77,7 @@ class AdaptiveBoN(SearchStrategy):
         rounds: list[dict[str, Any]] = []
         stopped = "budget_spent"
         first = self.first_round()
-        bounds = reward_bounds(ctx.reward)
+        bounds = ctx.reward.bounds
         while len(candidates) < self.n:
             size = min(first if not candidates else self.round_size, self.n - len(candidates))
             candidates += await sample_and_score(ctx, size)

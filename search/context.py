@@ -15,18 +15,19 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from search.budget import BudgetExhausted, SearchLimits, Work, first_over, trim_scored
 from search.errors import EngineUnavailable, RewardUnavailable
 from search.protocols import (
+    BatchGenerator,
     ChatTokenizer,
     Generator,
     ProcessRewardModel,
     RewardModel,
+    StreamingGenerator,
     TokenScorer,
     Utility,
-    takes_token_ids,
 )
 from search.types import Budget, Completion, Message, SamplingConfig
 
@@ -114,13 +115,13 @@ class SearchContext:
         completion), every index once) when the generator streams, else all at the end."""
         with self.spending(Work(tokens=n * max_tokens, engine_calls=1)):
             params = self.sampling_for(max_tokens)
-            stream = getattr(self.generator, "generate_stream", None)
             done: list[Completion] = []
-            if stream is None:
+            if not isinstance(self.generator, StreamingGenerator):
                 done = await self.generator.generate(prompt_ids, params, n)
                 yield list(enumerate(done))
             else:
-                async with contextlib.aclosing(stream(prompt_ids, params, n)) as finished:
+                stream = self.generator.generate_stream(prompt_ids, params, n)
+                async with contextlib.aclosing(stream) as finished:
                     async for group in finished:
                         done += [c for _, c in group]
                         yield group
@@ -138,10 +139,11 @@ class SearchContext:
         response's own), for a reward that reads them (the judge's continuation layout)."""
         if not responses:
             return []
-        options = {"token_ids": token_ids} if token_ids and takes_token_ids(self.reward) else {}
+        ids = token_ids if token_ids and self.reward.takes_token_ids else None
         with self.spending(Work(reward_items=len(responses))):
-            score: Any = self.reward.score
-            rewards = await score(self.conversation, responses, partial=partial, **options)
+            rewards = await self.reward.score(
+                self.conversation, responses, partial=partial, token_ids=ids
+            )
             self.budget.count_scoring(len(responses))
         self.keep_scored([(t, r, partial) for t, r in zip(responses, rewards, strict=True)])
         return rewards
@@ -168,9 +170,9 @@ class SearchContext:
             # Configured at start-up, not by the client: a server fault, so 503.
             raise EngineUnavailable("this server has no process reward model (--prm)")
         ids = [[*self.prompt_ids, *t] for t in token_ids]
-        options = {"token_ids": ids} if takes_token_ids(self.prm) else {}
+        read = ids if self.prm.takes_token_ids else None
         with self.spending(Work(reward_items=len(steps))):
-            scores = await self.prm.score_last_steps(self.conversation, steps, **options)
+            scores = await self.prm.score_last_steps(self.conversation, steps, token_ids=read)
             self.budget.count_scoring(len(steps))
         if len(scores) != len(steps):
             raise RewardUnavailable(
@@ -258,10 +260,9 @@ async def generate_each(
     generator: Generator, prompts: Sequence[Sequence[int]], params: SamplingConfig
 ) -> list[Completion]:
     """One completion for each of ``prompts``, submitted together: in one call when the
-    generator has ``generate_batch`` (a remote engine: one HTTP request), else as
+    generator is a BatchGenerator (a remote engine: one HTTP request), else as
     concurrent calls (an in-process engine batches them itself; see gather_all)."""
-    batch = getattr(generator, "generate_batch", None)
-    if batch is not None:
-        return list(await batch(prompts, params))
+    if isinstance(generator, BatchGenerator):
+        return list(await generator.generate_batch(prompts, params))
     outs = await gather_all([generator.generate(p, params, 1) for p in prompts])
     return [out[0] for out in outs]

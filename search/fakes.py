@@ -27,8 +27,8 @@ from search.context import SearchContext
 from search.protocols import (
     Generator,
     ProcessRewardModel,
-    ReferenceModel,
     RewardModel,
+    TokenScorer,
     Utility,
 )
 from search.types import Completion, Message, SamplingConfig
@@ -99,9 +99,17 @@ class TableReward:
     conversations: list[list[Message]] = field(default_factory=list)
     # The range the scores can take, as a real reward model declares it (the judge's [0, 1]).
     bounds: tuple[float, float] | None = None
+    # Token ids go unread, as for every reward but the judge.
+    takes_token_ids = False
 
     async def score(
-        self, conversation: Sequence[Message], responses: Sequence[str], *, partial: bool = False
+        self,
+        conversation: Sequence[Message],
+        responses: Sequence[str],
+        *,
+        partial: bool = False,
+        rubric: str | None = None,
+        token_ids: Sequence[Sequence[int]] | None = None,
     ) -> list[float]:
         self.calls.append((list(responses), partial))
         self.conversations.append([dict(m) for m in conversation])
@@ -247,6 +255,7 @@ class TablePRM:
     table: Mapping[str, float]
     default: float = 0.0
     bounds: tuple[float, float] | None = (0.0, 1.0)
+    takes_token_ids = False
     # The responses (their steps) of each call.
     calls: list[list[tuple[str, ...]]] = field(default_factory=list)
 
@@ -270,8 +279,8 @@ def fake_context(
     sampling: SamplingConfig,
     conversation: Sequence[Message] = ({"role": "user", "content": "hi"},),
     utilities: Mapping[str, Utility] | None = None,
-    reference: ReferenceModel | None = None,
-    dpo: ReferenceModel | None = None,
+    reference: TokenScorer | None = None,
+    dpo: TokenScorer | None = None,
     prm: ProcessRewardModel | None = None,
 ) -> SearchContext:
     """A search context over the fakes, the prompt rendered by CharTokenizer. Every MBR

@@ -65,7 +65,6 @@ from pydantic import Field, field_validator
 from search.context import SearchContext
 from search.errors import LimitExceeded
 from search.overlap import sample_and_score
-from search.protocols import reward_bounds
 from search.select import rank_candidates, softmax
 from search.strategy import SearchStrategy
 from search.types import Candidate, SearchResult
@@ -234,7 +233,7 @@ class MajorityVote(SearchStrategy):
             # A client's pattern runs off the loop, which keeps serving while it matches.
             budget_s = REGEX_TIMEOUT_S if ctx.limits is None else ctx.limits.regex_seconds
             answers = await asyncio.to_thread(self.answers, texts, budget_s)
-        bounds = reward_bounds(ctx.reward)
+        bounds = ctx.reward.bounds
         tally = tally_votes(answers, self.weights(candidates, bounds))
         if not tally:
             # No answer anywhere: fall back to the best reward (the first, unweighted).

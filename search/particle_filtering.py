@@ -39,7 +39,6 @@ from pydantic import Field
 
 from search.budget import Work
 from search.context import SearchContext
-from search.protocols import reward_bounds
 from search.select import softmax
 from search.steps import (
     StepPath,
@@ -106,7 +105,7 @@ class ParticleFiltering(StepSearch):
     async def run(self, ctx: SearchContext) -> SearchResult:
         particles = [StepPath(lineage=i) for i in range(self.n)]
         rng = random.Random(ctx.sampling.seed)
-        bounds = reward_bounds(ctx.prm)
+        bounds = None if ctx.prm is None else ctx.prm.bounds
         report: list[dict[str, Any]] = []
         for step in range(self.max_steps):
             if all(p.finished for p in particles):

@@ -1,51 +1,79 @@
-"""The two swap points of the search layer. Engines and reward models implement these."""
+"""The seams of the search layer: what engines, reward models and tokenizers give it.
+Optional engine capabilities are protocols of their own (``BatchGenerator``,
+``StreamingGenerator``, ``ContextSized``), checked with isinstance."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import AsyncGenerator, Sequence
+from typing import Protocol, runtime_checkable
 
 from search.types import Completion, Message, SamplingConfig
 
+# A reward's known range [lo, hi] (the judge's [0, 1]).
+Bounds = tuple[float, float]
+
 
 class Generator(Protocol):
-    """Token ids in, completions out. Cancelling the awaiting task aborts the engine work.
-
-    Optional, found with getattr: ``generate_batch(prompts, params)`` (one completion per
-    prompt, in one call: see search.context.generate_each) and
-    ``generate_stream(prompt_ids, params, n)``, an async iterator of lists of
-    ``(index, Completion)`` yielded as the samples finish (every index once), so scoring
-    can start before the last sample ends."""
+    """Token ids in, completions out. Cancelling the awaiting task aborts the engine work."""
 
     async def generate(
         self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
     ) -> list[Completion]: ...
 
 
+@runtime_checkable
+class BatchGenerator(Generator, Protocol):
+    """A generator that takes many prompts in one call (a remote engine: one HTTP request),
+    one completion per prompt; see search.context.generate_each."""
+
+    async def generate_batch(
+        self, prompts: Sequence[Sequence[int]], params: SamplingConfig
+    ) -> list[Completion]: ...
+
+
+@runtime_checkable
+class StreamingGenerator(Generator, Protocol):
+    """A generator that yields the samples as they finish: lists of ``(index, Completion)``,
+    every index once, so scoring can start before the last sample ends."""
+
+    def generate_stream(
+        self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
+    ) -> AsyncGenerator[list[tuple[int, Completion]], None]: ...
+
+
+@runtime_checkable
+class ContextSized(Protocol):
+    """An engine that knows its context length (an in-process engine does)."""
+
+    @property
+    def max_model_len(self) -> int: ...
+
+
 class RewardModel(Protocol):
     """Scores responses to a conversation; implementations batch internally.
 
-    A model that can read each response's token ids (the generation prompt's ids then the
-    response's: the judge continues that context) says so with ``takes_token_ids = True``
-    and then accepts ``token_ids=`` in ``score``; see ``takes_token_ids``."""
+    ``bounds``: the range its scores can take when it is known (the judge's [0, 1]); None
+    for unbounded ones (a classifier's logits). ``rubric``: the request's criteria, which
+    replace a judge's own; models without criteria ignore it. ``token_ids``: per response,
+    the generation prompt's ids then the response's (the judge continues that context); a
+    model that reads them says so with ``takes_token_ids``, so callers need not build them
+    for one that ignores them."""
+
+    @property
+    def bounds(self) -> Bounds | None: ...
+
+    @property
+    def takes_token_ids(self) -> bool: ...
 
     async def score(
-        self, conversation: Sequence[Message], responses: Sequence[str], *, partial: bool = False
+        self,
+        conversation: Sequence[Message],
+        responses: Sequence[str],
+        *,
+        partial: bool = False,
+        rubric: str | None = None,
+        token_ids: Sequence[Sequence[int]] | None = None,
     ) -> list[float]: ...
-
-
-def reward_bounds(reward: object) -> tuple[float, float] | None:
-    """The range a reward model's scores can take, when it is known (the judge's [0, 1]);
-    None for unbounded ones (a classifier's logits). A reward model (or a process reward
-    model) declares it with an optional ``bounds`` attribute, so fakes and third-party
-    models need not."""
-    bounds = getattr(reward, "bounds", None)
-    return None if bounds is None else (float(bounds[0]), float(bounds[1]))
-
-
-def takes_token_ids(reward: object) -> bool:
-    """Whether ``reward.score`` accepts ``token_ids=`` (see RewardModel)."""
-    return bool(getattr(reward, "takes_token_ids", False))
 
 
 class ProcessRewardModel(Protocol):
@@ -59,7 +87,13 @@ class ProcessRewardModel(Protocol):
     are the PRM's raw values (a PRM's probability that the step is correct, the judge's
     [0, 1] rating); ``bounds`` as for RewardModel. ``token_ids`` as for the judge: per
     response, the generation prompt's ids then the response's; a PRM that reads them says
-    so with ``takes_token_ids = True``."""
+    so with ``takes_token_ids``."""
+
+    @property
+    def bounds(self) -> Bounds | None: ...
+
+    @property
+    def takes_token_ids(self) -> bool: ...
 
     async def score_last_steps(
         self,
@@ -86,10 +120,6 @@ class TokenScorer(Protocol):
     async def token_logprobs(self, token_ids: Sequence[int]) -> list[float | None]: ...
 
 
-# The protocol's first name, from when the reference was the only scoring role.
-ReferenceModel = TokenScorer
-
-
 class ChatTokenizer(Protocol):
     """The policy model's tokenizer: renders the chat template once and decodes token ids."""
 
@@ -98,3 +128,26 @@ class ChatTokenizer(Protocol):
     def decode(self, token_ids: Sequence[int]) -> str: ...
 
     def encode(self, text: str) -> list[int]: ...
+
+
+class JudgeTokenizer(ChatTokenizer, Protocol):
+    """What the generative judge needs of the policy's tokenizer (engines.tokenizer
+    implements it): it renders its own prompts and continues the generation's context."""
+
+    def encode_plain(self, text: str) -> list[int]:
+        """``text`` (a client's) with special-token strings encoded as plain text."""
+        ...
+
+    def token_id(self, token: str) -> int:
+        """The id of a text that is one token; ValueError otherwise."""
+        ...
+
+    def next_user_turn(self) -> tuple[list[int], list[int]]:
+        """The template's ids that close an assistant turn and open a user turn, and those
+        that close that user turn and open the assistant's; ValueError when the template
+        cannot be continued that way."""
+        ...
+
+    def render_with_prefix(self, messages: Sequence[Message], assistant_prefix: str) -> list[int]:
+        """The conversation rendered up to the assistant turn, then ``assistant_prefix``."""
+        ...

@@ -72,6 +72,7 @@ class NeedsConstraints:
     constraints is a request error, never a made-up score."""
 
     bounds = (0.0, 1.0)
+    takes_token_ids = False
 
     async def score(self, *_: Any, **__: Any) -> list[float]:
         from search.errors import InvalidRequest

@@ -24,12 +24,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import httpx
 
 from rewards.batcher import ItemScorer, MicroBatcher
-from search.protocols import RewardModel, takes_token_ids
+from search.protocols import RewardModel, StreamingGenerator
 from search.registry import parse_strategy
 from search.types import Completion, Message, SamplingConfig
 from server.runtime import Runtime
@@ -63,24 +63,26 @@ async def sample_and_score(
     """What :func:`search.overlap.sample_and_score` does: each group of samples that
     finished together goes to the reward while the others still decode, with its token ids
     when the reward reads them (the judge continues the generation's own context)."""
-    stream = getattr(runtime.generator, "generate_stream", None)
+    generator = runtime.generator
     done: list[Completion] = []
     scoring: list[asyncio.Future[list[float]]] = []
 
     def score(group: list[Completion]) -> asyncio.Future[list[float]]:
         texts = [c.text for c in group]
-        if not takes_token_ids(reward):
+        if not reward.takes_token_ids:
             return asyncio.ensure_future(reward.score(conversation, texts, partial=False))
         ids = [[*prompt_ids, *c.token_ids] for c in group]
-        score: Any = reward.score  # the protocol leaves token_ids out; the judge takes them
-        return asyncio.ensure_future(score(conversation, texts, partial=False, token_ids=ids))
+        return asyncio.ensure_future(
+            reward.score(conversation, texts, partial=False, token_ids=ids)
+        )
 
     try:
-        if stream is None:
-            done = await runtime.generator.generate(prompt_ids, params, n)
+        if not isinstance(generator, StreamingGenerator):
+            done = await generator.generate(prompt_ids, params, n)
             scoring.append(score(done))
         else:
-            async with contextlib.aclosing(stream(prompt_ids, params, n)) as finished:
+            stream = generator.generate_stream(prompt_ids, params, n)
+            async with contextlib.aclosing(stream) as finished:
                 async for group in finished:
                     done += [c for _, c in group]
                     scoring.append(score([c for _, c in group]))

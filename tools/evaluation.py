@@ -36,7 +36,6 @@ from typing import Any
 from rewards.choice import RewardOptions
 from rewards.math_truth import is_correct
 from search.context import SearchContext
-from search.protocols import takes_token_ids
 from search.registry import parse_strategy
 from search.strategy import SearchStrategy
 from search.types import Message, SamplingConfig
@@ -269,10 +268,8 @@ async def run_one(
     wall = clock() - start
     best = result.best
     # With the token ids the search's judge saw (its continuation layout reads them).
-    options: dict[str, Any] = {}
-    if takes_token_ids(search_reward):
-        options["token_ids"] = [[*prompt_ids, *best.completion.token_ids]]
-    [reward] = await search_reward.score(prompt.conversation, [best.text], **options)
+    ids = [[*prompt_ids, *best.completion.token_ids]] if search_reward.takes_token_ids else None
+    [reward] = await search_reward.score(prompt.conversation, [best.text], token_ids=ids)
     truth = truth_pass = correct = None
     if config.truth == MATH_TRUTH:
         assert prompt.answer is not None  # check_truth ran before the searches

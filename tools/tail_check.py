@@ -17,7 +17,6 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from search.protocols import reward_bounds
 from search.tail import ESTIMATORS, MIN_SAMPLES, Bounds, fit
 from search.types import SamplingConfig
 from server.runtime import Runtime
@@ -62,9 +61,7 @@ async def check_prompt(
         "prompt_id": prompt.id,
         "pool": pool,
         "target": empirical_best_of(pool, n),
-        "predicted": {
-            str(m): predictions(pool[:m], n, reward_bounds(runtime.reward)) for m in samples
-        },
+        "predicted": {str(m): predictions(pool[:m], n, runtime.reward.bounds) for m in samples},
     }
 
 

@@ -21,6 +21,8 @@ class ConstraintsReward:
     so it runs inline without batching or a thread."""
 
     bounds = (0.0, 1.0)
+    # Scores the texts; token ids are not read.
+    takes_token_ids = False
 
     def __init__(self, constraints: Sequence[Constraint]) -> None:
         if not constraints:
@@ -35,7 +37,13 @@ class ConstraintsReward:
         return sum(points) / len(points)
 
     async def score(
-        self, conversation: Sequence[Message], responses: Sequence[str], *, partial: bool = False
+        self,
+        conversation: Sequence[Message],
+        responses: Sequence[str],
+        *,
+        partial: bool = False,
+        rubric: str | None = None,
+        token_ids: Sequence[Sequence[int]] | None = None,
     ) -> list[float]:
         # The conversation is not needed: the constraints were written into the prompt.
         return [self.score_text(r, partial) for r in responses]

@@ -17,7 +17,6 @@ import pytest
 from rewards.prm_format import QWEN_PRM_SYSTEM
 from rewards.prm_local import LocalPRM
 from search.errors import RewardUnavailable
-from search.protocols import takes_token_ids
 from tests.conftest import LoopTicks
 
 pytestmark = pytest.mark.integration
@@ -57,7 +56,7 @@ async def test_scores_are_read_at_the_last_separator(prm: LocalPRM) -> None:
     import torch
 
     batched = await prm.score_last_steps(CONV, STEPS)
-    assert prm.bounds == (0.0, 1.0) and not takes_token_ids(prm)
+    assert prm.bounds == (0.0, 1.0) and not prm.takes_token_ids
 
     # Reference: each text alone (no padding), a plain forward pass, softmax index 1 at
     # the position of the last separator token; and at every other position, to show the

@@ -308,7 +308,7 @@ async def test_darwin_matches_the_reference_rule_on_a_scripted_world(seed: int) 
         return text + "$" if stopped or len(state) + len(text) >= 8 else text
 
     class WorldReward(TableReward):
-        async def score(self, conversation: Any, responses: Any, *, partial: bool = False) -> Any:
+        async def score(self, conversation: Any, responses: Any, **_: Any) -> Any:
             return score(list(responses))
 
     cycles, top_k = 3, 2

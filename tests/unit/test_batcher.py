@@ -22,6 +22,9 @@ class ItemTable:
     every call fails; a call holding a "poison" response fails too (an item the model
     cannot take, as a conversation too long for it)."""
 
+    bounds = None
+    takes_token_ids = False
+
     def __init__(self, delay_s: float = 0.0, fail: bool = False) -> None:
         self.batches: list[list[ScoreItem]] = []
         self.delay_s = delay_s
@@ -109,6 +112,9 @@ async def test_a_model_that_is_down_fails_every_caller_once_retried() -> None:
 class WrongLength:
     """Returns one reward too few for its first ``bad_calls`` calls, then scores right."""
 
+    bounds = None
+    takes_token_ids = False
+
     def __init__(self, bad_calls: int) -> None:
         self.calls = 0
         self.bad_calls = bad_calls
@@ -143,6 +149,9 @@ async def test_l10_a_wrong_length_batch_is_retried_per_caller() -> None:
 
 class Blocking:
     """A call that runs until cancelled, counting cancellations."""
+
+    bounds = None
+    takes_token_ids = False
 
     def __init__(self) -> None:
         self.started = asyncio.Event()

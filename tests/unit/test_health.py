@@ -56,6 +56,9 @@ class MortalEngine(ScriptedGenerator):
 class CheckedReward:
     """A reward model with a server behind it: ``mode`` is "ok", "fail" or "hang"."""
 
+    bounds = None
+    takes_token_ids = False
+
     def __init__(self, mode: str = "ok") -> None:
         self.mode = mode
         self.checks = 0

@@ -148,6 +148,9 @@ async def test_scores_reach_the_judge_through_the_batcher_and_request_reward(
 
 @dataclass
 class TextOnlyReward:
+    bounds = None
+    takes_token_ids = False
+
     seen: list[dict[str, object]] = field(default_factory=list)
 
     async def score(self, conversation, responses, *, partial=False, **options):  # type: ignore[no-untyped-def]
@@ -159,5 +162,5 @@ async def test_token_ids_go_only_to_models_that_take_them() -> None:
     plain = TextOnlyReward()
     reward = RequestReward([Component("plain", 1.0, plain)])  # type: ignore[arg-type]
     await reward.score(CONVERSATION, ["a"], token_ids=[[1, 2, 3]])
-    assert plain.seen == [{}]
+    assert plain.seen == [{"rubric": None, "token_ids": None}]  # declared, but left empty
     await asyncio.sleep(0)

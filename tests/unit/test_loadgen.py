@@ -70,6 +70,9 @@ class CountingGenerator:
 class ItemReward:
     """A table reward that scores mixed items, so the server micro-batches it."""
 
+    bounds = None
+    takes_token_ids = False
+
     async def score(
         self, conversation: Sequence[Message], responses: Sequence[str], *, partial: bool = False
     ) -> list[float]:

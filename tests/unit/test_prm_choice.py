@@ -98,6 +98,7 @@ async def test_search_prm_is_refused_on_a_search_without_steps() -> None:
 
 class SlowPRM:
     bounds = (0.0, 1.0)
+    takes_token_ids = False
 
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s

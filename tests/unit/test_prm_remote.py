@@ -24,7 +24,6 @@ from rewards import prm_remote
 from rewards.prm_format import QWEN_PRM_SYSTEM
 from rewards.prm_remote import RemotePRM
 from search.errors import RewardUnavailable
-from search.protocols import takes_token_ids
 from tests.conftest import free_port
 
 SEP = "<extra_0>"
@@ -279,5 +278,5 @@ async def test_url_with_path_and_api_key(fake: FakePRMServer) -> None:
 
 async def test_declares_bounds_and_no_token_ids(prm: RemotePRM) -> None:
     assert prm.bounds == (0.0, 1.0)
-    assert not takes_token_ids(prm)
+    assert not prm.takes_token_ids
     assert await prm.score_last_steps(CONV, []) == []

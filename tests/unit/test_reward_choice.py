@@ -36,6 +36,7 @@ class RubricJudge(TableReward):
         *,
         partial: bool = False,
         rubric: str | None = None,
+        token_ids: Sequence[Sequence[int]] | None = None,
     ) -> list[float]:
         self.rubrics = [*getattr(self, "rubrics", []), rubric]
         return await super().score(conversation, responses, partial=partial)
@@ -219,6 +220,9 @@ async def test_constraints_without_the_reward_are_reported_not_optimised(serve_a
 
 
 class NoScore:
+    bounds = None
+    takes_token_ids = False
+
     async def score(self, *_: Any, **__: Any) -> list[float]:
         raise RewardUnavailable("the judge's reply held no score", reason="no_score")
 

@@ -160,6 +160,9 @@ def _size(state: Shortened) -> int:
 class Returns:
     """A reward model that answers ``values`` whatever it is asked."""
 
+    bounds = None
+    takes_token_ids = False
+
     def __init__(self, values: list[Any]) -> None:
         self.values = values
 
@@ -201,6 +204,9 @@ async def test_m2_non_finite_or_wrong_rewards_fail_the_request_and_are_counted(
 
 class BlockingItems:
     """A batched reward model (score_items) whose calls run until cancelled."""
+
+    bounds = None
+    takes_token_ids = False
 
     def __init__(self) -> None:
         self.cancelled = 0

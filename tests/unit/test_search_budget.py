@@ -9,6 +9,7 @@ import math
 import random
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -179,8 +180,11 @@ def test_options_bounded_by_max_tokens_are_checked_with_it(
 class HashReward:
     """A reward that looks random but is a function of the text."""
 
+    bounds = None
+    takes_token_ids = False
+
     async def score(
-        self, conversation: Sequence[Message], responses: Sequence[str], *, partial: bool = False
+        self, conversation: Sequence[Message], responses: Sequence[str], **_: Any
     ) -> list[float]:
         return [zlib.crc32(r.encode()) % 1000 / 1000 for r in responses]
 

@@ -150,17 +150,20 @@ async def test_unknown_fields_are_ignored(serve_app: Any) -> None:
 class FlakyReward:
     """Raises a RuntimeError on the first call, then scores like the table."""
 
+    bounds = None
+    takes_token_ids = False
+
     def __init__(self) -> None:
         self.inner = TableReward({"one": 0.1, "three": 0.8, "seven": 0.5})
         self.calls = 0
 
     async def score(
-        self, conversation: Sequence[Message], responses: Sequence[str], *, partial: bool = False
+        self, conversation: Sequence[Message], responses: Sequence[str], **options: Any
     ) -> list[float]:
         self.calls += 1
         if self.calls == 1:
             raise RuntimeError("secret internal detail /srv/model.py line 42")
-        return await self.inner.score(conversation, responses, partial=partial)
+        return await self.inner.score(conversation, responses, **options)
 
 
 async def test_unexpected_error_is_a_bare_500(serve_app: Any, runtime_of: Any) -> None:
@@ -175,6 +178,9 @@ async def test_unexpected_error_is_a_bare_500(serve_app: Any, runtime_of: Any) -
 
 
 class Unavailable:
+    bounds = None
+    takes_token_ids = False
+
     def __init__(self, exc: Exception) -> None:
         self.exc = exc
 
@@ -200,6 +206,9 @@ async def test_reward_unavailable_is_503(serve_app: Any, runtime_of: Any) -> Non
 
 
 class HangingReward:
+    bounds = None
+    takes_token_ids = False
+
     def __init__(self) -> None:
         self.cancelled = 0
 

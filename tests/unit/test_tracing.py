@@ -172,6 +172,9 @@ async def test_a_server_error_marks_the_span(
     traced: Any, exporter: InMemorySpanExporter, runtime_of: Any
 ) -> None:
     class Broken:
+        bounds = None
+        takes_token_ids = False
+
         async def score(self, *_: Any, **__: Any) -> list[float]:
             raise RuntimeError("the reward model fell over")
 
