@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from engines.default_model import ensure_default_model
 from engines.tokenizer import HFChatTokenizer
-from server.chat.pieces import token_pieces
+from server.pieces import token_pieces
 
 SAMPLE = "Héllo wörld — 你好，世界！ 🎉🚀 naïve café, ½ ∑ Ελληνικά, русский; 1,234.5\n\t end. "
 

@@ -26,7 +26,6 @@ from server.admission import Admission
 from server.auth import ApiKeyGate
 from server.body_limit import BodyLimit
 from server.chat.router import router as chat_router
-from server.chat.serving import ChatService
 from server.completions.router import router as completions_router
 from server.errors import install_error_handlers
 from server.health import fatal, install_health_routes, start_monitor
@@ -36,6 +35,7 @@ from server.recording import Recorder
 from server.request_id import RequestIdMiddleware
 from server.responses.router import router as responses_router
 from server.runtime import Runtime, load_runtime
+from server.search_service import SearchService
 from server.settings import Settings
 from server.tracing import Tracing
 
@@ -107,7 +107,7 @@ def create_app(
             closers=closers,
         )
         app.state.runtime = rt
-        app.state.chat_service = ChatService(rt, settings, metrics, recorder=app.state.recorder)
+        app.state.search_service = SearchService(rt, settings, metrics, recorder=app.state.recorder)
 
     async def load() -> None:
         try:
@@ -149,7 +149,7 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.runtime = None
-    app.state.chat_service = None
+    app.state.search_service = None
     app.state.started = int(time.time())
     app.state.tracing = Tracing()  # off until the lifespan starts it (server.tracing)
     app.state.recorder = (

@@ -4,7 +4,7 @@ Two formats (``--log-format``): ``text`` lines for people, or ``json``, one obje
 line for a log pipeline: ``time`` (ISO 8601, UTC), ``level``, ``logger``, ``message``,
 ``request_id`` while a request is served, ``exception`` with a traceback, and the fields
 of an ``Event``. Every search request ends with one ``Event`` on the
-``alignserve.requests`` logger at INFO (see ``server.chat.router``): ids, counts and
+``alignserve.requests`` logger at INFO (see ``server.observed``): ids, counts and
 times, never prompt or answer text.
 
 In JSON, the lines of uvicorn (``uvicorn_log_config``) and of vLLM, in every process it

@@ -8,9 +8,9 @@ background thread; ``shutdown`` flushes it when the server exits.
 
 The spans of one request:
 
-- ``POST /v1/chat/completions`` (the route; SpanKind.SERVER), from the start of
-  ``answer_search`` to the answer (for a stream: to its last event). Its parent is the
-  W3C ``traceparent`` the client sent, as vLLM's server does; the sampler
+- ``POST /v1/chat/completions`` (the route; SpanKind.SERVER), from ``ServingBase.handle``
+  (once ``convert`` passed) to the answer (for a stream: to its last event). Its parent
+  is the W3C ``traceparent`` the client sent, as vLLM's server does; the sampler
   (``OTEL_TRACES_SAMPLER``, default parent-based always-on) honours its sampled flag.
   Attributes: ``http.request.method``, ``http.route``, ``http.response.status_code``,
   ``alignserve.request_id``, ``alignserve.algorithm``, ``alignserve.n`` (the search's

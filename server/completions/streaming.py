@@ -1,6 +1,6 @@
 """The SSE side of completions: ``text_completion`` chunks for one prepared search.
 
-The search's events come from ``server.chat.streaming.search_events``, the same as
+The search's events come from ``server.search_events.search_events``, the same as
 chat's (committed text while it runs, keep-alives, then its result or error); only their
 format differs. Committed text goes out as it becomes final, then the rest of each chosen
 answer in token-sized pieces (``token_pieces``, so a stream looks like vLLM's), a chunk
@@ -16,16 +16,16 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from search.types import SearchResult
-from server.chat.pieces import streamed_prefix, unsent_pieces
-from server.chat.serving import ChatService, Prepared, finish_reason
-from server.chat.streaming import Committed, Failed, KeepAlive, chunk, search_events
 from server.errors import sse_error
+from server.pieces import streamed_prefix, unsent_pieces
+from server.search_events import Committed, Failed, KeepAlive, chunk, search_events
+from server.search_service import Prepared, SearchService, finish_reason
 
 
 async def completion_stream(
-    service: ChatService, prepared: Prepared, on_search_end: Callable[[], None] = lambda: None
+    service: SearchService, prepared: Prepared, on_search_end: Callable[[], None] = lambda: None
 ) -> AsyncIterator[str]:
-    """The whole stream of one search (``answer_search``'s ``stream``)."""
+    """The whole stream of one search (the serving base's ``stream``)."""
     async for event in search_events(service, prepared, on_search_end):
         if isinstance(event, Committed):
             if event.text:
@@ -56,7 +56,7 @@ def text_chunk(
 
 
 def answer_chunks(
-    service: ChatService, prepared: Prepared, result: SearchResult, sent: str = ""
+    service: SearchService, prepared: Prepared, result: SearchResult, sent: str = ""
 ) -> Iterator[dict[str, Any]]:
     """Each chosen answer after the ``sent`` text (choice 0's, streamed while the search
     ran), its finish chunk, then the report."""

@@ -17,9 +17,9 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from search.types import Candidate, SearchResult
-from server.chat.serving import ChatService, Prepared, finish_reason
 from server.openapi_docs import errors
 from server.responses.protocol import ResponsesRequest
+from server.search_service import Prepared, SearchService, finish_reason
 
 Status = Literal["in_progress", "completed", "incomplete", "failed"]
 
@@ -118,7 +118,7 @@ def answer_status(chosen: Candidate, result: SearchResult) -> tuple[Status, str 
 
 
 def finished_object(
-    request: ResponsesRequest, service: ChatService, prepared: Prepared, result: SearchResult
+    request: ResponsesRequest, service: SearchService, prepared: Prepared, result: SearchResult
 ) -> dict[str, Any]:
     """The ``response`` of a search that ended: the chosen answer, usage, the report."""
     chosen = service.chosen(prepared, result)[0]

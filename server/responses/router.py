@@ -1,132 +1,17 @@
-"""POST /v1/responses: the OpenAI Responses API on the one search path.
-
-The request converts into chat's (``ResponsesRequest.to_chat``) and runs through
-``server.chat.router.answer_search``, so admission, cancellation on disconnect, deadlines,
-limits and metrics are chat's own; only the answer's shape differs (``objects``,
-``streaming``). The ``search`` extension object is chat's, and the response carries the
-same ``search`` report.
-
-Deliberate differences from OpenAI's Responses API:
-
-- Nothing is stored. Every response says ``store: false`` (``store: true`` is accepted
-  and changes nothing), ``previous_response_id`` and ``conversation`` are 400s, and there
-  is no GET, DELETE or cancel route for a response id.
-- One output: a single assistant ``message`` with one ``output_text`` part. No tools
-  (``tools``, ``tool_choice`` other than auto/none), no reasoning, no structured
-  ``text.format``, no ``include``, no ``top_logprobs``, no ``background``, no ``prompt``
-  templates, no ``truncation: "auto"``, no ``service_tier`` but auto/default: sent with
-  another value, each is a 400 naming it. Chat-completions fields sent here by mistake
-  (``max_tokens``, ``messages``, ``stop``, ``seed``, ``n``, ...) are 400s saying what the
-  Responses API uses instead; other unknown fields are ignored with a log line, as chat's.
-- Input: a string, or message items (``type`` "message" or omitted) with roles user,
-  system, developer or assistant, whose content is a string or ``input_text`` /
-  ``output_text`` parts (either kind in any role). Images, files, audio, function calls and
-  item references are 400s naming the item; an empty input is a 400. ``instructions``
-  becomes a leading system message.
-- ``max_output_tokens`` may be below OpenAI's minimum of 16. vLLM's ``top_k``,
-  ``presence_penalty`` and ``frequency_penalty`` are accepted, as chat's.
-- ``temperature`` and ``top_p`` echo the values the engine used (1.0 when not sent).
-- ``usage.input_tokens_details.cached_tokens`` is always 0 (prefix-cache hits are not
-  known per request); ``output_tokens`` counts the chosen answer, not every candidate (the
-  report's ``generated_tokens`` does).
-- ``incomplete``: ``reason: "max_output_tokens"`` when the chosen answer hit the limit;
-  when a deadline or search limit cut the search short (``search.details`` says which) the
-  reason is null, as OpenAI has no reason for that.
-- Streams: no ``obfuscation`` field on deltas (``stream_options.include_obfuscation`` is
-  accepted and changes nothing); deltas carry ``logprobs: []``; keep-alive SSE comments
-  while the search runs. A failed search ends with ``response.failed`` whose ``error.code``
-  is ``server_error`` (5xx), ``rate_limit_exceeded`` (429, the queue filled after the
-  stream began) or ``invalid_prompt`` (a search limit, 400), with alignserve's error type
-  and param beside it. Errors before the stream starts are plain JSON errors, as chat's.
-"""
+"""Thin router for POST /v1/responses (see ``server.responses.serving``)."""
 
 from __future__ import annotations
-
-import logging
-import re
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from search.errors import AlignserveError, InvalidRequest, LimitExceeded
-from search.types import SearchResult
-from server.chat.router import answer_search
-from server.chat.serving import ChatService, Prepared
-from server.metrics import ServerMetrics
-from server.protocol import ChatCompletionRequest
-from server.responses.objects import RESPONSES_DOCS, finished_object
-from server.responses.protocol import PARAMS, ResponsesRequest
-from server.responses.streaming import refusal_events, response_stream
-from server.settings import Settings
+from server.responses.objects import RESPONSES_DOCS
+from server.responses.protocol import ResponsesRequest
+from server.responses.serving import Turn
 
-logger = logging.getLogger(__name__)
 router = APIRouter()
 
 
 @router.post("/v1/responses", response_model=None, responses=RESPONSES_DOCS)
 async def create_response(body: ResponsesRequest, raw: Request) -> Response:
-    settings: Settings = raw.app.state.settings
-    try:
-        chat = body.to_chat(settings.max_messages)
-    except LimitExceeded as exc:
-        metrics: ServerMetrics = raw.app.state.metrics
-        metrics.limit_rejections.labels(exc.limit).inc()
-        raise
-    turn = Turn(body, chat)
-    return await answer_search(
-        raw,
-        chat,
-        prepare=turn.prepare,
-        respond=turn.respond,
-        stream=turn.stream,
-        refusal=turn.refusal,
-    )
-
-
-@dataclass
-class Turn:
-    """One Responses request on chat's path: it keeps what the answer echoes (the
-    request) and, once prepared, what a refused stream needs to name its response."""
-
-    request: ResponsesRequest
-    chat: ChatCompletionRequest
-    prepared: Prepared | None = None
-
-    async def prepare(self, service: ChatService) -> Prepared:
-        unknown = self.request.unknown_fields()
-        if unknown:
-            # Names are client text: quoted, cut short and few, so no line is forged or huge.
-            shown = ", ".join(repr(name[:40]) for name in unknown[:8])
-            more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
-            logger.info("ignoring unknown request fields: %s%s", shown, more)
-        self.request.reject_unsupported()
-        try:
-            self.prepared = await service.prepare(self.chat, id_prefix="resp_")
-        except InvalidRequest as exc:
-            raise renamed(exc) from None
-        return self.prepared
-
-    def respond(
-        self, service: ChatService, prepared: Prepared, result: SearchResult
-    ) -> dict[str, Any]:
-        return finished_object(self.request, service, prepared, result)
-
-    def stream(
-        self, service: ChatService, prepared: Prepared, on_search_end: Callable[[], None]
-    ) -> AsyncIterator[str]:
-        return response_stream(self.request, service, prepared, on_search_end)
-
-    def refusal(self, exc: AlignserveError) -> list[str]:
-        assert self.prepared is not None, "a stream is refused only after it was prepared"
-        return refusal_events(self.request, self.prepared, exc)
-
-
-def renamed(exc: InvalidRequest) -> InvalidRequest:
-    """Chat's error, naming the field as this request has it (max_output_tokens for
-    max_tokens, input for messages)."""
-    exc.param = PARAMS.get(exc.param or "", exc.param)
-    exc.message = re.sub(r"\bmax_tokens\b", "max_output_tokens", exc.message)
-    return exc
+    return await Turn(body).handle(raw)

@@ -1,4 +1,4 @@
-"""The SSE side of the Responses API: a streamed search (``server.chat.streaming.search_events``)
+"""The SSE side of the Responses API: a streamed search (``server.search_events``)
 as OpenAI's typed events, each an ``event: <type>`` line and a ``data:`` line carrying the
 same ``type`` and a ``sequence_number`` that counts from 0:
 
@@ -23,9 +23,7 @@ from typing import Any
 
 from search.errors import AlignserveError
 from search.types import SearchResult
-from server.chat.pieces import streamed_prefix, unsent_pieces
-from server.chat.serving import ChatService, Prepared
-from server.chat.streaming import Committed, Failed, KeepAlive, search_events
+from server.pieces import streamed_prefix, unsent_pieces
 from server.responses.objects import (
     finished_object,
     message_id,
@@ -34,6 +32,8 @@ from server.responses.objects import (
     response_object,
 )
 from server.responses.protocol import ResponsesRequest
+from server.search_events import Committed, Failed, KeepAlive, search_events
+from server.search_service import Prepared, SearchService
 
 KEEP_ALIVE = ": keep-alive\n\n"
 
@@ -120,7 +120,7 @@ class EventWriter:
 
 async def response_stream(
     request: ResponsesRequest,
-    service: ChatService,
+    service: SearchService,
     prepared: Prepared,
     on_search_end: Callable[[], None] = lambda: None,
 ) -> AsyncIterator[str]:
@@ -158,7 +158,7 @@ async def response_stream(
 
 
 def rest_pieces(
-    prepared: Prepared, service: ChatService, result: SearchResult, sent: str
+    prepared: Prepared, service: SearchService, result: SearchResult, sent: str
 ) -> Iterator[str]:
     """The chosen answer after the ``sent`` text, in token-sized pieces (as chat's
     ``answer_chunks`` sends it)."""

@@ -15,9 +15,9 @@ import pytest
 from rewards.guard import TimedReward
 from search.fakes import TableReward
 from server.app import create_app
-from server.chat.router import ClientDisconnected, cancel_on_disconnect
 from server.metrics import ServerMetrics
 from server.runtime import Runtime
+from server.serving_base import ClientDisconnected, cancel_on_disconnect
 from server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

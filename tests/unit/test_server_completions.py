@@ -394,7 +394,7 @@ async def test_defaults_of_the_refused_fields_are_accepted(serve_app: Any) -> No
 async def test_unknown_fields_are_logged_and_ignored(
     serve_app: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="server.chat.serving"):
+    with caplog.at_level(logging.INFO, logger="server.search_service"):
         async with serve_app() as client:
             r = await client.post(URL, json=body(min_tokens=3))
     assert r.status_code == 200

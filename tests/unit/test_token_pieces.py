@@ -11,7 +11,7 @@ import pytest
 from engines.default_model import ensure_default_model
 from engines.tokenizer import HFChatTokenizer
 from search.fakes import CharTokenizer
-from server.chat.pieces import token_pieces
+from server.pieces import token_pieces
 
 
 def pieces(tokenizer: object, ids: Sequence[int], text: str) -> list[str]:

@@ -1,0 +1,227 @@
+"""POST /v1/completions, the legacy OpenAI Completions API, on the serving base
+(``server.serving_base``):
+
+    convert   the request becomes a chat request (``CompletionRequest.chat_request``)
+              whose one user message is the prompt's text: the rewards read the prompt
+    prepare   the prompt's token ids, WITHOUT the chat template (as vLLM's completions
+              endpoint: the engine continues the text the client gave); a text prompt is
+              tokenized off the event loop, a token-id prompt checked against the
+              vocabulary and decoded for the rewards; then ``SearchService.prepare``
+    run       every prompt's search at once
+    respond   a ``text_completion`` with the ``search`` report
+
+Several prompts (a list of strings or of token-id lists, at most ``MAX_PROMPTS``): one
+search per prompt, all run concurrently under the request's ONE admission slot, and
+refused (400 naming ``prompt``) when together they would keep more than
+--max-live-candidates candidates alive: a request of 16 prompts asks no more of the
+engine at once than one search may, and cannot take 16 slots from other clients.
+Choices are numbered prompt-major (``index = prompt_i * n + j``, as OpenAI), usage is
+summed, ``search`` is the list of the reports in prompt order (an object for one
+prompt), and the answer's ``id`` is the first search's. ``Completion`` holds the
+searches and runs them as the serving base's ``run``. A stream answers one prompt
+only (400 naming ``stream``): a stream of several searches would interleave their
+chunks and hold its slot for the slowest.
+
+``best_of`` (which vLLM removed): ``best_of: k`` (k > 1) is Best-of-N,
+``{"algorithm": "bon", "n": k}``, under the server's reward rather than OpenAI's highest
+log probability per token; ``n`` (at most ``best_of``, 400 naming ``best_of`` otherwise,
+as OpenAI) of the k are returned, the top distinct ones. ``best_of: 1``, OpenAI's
+default that some clients always send, changes nothing. ``best_of`` above 1 with a
+``search`` object is a 400 naming ``best_of`` (set ``search.n``): two answers to one
+question, and no silent winner.
+
+Deliberate differences from OpenAI's and vLLM's completions API:
+
+- ``echo: true``, non-null ``logprobs`` (0 included), a non-null ``suffix`` and a
+  non-empty ``logit_bias`` are 400s naming the field; so are the chat-only fields
+  ``messages`` and ``max_completion_tokens`` (forwarded they would be honoured, ignored
+  they would answer another question). Other unknown fields are logged and ignored, as
+  chat does (vLLM's sampling extensions included); chat's refused extensions
+  (``response_format``, ``tools``, ...) are refused here too.
+- Without ``max_tokens`` the server's --default-max-tokens applies, not OpenAI's 16.
+- Without ``best_of`` or ``search`` the server's default search runs (as in chat);
+  ``n`` returns the top ``n`` distinct candidates by reward, not ``n`` samples.
+- Streaming works with ``best_of`` or ``n`` above 1 (OpenAI refuses it): the search
+  runs, then its answer streams; one prompt per stream. The last chunk carries the
+  ``search`` report, as every JSON answer does.
+- A text prompt is encoded without adding the tokenizer's special tokens (vLLM's
+  ``add_special_tokens`` default adds a BOS for tokenizers that have one; SmolLM2's adds
+  none); special-token strings in the text are parsed as special tokens, as vLLM does.
+- At most ``MAX_PROMPTS`` (16) prompts per request, and ``search`` is a list for several.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from search.errors import InvalidRequest, LimitExceeded
+from search.types import SearchResult
+from server.completions.protocol import CompletionRequest, Prompt
+from server.completions.streaming import completion_stream
+from server.protocol import ChatCompletionRequest, ChatMessage
+from server.search_service import Prepared, SearchService, finish_reason
+from server.serving_base import ServingBase
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class Completion(ServingBase):
+    """One completions request: a search per prompt. The first prompt's ``Prepared``
+    stands for the request in the serving base's steps (its algorithm labels the
+    metrics); this keeps the rest."""
+
+    def __init__(self, body: CompletionRequest) -> None:
+        self.body = body
+        self.prepared: list[Prepared] = []
+        self.results: list[SearchResult] = []
+
+    def convert(self, settings: Settings) -> ChatCompletionRequest:
+        self.body.reject_unsupported()
+        self.chat = self.body.chat_request()
+        self.prompts = self.body.prompts()
+        return self.chat
+
+    async def prepare(self, service: SearchService) -> Prepared:
+        self.prepared = [
+            await prepare_prompt(service, self.body, self.chat, prompt) for prompt in self.prompts
+        ]
+        live = sum(p.strategy.peak_candidates() for p in self.prepared)
+        if live > service.settings.max_live_candidates:
+            raise InvalidRequest(
+                f"{len(self.prepared)} prompts' searches keep {live} candidates alive at "
+                f"once; the server allows at most {service.settings.max_live_candidates}: "
+                "send fewer prompts per request",
+                param="prompt",
+            )
+        return self.prepared[0]
+
+    async def run(self, service: SearchService, first: Prepared) -> SearchResult:
+        """The searches at once; the first failure cancels the others (aborting their
+        engine requests) and is the request's error. Each is counted in the search
+        metrics as its own."""
+        if len(self.prepared) == 1:
+            self.results = [await service.run(first)]
+            return self.results[0]
+        tasks = [asyncio.ensure_future(service.run(prepared)) for prepared in self.prepared]
+        try:
+            self.results = list(await asyncio.gather(*tasks))
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return self.results[0]
+
+    def respond(
+        self, service: SearchService, _first: Prepared, _result: SearchResult
+    ) -> dict[str, Any]:
+        return completion(service, list(zip(self.prepared, self.results, strict=True)))
+
+    def stream(
+        self, service: SearchService, prepared: Prepared, on_search_end: Callable[[], None]
+    ) -> AsyncIterator[str]:
+        return completion_stream(service, prepared, on_search_end)
+
+
+async def prepare_prompt(
+    service: SearchService, body: CompletionRequest, chat: ChatCompletionRequest, prompt: Prompt
+) -> Prepared:
+    """One prompt's search, ready to run: its ids go to the engine as they are, its text
+    is the user message the rewards read. Errors name the completions field."""
+    if body.best_of is not None and body.best_of > service.settings.max_n:
+        raise InvalidRequest(f"best_of must be at most {service.settings.max_n}", param="best_of")
+    runtime = service.runtime
+    tokenizer = runtime.tokenizer
+    limit = runtime.max_model_len
+    chars = body.text_chars()
+    if chars > service.settings.max_request_chars:
+        # Before tokenizing, which is what the limit protects; the whole request's text.
+        raise LimitExceeded(
+            f"the prompts hold {chars} characters; the server accepts at most "
+            f"{service.settings.max_request_chars} (--max-request-chars)",
+            limit="request_chars",
+            param="prompt",
+        )
+    if isinstance(prompt, str):
+        ids = await service.tokenize(tokenizer.encode, prompt)
+    else:
+        size = await vocab_size(service)
+        if size is not None and max(prompt) >= size:
+            raise InvalidRequest(
+                f"token id {max(prompt)} is outside the vocabulary (0 to {size - 1})",
+                param="prompt",
+            )
+        ids = prompt
+    if not ids:
+        raise InvalidRequest("the prompt encodes to no tokens", param="prompt")
+    if len(ids) >= limit:
+        raise InvalidRequest(
+            f"the prompt ({len(ids)} tokens) fills the model's context length ({limit})",
+            param="prompt",
+        )
+    text = prompt if isinstance(prompt, str) else await off_loop(service, tokenizer.decode, ids)
+    request = chat.model_copy(update={"messages": [ChatMessage(role="user", content=text)]})
+    try:
+        return await service.prepare(request, prompt_ids=ids, id_prefix="cmpl-")
+    except InvalidRequest as exc:
+        if exc.param == "messages":  # chat's name for what completions calls the prompt
+            exc.param = "prompt"
+        raise
+
+
+async def off_loop(service: SearchService, function: Callable[..., Any], *args: Any) -> Any:
+    """In the render thread, where the tokenizer's other calls run (see ``tokenize``)."""
+    return await asyncio.get_running_loop().run_in_executor(service.render_pool, function, *args)
+
+
+# Vocabulary sizes by tokenizer: ``vocab()`` copies a 50,000-entry dict (20 ms), once.
+VOCAB_SIZES: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
+
+
+async def vocab_size(service: SearchService) -> int | None:
+    """One past the tokenizer's largest id (added tokens included), from ``vocab()``;
+    None for a tokenizer that does not list its vocabulary (the unit tests' fakes)."""
+    tokenizer = service.runtime.tokenizer
+    if tokenizer not in VOCAB_SIZES:
+        vocab = getattr(tokenizer, "vocab", None)
+        if vocab is None:
+            return None
+        listed: dict[str, int] = await off_loop(service, vocab)
+        VOCAB_SIZES[tokenizer] = max(listed.values()) + 1
+    return VOCAB_SIZES[tokenizer]
+
+
+def completion(
+    service: SearchService, searches: Sequence[tuple[Prepared, SearchResult]]
+) -> dict[str, Any]:
+    """A ``text_completion``: each prompt's top ``n`` distinct candidates, prompt-major."""
+    first = searches[0][0]
+    choices: list[dict[str, Any]] = []
+    usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    for i, (prepared, result) in enumerate(searches):
+        chosen = service.chosen(prepared, result)
+        for j, cand in enumerate(chosen):
+            choices.append(
+                {
+                    "index": i * prepared.request.n + j,
+                    "text": cand.text,
+                    "logprobs": None,
+                    "finish_reason": finish_reason(cand),
+                }
+            )
+        for key, value in service.usage(prepared, chosen).items():
+            usage[key] += value
+    reports = [service.report(prepared, result) for prepared, result in searches]
+    return {
+        "id": first.completion_id,
+        "object": "text_completion",
+        "created": first.created,
+        "model": first.model,
+        "choices": choices,
+        "usage": usage,
+        "search": reports[0] if len(reports) == 1 else reports,
+    }

@@ -1,0 +1,417 @@
+"""The search behind every API (chat completions, completions, responses), in three steps
+(``server.serving_base`` runs them for a request):
+
+    prepare   validate a chat-shaped request and convert it: search strategy, sampling
+              config, prompt token ids (the chat template is rendered once, here)
+    run       the strategy searches with the runtime's generator and reward model
+    report    what the answer says of the search: the chosen candidates, honest usage
+              and the ``search`` report of what it spent
+
+Nothing here knows which algorithm runs; the registry does. Nor which API asked: each
+shapes its own answer from ``chosen``, ``usage`` and ``report``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, StrictBool
+
+from rewards.choice import RewardOptions, reward_report
+from search.budget import SearchLimits, check_worst_case
+from search.context import SearchContext
+from search.deadline import run_with_deadline
+from search.errors import (
+    AlignserveError,
+    DeadlineExceeded,
+    EngineUnavailable,
+    InvalidRequest,
+    LimitExceeded,
+    ModelNotFound,
+)
+from search.protocols import ProcessRewardModel
+from search.registry import STRATEGIES, parse_strategy, validate_options
+from search.select import top_distinct
+from search.strategy import SearchStrategy
+from search.types import Candidate, Message, SearchResult
+from server.metrics import ServerMetrics
+from server.protocol import ChatCompletionRequest
+from server.recording import Recorder
+from server.runtime import Runtime
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+RECORD_WAIT_S = 1.0
+
+
+class ServingOptions(BaseModel):
+    """Keys of the ``search`` object that steer serving rather than the algorithm."""
+
+    return_candidates: StrictBool = False
+    timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    on_timeout: Literal["best", "error"] = "best"
+    # Record this search (default: whether the server records, --record); true on a
+    # server that does not record is a 400.
+    record: StrictBool | None = None
+    # Stream the text a search has committed to while it runs (false: all at the end).
+    stream_committed: StrictBool = True
+
+    @classmethod
+    def pop_from(cls, options: dict[str, Any]) -> ServingOptions:
+        given = {key: options.pop(key) for key in cls.model_fields if key in options}
+        return validate_options(cls, given, "search")
+
+
+@dataclass
+class Prepared:
+    request: ChatCompletionRequest
+    strategy: SearchStrategy
+    serving: ServingOptions
+    context: SearchContext
+    completion_id: str
+    created: int
+    model: str
+    record: bool = False
+    # Set when a stream ends in an error after its 200 headers went out.
+    stream_error_status: int | None = None
+    # The search's result once it ran (a stream's request log line and span read it).
+    result: SearchResult | None = None
+
+    @property
+    def algorithm(self) -> str:
+        return self.strategy.name
+
+
+class SearchService:
+    def __init__(
+        self,
+        runtime: Runtime,
+        settings: Settings,
+        metrics: ServerMetrics,
+        recorder: Recorder | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.metrics = metrics
+        self.recorder = recorder
+        # One thread: HF tokenizers are not meant to be used from many threads at once.
+        self.render_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
+
+    # -- prepare ---------------------------------------------------------------------
+    def search_options(
+        self, request: ChatCompletionRequest
+    ) -> tuple[SearchStrategy, ServingOptions, RewardOptions]:
+        options: dict[str, Any] = {"algorithm": self.settings.default_algorithm}
+        if request.search is None and request.temperature == 0:
+            # What clients send for determinism: greedy decoding has one answer, so the
+            # server's default search (n > 1) has nothing to choose from. One greedy
+            # response, no search; the report's algorithm says "none".
+            options["algorithm"] = "none"
+        options.update(request.search or {})
+        chosen = (
+            STRATEGIES.get(options["algorithm"]) if isinstance(options["algorithm"], str) else None
+        )
+        if "n" not in options and (chosen is None or chosen.takes_default_n):
+            options["n"] = self.settings.default_n
+        serving = ServingOptions.pop_from(options)
+        reward = RewardOptions.pop_from(options)
+        strategy = parse_strategy(options)
+        if strategy.n > self.settings.max_n:
+            raise InvalidRequest(
+                f"search.n must be at most {self.settings.max_n}", param="search.n"
+            )
+        if strategy.peak_candidates() > self.settings.max_live_candidates:
+            raise InvalidRequest(
+                f"this search keeps {strategy.peak_candidates()} candidates alive at once; "
+                f"the server allows at most {self.settings.max_live_candidates}",
+                param="search",
+            )
+        if request.temperature == 0 and strategy.samples_per_call() > 1:
+            # Greedy decoding has one answer; vLLM rejects n > 1 with it rather than repeat
+            # it. Checked against what the search samples at once (speculative rejection
+            # starts n_initial responses), so it never fails mid-search.
+            raise InvalidRequest(
+                f"temperature 0 (greedy) yields a single candidate, but this search samples "
+                f"{strategy.samples_per_call()} at once: use search.n = 1 "
+                "or a temperature above 0",
+                param="temperature",
+            )
+        if request.n > strategy.n:
+            raise InvalidRequest(
+                f"n ({request.n}) cannot exceed the number of candidates search.n ({strategy.n})",
+                param="n",
+            )
+        return strategy, serving, reward
+
+    def process_reward(
+        self, strategy: SearchStrategy, name: str | None
+    ) -> ProcessRewardModel | None:
+        """The PRM a step search scores with (search.prm, else the server's default); a
+        400 naming search.prm for an unknown name or a search that scores no steps."""
+        prms = self.runtime.prms
+        if not strategy.scores_steps:
+            if name is not None:
+                raise InvalidRequest(
+                    "search.prm chooses the process reward model of the step searches "
+                    "(beam_search, dvts, particle_filtering), not of this one",
+                    param="search.prm",
+                )
+            return None
+        chosen = name or self.runtime.default_prm
+        if chosen is None or chosen not in prms:
+            have = ", ".join(sorted(prms)) or "none (start it with --prm)"
+            raise InvalidRequest(
+                f"search.prm: no process reward model named {chosen!r} here; this server "
+                f"has {have}",
+                param="search.prm",
+            )
+        return prms[chosen]
+
+    def check_size(self, request: ChatCompletionRequest) -> list[Message]:
+        """The conversation, refused (400) over --max-messages or --max-request-chars
+        before anything renders or tokenizes it."""
+        if len(request.messages) > self.settings.max_messages:
+            raise LimitExceeded(
+                f"{len(request.messages)} messages; the server accepts at most "
+                f"{self.settings.max_messages} (--max-messages)",
+                limit="messages",
+                param="messages",
+            )
+        conversation = request.conversation()
+        chars = sum(len(m["content"]) for m in conversation)
+        if chars > self.settings.max_request_chars:
+            raise LimitExceeded(
+                f"the messages hold {chars} characters; the server accepts at most "
+                f"{self.settings.max_request_chars} (--max-request-chars)",
+                limit="request_chars",
+                param="messages",
+            )
+        return conversation
+
+    async def tokenize(self, function: Callable[..., list[int]], *args: Any) -> list[int]:
+        """``function(*args)`` (a template render or an encode) in the render thread:
+        Jinja and the tokenizer take up to seconds on a long input, so the event loop
+        keeps serving meanwhile (as vLLM renders in an executor)."""
+        return await asyncio.get_running_loop().run_in_executor(self.render_pool, function, *args)
+
+    async def prepare(
+        self,
+        request: ChatCompletionRequest,
+        *,
+        prompt_ids: list[int] | None = None,
+        id_prefix: str = "chatcmpl-",
+    ) -> Prepared:
+        """The search a request asks for, ready to run. ``prompt_ids``: the prompt as the
+        client gave it, without the chat template (the legacy completions API; the
+        request's one user message then carries its text, for the rewards to read)."""
+        log_unknown_fields(request.unknown_fields())
+        request.reject_unsupported()
+        runtime = self.runtime
+        if request.model is not None and request.model != runtime.model_name:
+            raise ModelNotFound(
+                f"model {request.model!r} is not served here; use {runtime.model_name!r}",
+                param="model",
+            )
+        strategy, serving, reward_options = self.search_options(request)
+        reward = (
+            runtime.rewards.for_request(reward_options)
+            if runtime.rewards is not None
+            else runtime.reward
+        )
+        record = self.recorder is not None if serving.record is None else serving.record
+        if record and self.recorder is None:
+            raise InvalidRequest(
+                "this server does not record searches (start it with --record DIR)",
+                param="search.record",
+            )
+        conversation = self.check_size(request)
+        if prompt_ids is None:
+            prompt_ids = await self.tokenize(runtime.tokenizer.render_chat, conversation)
+        # A record keeps every candidate's per-token logprobs.
+        sampling = request.sampling_config(
+            self.settings.default_max_tokens, logprobs=strategy.needs_logprobs or record
+        )
+        if sampling.max_tokens > self.settings.max_tokens_limit:
+            raise InvalidRequest(
+                f"max_tokens must be at most {self.settings.max_tokens_limit}",
+                param="max_tokens",
+            )
+        if len(prompt_ids) + sampling.max_tokens > runtime.max_model_len:
+            raise InvalidRequest(
+                f"the prompt ({len(prompt_ids)} tokens) plus max_tokens ({sampling.max_tokens}) "
+                f"exceeds the model's context length ({runtime.max_model_len})",
+                param="max_tokens" if len(prompt_ids) < runtime.max_model_len else "messages",
+            )
+        limits = SearchLimits(
+            tokens=self.settings.max_search_tokens,
+            engine_calls=self.settings.max_search_engine_calls,
+            reward_items=self.settings.max_search_reward_items,
+            kept_chars=self.settings.max_search_kept_chars,
+            regex_seconds=self.settings.regex_timeout_s,
+        )
+        # The search's worst case, from its options, before any engine work: a 400 naming
+        # the limit (while running, the same limits stop it as its deadline would).
+        check_worst_case(strategy, sampling.max_tokens, limits)
+        context = SearchContext(
+            generator=runtime.generator,
+            reward=reward,
+            tokenizer=runtime.tokenizer,
+            conversation=conversation,
+            prompt_ids=prompt_ids,
+            sampling=sampling,
+            utilities=runtime.utilities,
+            dpo=runtime.dpo,
+            reference=runtime.reference,
+            prm=self.process_reward(strategy, reward_options.prm),
+            limits=limits,
+        )
+        return Prepared(
+            request=request,
+            strategy=strategy,
+            serving=serving,
+            context=context,
+            completion_id=f"{id_prefix}{uuid.uuid4().hex}",
+            created=int(time.time()),
+            model=runtime.model_name,
+            record=record,
+        )
+
+    # -- run ------------------------------------------------------------------------
+    async def run(self, prepared: Prepared) -> SearchResult:
+        start = time.perf_counter()
+        timeout_s = self.settings.request_timeout_s
+        if prepared.serving.timeout_s is not None:
+            timeout_s = min(timeout_s, prepared.serving.timeout_s)
+        try:
+            result = await run_with_deadline(
+                prepared.strategy, prepared.context, timeout_s, prepared.serving.on_timeout
+            )
+        except DeadlineExceeded:
+            self.metrics.deadline_hits.labels("error").inc()
+            raise
+        if result.details.get("deadline_hit"):
+            self.metrics.deadline_hits.labels("best_so_far").inc()
+        if result.details.get("budget_hit"):
+            self.metrics.limit_rejections.labels(result.details["budget_limit"]).inc()
+        result.budget.phase_seconds["total"] = time.perf_counter() - start
+        if not result.ranked:
+            raise EngineUnavailable("the search produced no candidates")
+        self.metrics.record_search(prepared.algorithm, result)
+        prepared.result = result
+        if prepared.record and self.recorder is not None:
+            await self.save_record(prepared, result)
+        return result
+
+    async def save_record(self, prepared: Prepared, result: SearchResult) -> None:
+        """Hand the record to the writer thread and wait (a fraction of a millisecond
+        normally) until it is written, so an answered request is a recorded one; a slow
+        disk delays the answer by at most RECORD_WAIT_S. Never fails the request."""
+        assert self.recorder is not None
+        try:
+            written = self.recorder.submit(search_record(prepared, result))
+            await asyncio.wait_for(asyncio.wrap_future(written), RECORD_WAIT_S)
+        except TimeoutError:
+            logger.warning("the record of %s is not written yet; answering", prepared.completion_id)
+        except Exception:
+            logger.exception("could not record the search")
+
+    # -- report -----------------------------------------------------------------------
+    def report(self, prepared: Prepared, result: SearchResult) -> dict[str, Any]:
+        budget = result.budget
+        report: dict[str, Any] = {
+            "algorithm": prepared.algorithm,
+            "candidates_generated": len(result.candidates),
+            "generated_tokens": budget.generated_tokens,
+            "engine_calls": budget.engine_calls,
+            "reward_calls": budget.reward_calls,
+            # Null when the algorithm never called the reward model (mbr, plain majority).
+            "chosen_reward": result.best.reward if budget.reward_calls else None,
+            "chosen_index": index_of(result.candidates, result.best),
+            "timings": {k: round(v, 4) for k, v in budget.phase_seconds.items()},
+            "details": result.details,
+        }
+        report.update(reward_report(prepared.context.reward, result.candidates))
+        if prepared.serving.return_candidates:
+            report["candidates"] = [
+                {
+                    "index": i,
+                    "text": c.text,
+                    "reward": c.reward,
+                    "finish_reason": finish_reason(c),
+                    "tokens": c.completion.num_tokens,
+                    # log pi(y|x), when the algorithm asked the engine for logprobs.
+                    "logprob": c.completion.cumulative_logprob,
+                }
+                for i, c in enumerate(result.candidates)
+            ]
+        return report
+
+    def chosen(self, prepared: Prepared, result: SearchResult) -> list[Candidate]:
+        return top_distinct(result.ranked, prepared.request.n)
+
+    def usage(self, prepared: Prepared, chosen: Sequence[Candidate]) -> dict[str, int]:
+        prompt = len(prepared.context.prompt_ids)
+        completion = sum(c.completion.num_tokens for c in chosen)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
+
+def search_record(prepared: Prepared, result: SearchResult) -> dict[str, Any]:
+    """One search as training data (see server.recording and ``alignserve export``)."""
+    budget = result.budget
+    return {
+        "id": prepared.completion_id,
+        "created": prepared.created,
+        "model": prepared.model,
+        "algorithm": prepared.algorithm,
+        "options": prepared.strategy.model_dump(),
+        # The request's reward choice ({name: weight}); null: the server's default reward.
+        "reward": getattr(prepared.context.reward, "weights", None),
+        "conversation": [dict(m) for m in prepared.context.conversation],
+        "candidates": [
+            {
+                "text": c.text,
+                "token_ids": list(c.completion.token_ids),
+                "logprobs": None if c.completion.logprobs is None else list(c.completion.logprobs),
+                "reward": c.reward,
+                "finish_reason": finish_reason(c),
+            }
+            for c in result.candidates
+        ],
+        "chosen_index": index_of(result.candidates, result.best),
+        # False when no reward model was called (mbr, plain majority): rewards are 0 then.
+        "rewarded": budget.reward_calls > 0,
+        "deadline_hit": bool(result.details.get("deadline_hit")),
+        "generated_tokens": budget.generated_tokens,
+    }
+
+
+def log_unknown_fields(unknown: Sequence[str]) -> None:
+    if unknown:
+        # Names are client text: quoted, cut short and few, so no line is forged or huge.
+        shown = ", ".join(repr(name[:40]) for name in unknown[:8])
+        more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
+        logger.info("ignoring unknown request fields: %s%s", shown, more)
+
+
+def internal_error(exc: Exception) -> AlignserveError:
+    logger.error("search failed", exc_info=exc)
+    return AlignserveError("internal server error")
+
+
+def finish_reason(candidate: Candidate) -> str:
+    return "length" if candidate.completion.finish_reason == "length" else "stop"
+
+
+def index_of(candidates: Sequence[Candidate], target: Candidate) -> int:
+    return next(i for i, c in enumerate(candidates) if c is target)

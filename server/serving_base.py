@@ -1,0 +1,214 @@
+"""The serving base of the search APIs (chat completions, completions, responses), as a
+template method: ``ServingBase.handle`` answers one request in these steps, and each API
+fills in the ones that differ (``server.chat.serving``, ``server.completions.serving``,
+``server.responses.serving``):
+
+    validate  ``convert``: the API's body, checked on its own, becomes chat's request (the
+              form the search reads; chat's is itself); refused here, a request is not
+              counted as a search
+    prepare   ``prepare``: validated against the server and converted into a search ready
+              to run (``SearchService.prepare``: strategy, sampling, prompt token ids)
+    run       ``run`` (default ``SearchService.run``) under an admission slot, cancelled
+              (aborting its engine requests) when the client disconnects
+    respond   ``respond``: the JSON answer; or, for ``stream: true``, ``stream``: its SSE
+              events (``refusal``: the events of a stream refused after its headers went
+              out, when the queue filled or draining began meanwhile)
+
+Around the steps, the base refuses early when the server is full (``Admission.check``,
+before paying for rendering and tokenization), counts every request in the metrics
+(a stream when it ends), and ends each with one request log line and, when tracing is
+on, one server span (``server.observed``). A router only builds the API's handler for
+the request and calls ``handle``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from search.errors import (
+    AlignserveError,
+    EngineUnavailable,
+    LimitExceeded,
+    Overloaded,
+    ShuttingDown,
+)
+from search.registry import STRATEGIES
+from search.types import SearchResult
+from server.admission import Admission
+from server.errors import sse_error
+from server.metrics import ServerMetrics
+from server.observed import Observed
+from server.protocol import ChatCompletionRequest
+from server.search_service import Prepared, SearchService
+from server.settings import Settings
+
+T = TypeVar("T")
+
+
+class ClientDisconnected(Exception):
+    pass
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Run ``work`` unless the client goes away first; then cancel it, which aborts the
+    engine requests it started."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        raise ClientDisconnected
+    return task.result()
+
+
+def metric_label(algorithm: object, settings: Settings) -> str:
+    """Only known names become label values: clients must not mint new series."""
+    if algorithm is None:
+        return settings.default_algorithm
+    return algorithm if isinstance(algorithm, str) and algorithm in STRATEGIES else "unknown"
+
+
+def search_service(request: Request) -> SearchService:
+    service: SearchService | None = request.app.state.search_service
+    if service is None:
+        raise EngineUnavailable("the model is still loading; retry when /ready says ok")
+    return service
+
+
+class ServingBase(ABC):
+    """One request of a search API, answered by ``handle`` (the template method, see the
+    module's docstring); a subclass keeps what its answer echoes of the request."""
+
+    @abstractmethod
+    def convert(self, settings: Settings) -> ChatCompletionRequest:
+        """The request as chat completions has it (its ``search`` and ``stream`` steer
+        the steps)."""
+
+    @abstractmethod
+    async def prepare(self, service: SearchService) -> Prepared:
+        """The search, ready to run; errors name this API's fields."""
+
+    async def run(self, service: SearchService, prepared: Prepared) -> SearchResult:
+        return await service.run(prepared)
+
+    @abstractmethod
+    def respond(
+        self, service: SearchService, prepared: Prepared, result: SearchResult
+    ) -> dict[str, Any]:
+        """The JSON answer."""
+
+    @abstractmethod
+    def stream(
+        self, service: SearchService, prepared: Prepared, on_search_end: Callable[[], None]
+    ) -> AsyncIterator[str]:
+        """The SSE events of the prepared search; ``on_search_end`` gives its admission
+        slot back."""
+
+    def refusal(self, exc: AlignserveError) -> list[str]:
+        """A stream's error event and its end, for a search refused after the headers."""
+        return [sse_error(exc), "data: [DONE]\n\n"]
+
+    async def handle(self, raw: Request) -> Response:
+        metrics: ServerMetrics = raw.app.state.metrics
+        try:
+            body = self.convert(raw.app.state.settings)
+        except LimitExceeded as exc:
+            metrics.limit_rejections.labels(exc.limit).inc()
+            raise
+        algorithm = metric_label((body.search or {}).get("algorithm"), raw.app.state.settings)
+        start = time.perf_counter()
+        status = 500
+        admission: Admission = raw.app.state.admission
+        observed = Observed.start_for(raw, stream=bool(body.stream), start=start)
+        try:
+            service = search_service(raw)
+            # Refuse before paying for rendering and tokenization (a retry elsewhere is cheap).
+            admission.check(stream=body.stream)
+            prepared = await self.prepare(service)
+            algorithm = prepared.algorithm
+            observed.on_prepared(prepared)
+            if body.stream:
+                admission.check(stream=True)
+                status = 200
+                return StreamingResponse(
+                    counted_stream(self, service, prepared, metrics, start, admission, observed),
+                    media_type="text/event-stream",
+                    headers={"Cache-Control": "no-cache"},
+                )
+            release = await cancel_on_disconnect(raw, admission.enter())
+            try:
+                result = await cancel_on_disconnect(raw, self.run(service, prepared))
+            finally:
+                release()
+            observed.result = result
+            response = JSONResponse(self.respond(service, prepared, result))
+            status = 200  # after rendering: a body that fails to render is counted as the 500 it is
+            return response
+        except AlignserveError as exc:
+            status = exc.status_code
+            observed.error = exc
+            if isinstance(exc, LimitExceeded):
+                metrics.limit_rejections.labels(exc.limit).inc()
+            raise
+        except ClientDisconnected:
+            metrics.cancellations.inc()
+            status = 499  # nginx's "client closed request": nobody reads this response
+            return Response(status_code=499)
+        except Exception as exc:
+            observed.error = exc
+            raise
+        finally:
+            if not (body.stream and status == 200):
+                metrics.record_request(algorithm, status, time.perf_counter() - start)
+                observed.finish(algorithm, status)
+
+
+async def counted_stream(
+    handler: ServingBase,
+    service: SearchService,
+    prepared: Prepared,
+    metrics: ServerMetrics,
+    start: float,
+    admission: Admission,
+    observed: Observed | None = None,
+) -> AsyncIterator[str]:
+    status = 499  # unless the stream runs to its end, the client left
+    release = None
+    admission.open_streams += 1
+    try:
+        release = await admission.enter()
+        async for event in handler.stream(service, prepared, release):
+            yield event
+        status = prepared.stream_error_status or 200
+    except (Overloaded, ShuttingDown) as exc:  # the queue filled, or draining began, since check
+        status = exc.status_code
+        if observed is not None:
+            observed.error = exc
+        for event in handler.refusal(exc):
+            yield event
+    finally:
+        admission.open_streams -= 1
+        if release is not None:
+            release()
+        if status == 499:
+            metrics.cancellations.inc()
+        metrics.record_request(prepared.algorithm, status, time.perf_counter() - start)
+        if observed is not None:
+            observed.finish(prepared.algorithm, status)
