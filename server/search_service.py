@@ -20,11 +20,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field, StrictBool
-
-from rewards.choice import RewardOptions, reward_report
+from rewards.choice import reward_report
 from search.budget import SearchLimits, check_worst_case
 from search.context import SearchContext
 from search.deadline import run_with_deadline
@@ -36,8 +34,6 @@ from search.errors import (
     LimitExceeded,
     ModelNotFound,
 )
-from search.protocols import ProcessRewardModel
-from search.registry import STRATEGIES, parse_strategy, validate_options
 from search.select import top_distinct
 from search.strategy import SearchStrategy
 from search.types import Candidate, Message, SearchResult
@@ -45,28 +41,11 @@ from server.metrics import ServerMetrics
 from server.protocol import ChatCompletionRequest
 from server.recording import Recorder
 from server.runtime import Runtime
+from server.search_options import ServingOptions, process_reward, search_options
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
 RECORD_WAIT_S = 1.0
-
-
-class ServingOptions(BaseModel):
-    """Keys of the ``search`` object that steer serving rather than the algorithm."""
-
-    return_candidates: StrictBool = False
-    timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    on_timeout: Literal["best", "error"] = "best"
-    # Record this search (default: whether the server records, --record); true on a
-    # server that does not record is a 400.
-    record: StrictBool | None = None
-    # Stream the text a search has committed to while it runs (false: all at the end).
-    stream_committed: StrictBool = True
-
-    @classmethod
-    def pop_from(cls, options: dict[str, Any]) -> ServingOptions:
-        given = {key: options.pop(key) for key in cls.model_fields if key in options}
-        return validate_options(cls, given, "search")
 
 
 @dataclass
@@ -105,75 +84,6 @@ class SearchService:
         self.render_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
 
     # -- prepare ---------------------------------------------------------------------
-    def search_options(
-        self, request: ChatCompletionRequest
-    ) -> tuple[SearchStrategy, ServingOptions, RewardOptions]:
-        options: dict[str, Any] = {"algorithm": self.settings.default_algorithm}
-        if request.search is None and request.temperature == 0:
-            # What clients send for determinism: greedy decoding has one answer, so the
-            # server's default search (n > 1) has nothing to choose from. One greedy
-            # response, no search; the report's algorithm says "none".
-            options["algorithm"] = "none"
-        options.update(request.search or {})
-        chosen = (
-            STRATEGIES.get(options["algorithm"]) if isinstance(options["algorithm"], str) else None
-        )
-        if "n" not in options and (chosen is None or chosen.takes_default_n):
-            options["n"] = self.settings.default_n
-        serving = ServingOptions.pop_from(options)
-        reward = RewardOptions.pop_from(options)
-        strategy = parse_strategy(options)
-        if strategy.n > self.settings.max_n:
-            raise InvalidRequest(
-                f"search.n must be at most {self.settings.max_n}", param="search.n"
-            )
-        if strategy.peak_candidates() > self.settings.max_live_candidates:
-            raise InvalidRequest(
-                f"this search keeps {strategy.peak_candidates()} candidates alive at once; "
-                f"the server allows at most {self.settings.max_live_candidates}",
-                param="search",
-            )
-        if request.temperature == 0 and strategy.samples_per_call() > 1:
-            # Greedy decoding has one answer; vLLM rejects n > 1 with it rather than repeat
-            # it. Checked against what the search samples at once (speculative rejection
-            # starts n_initial responses), so it never fails mid-search.
-            raise InvalidRequest(
-                f"temperature 0 (greedy) yields a single candidate, but this search samples "
-                f"{strategy.samples_per_call()} at once: use search.n = 1 "
-                "or a temperature above 0",
-                param="temperature",
-            )
-        if request.n > strategy.n:
-            raise InvalidRequest(
-                f"n ({request.n}) cannot exceed the number of candidates search.n ({strategy.n})",
-                param="n",
-            )
-        return strategy, serving, reward
-
-    def process_reward(
-        self, strategy: SearchStrategy, name: str | None
-    ) -> ProcessRewardModel | None:
-        """The PRM a step search scores with (search.prm, else the server's default); a
-        400 naming search.prm for an unknown name or a search that scores no steps."""
-        prms = self.runtime.prms
-        if not strategy.scores_steps:
-            if name is not None:
-                raise InvalidRequest(
-                    "search.prm chooses the process reward model of the step searches "
-                    "(beam_search, dvts, particle_filtering), not of this one",
-                    param="search.prm",
-                )
-            return None
-        chosen = name or self.runtime.default_prm
-        if chosen is None or chosen not in prms:
-            have = ", ".join(sorted(prms)) or "none (start it with --prm)"
-            raise InvalidRequest(
-                f"search.prm: no process reward model named {chosen!r} here; this server "
-                f"has {have}",
-                param="search.prm",
-            )
-        return prms[chosen]
-
     def check_size(self, request: ChatCompletionRequest) -> list[Message]:
         """The conversation, refused (400) over --max-messages or --max-request-chars
         before anything renders or tokenizes it."""
@@ -186,13 +96,7 @@ class SearchService:
             )
         conversation = request.conversation()
         chars = sum(len(m["content"]) for m in conversation)
-        if chars > self.settings.max_request_chars:
-            raise LimitExceeded(
-                f"the messages hold {chars} characters; the server accepts at most "
-                f"{self.settings.max_request_chars} (--max-request-chars)",
-                limit="request_chars",
-                param="messages",
-            )
+        check_request_chars(chars, self.settings, what="the messages", param="messages")
         return conversation
 
     async def tokenize(self, function: Callable[..., list[int]], *args: Any) -> list[int]:
@@ -219,7 +123,7 @@ class SearchService:
                 f"model {request.model!r} is not served here; use {runtime.model_name!r}",
                 param="model",
             )
-        strategy, serving, reward_options = self.search_options(request)
+        strategy, serving, reward_options = search_options(request, self.settings)
         reward = (
             runtime.rewards.for_request(reward_options)
             if runtime.rewards is not None
@@ -269,7 +173,7 @@ class SearchService:
             utilities=runtime.utilities,
             dpo=runtime.dpo,
             reference=runtime.reference,
-            prm=self.process_reward(strategy, reward_options.prm),
+            prm=process_reward(runtime, strategy, reward_options.prm),
             limits=limits,
         )
         return Prepared(
@@ -394,6 +298,18 @@ def search_record(prepared: Prepared, result: SearchResult) -> dict[str, Any]:
         "deadline_hit": bool(result.details.get("deadline_hit")),
         "generated_tokens": budget.generated_tokens,
     }
+
+
+def check_request_chars(chars: int, settings: Settings, *, what: str, param: str) -> None:
+    """A 400 (limit ``request_chars``) for a request whose text, ``chars`` characters of
+    ``what``, is over --max-request-chars: checked before anything tokenizes it."""
+    if chars > settings.max_request_chars:
+        raise LimitExceeded(
+            f"{what} hold {chars} characters; the server accepts at most "
+            f"{settings.max_request_chars} (--max-request-chars)",
+            limit="request_chars",
+            param=param,
+        )
 
 
 def log_unknown_fields(unknown: Sequence[str]) -> None:

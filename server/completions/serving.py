@@ -58,12 +58,17 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from search.errors import InvalidRequest, LimitExceeded
+from search.errors import InvalidRequest
 from search.types import SearchResult
 from server.completions.protocol import CompletionRequest, Prompt
 from server.completions.streaming import completion_stream
 from server.protocol import ChatCompletionRequest, ChatMessage
-from server.search_service import Prepared, SearchService, finish_reason
+from server.search_service import (
+    Prepared,
+    SearchService,
+    check_request_chars,
+    finish_reason,
+)
 from server.serving_base import ServingBase
 from server.settings import Settings
 
@@ -137,15 +142,8 @@ async def prepare_prompt(
     runtime = service.runtime
     tokenizer = runtime.tokenizer
     limit = runtime.max_model_len
-    chars = body.text_chars()
-    if chars > service.settings.max_request_chars:
-        # Before tokenizing, which is what the limit protects; the whole request's text.
-        raise LimitExceeded(
-            f"the prompts hold {chars} characters; the server accepts at most "
-            f"{service.settings.max_request_chars} (--max-request-chars)",
-            limit="request_chars",
-            param="prompt",
-        )
+    # The whole request's text, before tokenizing (what the limit protects).
+    check_request_chars(body.text_chars(), service.settings, what="the prompts", param="prompt")
     if isinstance(prompt, str):
         ids = await service.tokenize(tokenizer.encode, prompt)
     else:
