@@ -38,6 +38,7 @@ COPY server ./server
 COPY search ./search
 COPY rewards ./rewards
 COPY engines ./engines
+COPY transport ./transport
 COPY tools ./tools
 RUN scripts/setup_env.sh "${FLAVOR}"
 RUN useradd --create-home --uid 1000 alignserve && mkdir -p /cache && chown alignserve /cache

@@ -33,9 +33,9 @@ from typing import Any
 import httpx
 
 from engines.remote_stream import ChoiceStream, StreamError
-from engines.retry import RetryBudget, post_with_retries, retry_after_s
 from search.errors import EngineUnavailable, InvalidRequest
 from search.types import Completion, FinishReason, SamplingConfig
+from transport.retry import RetryBudget, post_with_retries, retry_after_s
 
 logger = logging.getLogger(__name__)
 

@@ -54,11 +54,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from engines.retry import post_with_retries
 from rewards.batcher import gather_or_cancel
 from rewards.judge import SCORE_PREFIX, SCORES, TOP_LOGPROBS, digit_score, judge_messages
 from search.errors import RewardUnavailable
 from search.types import Message
+from transport.retry import post_with_retries
 
 logger = logging.getLogger(__name__)
 

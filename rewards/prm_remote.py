@@ -30,7 +30,7 @@ truncated the input, or its separator id is another token) is ``bad_value``.
 Failures are ``RewardUnavailable`` (503) whose message says only what failed: the URL, the
 server's reply and the exception go to the log, never to the client. Connection errors
 and HTTP errors are ``reason="error"`` (connection failures and 429/502/503/504 are
-retried twice first, as engines.retry does); a reply that is malformed, of the
+retried twice first, as transport.retry does); a reply that is malformed, of the
 wrong shape or over ``MAX_REPLY_BYTES`` is ``"bad_value"``; a logit that is not finite is
 ``"non_finite"``.
 """
@@ -45,11 +45,11 @@ from typing import Any
 
 import httpx
 
-from engines.retry import RETRYABLE_STATUS, retry_delay
 from rewards.batcher import gather_or_cancel
 from rewards.prm_format import DEFAULT_SEPARATOR, clean_steps, positive_probability, prm_messages
 from search.errors import RewardUnavailable
 from search.types import Message
+from transport.retry import RETRYABLE_STATUS, retry_delay
 
 logger = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import httpx
 
-from engines.retry import post_with_retries
 from rewards.batcher import ScoreItem, gather_or_cancel
 from search.errors import RewardUnavailable
 from search.types import Message
+from transport.retry import post_with_retries
 
 logger = logging.getLogger(__name__)
 

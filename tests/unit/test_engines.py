@@ -20,7 +20,6 @@ from engines.remote import (
     parse_choice,
     retry_after_header,
 )
-from engines.retry import RetryBudget
 from engines.tokenizer import HFChatTokenizer
 from engines.vllm_local import (
     EngineConfig,
@@ -33,6 +32,7 @@ from engines.vllm_local import (
 )
 from search.errors import EngineUnavailable, InvalidRequest
 from search.types import Completion, SamplingConfig
+from transport.retry import RetryBudget
 
 # -- completion_body ---------------------------------------------------------------------
 
