@@ -1,9 +1,15 @@
-"""The packages' import direction (the README's architecture section):
+"""The packages' import direction (DESIGN.md's layout):
 
-    search  <-  engines  <-  rewards  <-  server  <-  tools
+    tools  ->  server  ->  {engines, rewards}  ->  search
+                                  |
+                                  v
+                              transport
 
-A package imports only itself and the packages to its left, at module level or inside a
-function alike; ``search`` imports no engine, HTTP or model library at all."""
+A package imports only itself and the packages below it, at module level or inside a
+function alike. ``engines`` and ``rewards`` are siblings: neither imports the other (what a
+reward needs of a tokenizer is a protocol in search.protocols; HTTP retries live in
+``transport``, below both). ``search`` imports none of them, and no engine, HTTP or model
+library at all; ``transport`` imports none of server, engines, rewards or tools."""
 
 from __future__ import annotations
 
@@ -13,7 +19,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-ORDER = ["search", "engines", "rewards", "server", "tools"]
+# What each package may import besides itself.
+ALLOWED = {
+    "search": set(),
+    "transport": set(),
+    "engines": {"search", "transport"},
+    "rewards": {"search", "transport"},
+    "server": {"search", "transport", "engines", "rewards"},
+    "tools": {"search", "transport", "engines", "rewards", "server"},
+}
+PACKAGES = set(ALLOWED)
 # What "pure asyncio algorithms" rules out, at any depth of search/.
 NOT_IN_SEARCH = {"vllm", "httpx", "torch", "transformers", "fastapi", "uvicorn"}
 
@@ -39,14 +54,26 @@ def modules(package: str) -> list[Path]:
     return found
 
 
-@pytest.mark.parametrize("package", ORDER)
-def test_each_package_imports_only_those_to_its_left(package: str) -> None:
-    allowed = set(ORDER[: ORDER.index(package) + 1])
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_each_package_imports_only_those_below_it(package: str) -> None:
+    allowed = ALLOWED[package] | {package}
     wrong = {
-        str(path.relative_to(ROOT)): sorted((imported_roots(path, package) & set(ORDER)) - allowed)
+        str(path.relative_to(ROOT)): sorted((imported_roots(path, package) & PACKAGES) - allowed)
         for path in modules(package)
     }
     assert {k: v for k, v in wrong.items() if v} == {}
+
+
+def test_engines_and_rewards_are_siblings() -> None:
+    assert "rewards" not in ALLOWED["engines"] and "engines" not in ALLOWED["rewards"]
+
+
+def test_the_direction_has_no_cycle() -> None:
+    """Each package's allowed imports are allowed to its importers too (a layered order)."""
+    for package, below in ALLOWED.items():
+        for lower in below:
+            assert ALLOWED[lower] <= below, (package, lower)
+            assert package not in ALLOWED[lower]
 
 
 def test_search_imports_no_engine_http_or_model_library() -> None:
