@@ -27,7 +27,7 @@ import asyncio
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import httpx
@@ -181,7 +181,7 @@ class RemoteGenerator:
 
     async def generate_stream(
         self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
-    ) -> AsyncIterator[list[tuple[int, Completion]]]:
+    ) -> AsyncGenerator[list[tuple[int, Completion]], None]:
         """``generate``'s request streamed: yields ``(index, completion)`` lists as choices
         finish, each index in 0..n-1 exactly once, else EngineUnavailable at the end.
 

@@ -20,7 +20,7 @@ import asyncio
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +28,9 @@ from rewards.spec import CONSTRAINTS, RewardSpec
 from search.errors import InvalidRequest
 from search.protocols import Bounds, RewardModel
 from search.types import Message
+
+if TYPE_CHECKING:
+    from rewards.constraints import ConstraintsReward
 
 MAX_COMPONENTS = 8
 MAX_WEIGHT = 1e6
@@ -84,7 +87,7 @@ class RequestReward:
     components. ``components_of(text)`` is what each component gave a complete response."""
 
     components: list[Component]
-    constraints: Any = None  # the request's ConstraintsReward, when it sent constraints
+    constraints: ConstraintsReward | None = None  # when the request sent constraints
     _scores: dict[str, dict[str, float]] = field(default_factory=dict, init=False)
 
     @property
@@ -172,7 +175,7 @@ class RewardSet:
             components.append(Component(name, weight, model, rubric))
         return RequestReward(components, constraints)
 
-    def _constraints(self, items: list[Any] | None) -> Any:
+    def _constraints(self, items: list[Any] | None) -> ConstraintsReward | None:
         if items is None:
             return None
         from rewards.constraints import ConstraintsReward, parse_constraints

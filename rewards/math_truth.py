@@ -90,7 +90,8 @@ def _digits(expr: Any) -> float:
     import sympy
 
     if isinstance(expr, sympy.Rational):  # Integer too: both numerator and denominator
-        return max(abs(expr.p).bit_length(), expr.q.bit_length()) * math.log10(2)
+        bits: int = max(abs(expr.p).bit_length(), expr.q.bit_length())
+        return bits * math.log10(2)
     if isinstance(expr, sympy.Float):
         value = abs(float(expr))  # inf past float's range
         return abs(math.log10(value)) if value > 0 else 0.0

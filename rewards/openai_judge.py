@@ -121,8 +121,8 @@ def json_score(content: Any) -> float | None:
     return None
 
 
-def excerpt(text: Any) -> str:
-    text = str(text)
+def excerpt(value: Any) -> str:
+    text = str(value)
     return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "..."
 
 

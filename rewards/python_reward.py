@@ -169,7 +169,8 @@ def import_target(target: str) -> Callable[..., Any]:
         raise ValueError(
             f"python reward {target}: {attr} is a {type(obj).__name__}, not a function"
         )
-    return obj
+    fn: Callable[..., Any] = obj
+    return fn
 
 
 def takes_partial(fn: Callable[..., Any], name: str) -> bool:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from search.protocols import ContextSized, Generator, JudgeTokenizer, RewardModel
 
@@ -159,7 +158,7 @@ def build_reward(
     return RemoteReward(spec.target, api_key=api_key)
 
 
-def _openai_judge(spec: RewardSpec) -> Any:
+def _openai_judge(spec: RewardSpec) -> RewardModel:
     from rewards.openai_judge import OpenAIJudgeReward
 
     key_env = spec.options.get("key_env")

@@ -172,7 +172,7 @@ class SpeculativeRejection(SearchStrategy):
         )
 
     @staticmethod
-    def commit(ctx: SearchContext, live: list[Partial], finished: list[Scored]) -> None:
+    def commit(ctx: SearchContext, live: list[Partial], finished: list[Scored[Partial]]) -> None:
         """Every answer still possible extends a live survivor or is a finished response."""
         ctx.commit_common_prefix([p.text for p in live] + [s.response.text for s in finished])
 

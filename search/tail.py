@@ -150,7 +150,8 @@ def fit_gpd(rewards: Sequence[float]) -> TailFit:
         exceed = (1 - p) / tail_mass  # P(X > x | X > threshold)
         if abs(xi) < 1e-9:
             return threshold + scale * -math.log(exceed)
-        return threshold + scale / xi * (exceed**-xi - 1)
+        # float ** float is typed Any (a negative base gives a complex); exceed is in (0, 1].
+        return threshold + scale / xi * (float(exceed**-xi) - 1)
 
     params = {"xi": xi, "scale": scale, "threshold": threshold, "tail_mass": tail_mass}
     if xi < 0:
