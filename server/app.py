@@ -4,24 +4,16 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from engines.default_model import DEFAULT_MODEL_NAME
-from rewards.batcher import ItemScorer, MicroBatcher
-from rewards.choice import RewardSet
-from rewards.guard import TimedPRM, TimedReward
-from rewards.judge_prm import JudgePRM
-from rewards.spec import parse_specs
-from search.protocols import RewardModel
 from server.admission import Admission
 from server.auth import ApiKeyGate
 from server.body_limit import BodyLimit
@@ -34,6 +26,7 @@ from server.openapi_docs import API_ERRORS, OPS_ERRORS, without_default_422
 from server.recording import Recorder
 from server.request_id import RequestIdMiddleware
 from server.responses.router import router as responses_router
+from server.reward_assembly import assemble_rewards
 from server.runtime import Runtime, load_runtime
 from server.search_service import SearchService
 from server.settings import Settings
@@ -58,93 +51,11 @@ def create_app(
     settings: Settings, *, runtime: Runtime | None = None, loader: RuntimeLoader = load_runtime
 ) -> FastAPI:
     metrics = ServerMetrics()
-
-    def install(loaded: Runtime) -> None:
-        # A copy, so the runtime given in stays unwrapped and can serve another app.
-        closers = list(loaded.closers)
-
-        def wrap(name: str, reward: RewardModel) -> RewardModel:
-            """Micro-batched across requests when it can score mixed items, and bounded by
-            --reward-timeout-s with its latency and errors labelled by its name."""
-            batched = isinstance(reward, ItemScorer)
-            if isinstance(reward, ItemScorer):
-                batcher = MicroBatcher(
-                    reward,
-                    max_batch_size=settings.reward_max_batch_size,
-                    max_wait_ms=settings.reward_max_wait_ms,
-                    observe=metrics.batch_observer(name),
-                )
-                reward = batcher
-                closers.append(batcher.aclose)
-            return TimedReward(
-                reward,
-                metrics.reward_observers(name),
-                batched=batched,
-                timeout_s=settings.reward_timeout_s,
-            )
-
-        named = loaded.rewards
-        if named is None:  # an injected runtime with one reward: the settings' default
-            specs, default = parse_specs(settings.reward, settings.default_reward)
-            named = RewardSet({default: loaded.reward}, specs, default)
-        models = {name: wrap(name, model) for name, model in named.models.items()}
-        rewards = RewardSet(models, list(named.specs.values()), named.default)
-        prms: dict[str, Any] = {}
-        for name, prm in loaded.prms.items():
-            label = f"prm:{name}"
-            if isinstance(prm, JudgePRM):
-                # The judge's calls batch with other requests' as the judge reward's do.
-                prms[name] = JudgePRM(wrap(label, prm.judge))
-            else:
-                prms[name] = TimedPRM(
-                    prm, metrics.reward_observers(label), timeout_s=settings.reward_timeout_s
-                )
-        rt = dataclasses.replace(
-            loaded,
-            reward=rewards.default_model or loaded.reward,
-            rewards=rewards,
-            prms=prms,
-            closers=closers,
-        )
-        app.state.runtime = rt
-        app.state.search_service = SearchService(rt, settings, metrics, recorder=app.state.recorder)
-
-    async def load() -> None:
-        try:
-            install(await loader(settings))
-        except Exception as exc:
-            # Serving 503 forever would leave a wrong --model unnoticed: exit non-zero.
-            logger.debug("loading the runtime failed", exc_info=True)
-            fatal(app, "loading failed", f"{type(exc).__name__}: {exc}")
-            return
-        start_monitor(app, app.state.runtime)
-        freeze_startup_heap()
-        logger.info("ready: serving %s", app.state.runtime.model_name)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if not app.state.tracing.enabled:  # unless one was injected (tests)
-            app.state.tracing = Tracing.from_settings(settings)
-        loading = None if runtime is not None else asyncio.create_task(load())
-        if runtime is not None:
-            start_monitor(app, app.state.runtime)
-        try:
-            yield
-        finally:
-            if loading is not None and not loading.done():
-                loading.cancel()
-            if app.state.health is not None:  # first: closing the engines is no death
-                await app.state.health.stop()
-            if app.state.runtime is not None:
-                await app.state.runtime.close()
-            if app.state.recorder is not None:
-                await asyncio.to_thread(app.state.recorder.close)
-            await asyncio.to_thread(app.state.tracing.shutdown)  # last: flush every span
-
     docs = (
         {} if not settings.disable_docs else dict(docs_url=None, redoc_url=None, openapi_url=None)
     )
-    app = FastAPI(title="alignserve", lifespan=lifespan, **docs)  # type: ignore[arg-type]
+    app_lifespan = lifespan(None if runtime is not None else loader)
+    app = FastAPI(title="alignserve", lifespan=app_lifespan, **docs)  # type: ignore[arg-type]
     warn_if_open(settings)
     app.state.settings = settings
     app.state.metrics = metrics
@@ -169,7 +80,7 @@ def create_app(
         max_open_streams=settings.max_open_streams,
     )
     if runtime is not None:
-        install(runtime)
+        install(app, runtime)
     install_error_handlers(app)
     # Outermost last: ids on every response, then the key from headers alone (before any
     # body is read), then the body's size and pace.
@@ -183,7 +94,70 @@ def create_app(
         ApiKeyGate, keys=settings.api_key, protect_ops_routes=settings.protect_ops_routes
     )
     app.add_middleware(RequestIdMiddleware)
-    app.include_router(chat_router)  # keys: ApiKeyGate, before any body is read
+    install_routes(app)
+    without_default_422(app)
+    return app
+
+
+def install(app: FastAPI, loaded: Runtime) -> None:
+    """Serve ``loaded``, its rewards assembled for this app (``server.reward_assembly``)."""
+    settings: Settings = app.state.settings
+    runtime = assemble_rewards(loaded, settings, app.state.metrics)
+    app.state.runtime = runtime
+    app.state.search_service = SearchService(
+        runtime, settings, app.state.metrics, recorder=app.state.recorder
+    )
+
+
+async def load(app: FastAPI, loader: RuntimeLoader) -> None:
+    try:
+        install(app, await loader(app.state.settings))
+    except Exception as exc:
+        # Serving 503 forever would leave a wrong --model unnoticed: exit non-zero.
+        logger.debug("loading the runtime failed", exc_info=True)
+        fatal(app, "loading failed", f"{type(exc).__name__}: {exc}")
+        return
+    start_monitor(app, app.state.runtime)
+    freeze_startup_heap()
+    logger.info("ready: serving %s", app.state.runtime.model_name)
+
+
+def lifespan(
+    loader: RuntimeLoader | None,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: tracing starts, the runtime loads in the background with
+    ``loader`` (None: it was injected and installed, and only its health monitor starts),
+    and at the end everything stops in order."""
+
+    @asynccontextmanager
+    async def running(app: FastAPI) -> AsyncIterator[None]:
+        if not app.state.tracing.enabled:  # unless one was injected (tests)
+            app.state.tracing = Tracing.from_settings(app.state.settings)
+        loading = None if loader is None else asyncio.create_task(load(app, loader))
+        if loader is None:
+            start_monitor(app, app.state.runtime)
+        try:
+            yield
+        finally:
+            if loading is not None and not loading.done():
+                loading.cancel()
+            if app.state.health is not None:  # first: closing the engines is no death
+                await app.state.health.stop()
+            if app.state.runtime is not None:
+                await app.state.runtime.close()
+            if app.state.recorder is not None:
+                await asyncio.to_thread(app.state.recorder.close)
+            await asyncio.to_thread(app.state.tracing.shutdown)  # last: flush every span
+
+    return running
+
+
+def install_routes(app: FastAPI) -> None:
+    """The three search APIs (their keys checked by ApiKeyGate before any body is read),
+    /v1/models, the health routes and /metrics."""
+    settings: Settings = app.state.settings
+    metrics: ServerMetrics = app.state.metrics
+    app.include_router(chat_router)
     app.include_router(completions_router)
     app.include_router(responses_router)
 
@@ -214,9 +188,6 @@ def create_app(
     @app.get("/metrics", responses=OPS_ERRORS, response_class=PlainTextResponse)
     async def prometheus(_: Request) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    without_default_422(app)
-    return app
 
 
 def warn_if_open(settings: Settings) -> None:

@@ -105,8 +105,8 @@ async def load_runtime(settings: Settings) -> Runtime:
 async def _build_runtime(settings: Settings, closers: list[Callable[[], Any]]) -> Runtime:
     from engines.default_model import DEFAULT_MODEL_NAME, context_length
     from engines.tokenizer import HFChatTokenizer
-    from rewards.prm_spec import build_prm, parse_prm_specs
-    from rewards.spec import build_reward, parse_specs
+    from rewards.prm_spec import build_prm
+    from rewards.spec import build_reward
 
     model = await asyncio.to_thread(resolve_model, settings.model, settings.model_cache_dir)
     tokenizer = await asyncio.to_thread(HFChatTokenizer.load, model)
@@ -129,11 +129,11 @@ async def _build_runtime(settings: Settings, closers: list[Callable[[], Any]]) -
         generator = await asyncio.to_thread(VLLMGenerator.start, engine_config(settings, model))
         closers.append(generator.shutdown)
         max_model_len = generator.max_model_len
-    specs, default = parse_specs(settings.reward, settings.default_reward)
+    specs, default = settings.reward_specs
     built = BuildContext(settings, generator, tokenizer, max_model_len, closers)
     # constraints is built per request, so it is not among the models.
     rewards = RewardSet(await built.each(build_reward, specs), specs, default)
-    prm_specs, default_prm = parse_prm_specs(settings.prm, settings.default_prm)
+    prm_specs, default_prm = settings.prm_specs
     prms = await built.each(build_prm, prm_specs)
     dpo = reference = None
     if settings.dpo_model and settings.reference_model:

@@ -6,11 +6,11 @@ import json
 import os
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from rewards.prm_spec import parse_prm_specs
-from rewards.spec import parse_specs
+from rewards.prm_spec import PRMSpec, parse_prm_specs
+from rewards.spec import RewardSpec, parse_specs
 
 
 class Settings(BaseSettings):
@@ -133,6 +133,20 @@ class Settings(BaseSettings):
     default_max_tokens: int = Field(default=256, ge=1)
     keepalive_s: float = Field(default=5.0, gt=0)
 
+    # --reward and --prm, parsed once when the settings load (a bad spec refuses them).
+    _parsed_rewards: tuple[list[RewardSpec], str] = PrivateAttr()
+    _parsed_prms: tuple[list[PRMSpec], str | None] = PrivateAttr()
+
+    @property
+    def reward_specs(self) -> tuple[list[RewardSpec], str]:
+        """The named rewards' specs and the default's name."""
+        return self._parsed_rewards
+
+    @property
+    def prm_specs(self) -> tuple[list[PRMSpec], str | None]:
+        """The process reward models' specs and the default's name (None: none)."""
+        return self._parsed_prms
+
     @field_validator("api_key", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
@@ -158,8 +172,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _reward_specs_parse(self) -> Settings:
-        parse_specs(self.reward, self.default_reward)
-        parse_prm_specs(self.prm, self.default_prm)
+        self._parsed_rewards = parse_specs(self.reward, self.default_reward)
+        self._parsed_prms = parse_prm_specs(self.prm, self.default_prm)
         return self
 
     @model_validator(mode="after")
