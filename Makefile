@@ -1,5 +1,8 @@
 # make serve   create .venv if needed, convert the default model on first use, start the server
-# make test    create .venv if needed, run ruff, mypy and every test (unit, integration, e2e)
+# make test    create .venv if needed, run ruff, mypy, the docs build and every test (unit,
+#              integration, e2e), printing the 25 slowest; what CI runs
+# make check   the inner loop: ruff, mypy, the docs build and the unit tests on fakes
+#              (no model, no slow ones)
 # make bench   the Best-of-8 overhead benchmark (HTTP server vs the raw engine, same run)
 # make eval    reward against tokens per algorithm and budget (alignserve eval $(ARGS))
 # make load    load sweep over concurrency levels (alignserve bench $(ARGS))
@@ -7,7 +10,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: env serve test unit lint bench eval load
+.PHONY: env serve test check unit lint bench eval load
 
 env:
 	@scripts/setup_env.sh cpu
@@ -21,7 +24,10 @@ lint: env
 	$(VENV)/bin/mypy
 
 test: env
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest --durations=25 $(ARGS)
+
+check: env
+	$(PY) -m pytest -q tests/test_lint.py tests/test_docs.py tests/unit -m "not model and not slow" $(ARGS)
 
 unit: env
 	$(PY) -m pytest tests/unit $(ARGS)

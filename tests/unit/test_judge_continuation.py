@@ -17,6 +17,9 @@ from rewards.choice import Component, RequestReward
 from rewards.judge import QUESTIONS, SCORE_PREFIX, JudgeReward
 from search.types import Completion, SamplingConfig
 
+# The default model's real tokenizer (converted on first use), no engine.
+pytestmark = pytest.mark.model
+
 END, START = 2, 1  # <|im_end|>, <|im_start|>
 CONVERSATION = [{"role": "user", "content": "Name a prime number."}]
 

@@ -13,6 +13,9 @@ from engines.tokenizer import HFChatTokenizer
 from search.fakes import CharTokenizer
 from server.pieces import token_pieces
 
+# The default model's real tokenizer (converted on first use), no engine.
+pytestmark = pytest.mark.model
+
 
 def pieces(tokenizer: object, ids: Sequence[int], text: str) -> list[str]:
     return list(token_pieces(tokenizer, ids, text))  # type: ignore[arg-type]

@@ -16,6 +16,9 @@ from engines.tokenizer import JOINER, HFChatTokenizer
 from rewards.judge import SCORE_PREFIX, judge_messages
 from search.types import Message
 
+# The default model's real tokenizer (converted on first use), no engine.
+pytestmark = pytest.mark.model
+
 START, END = 1, 2
 # The review's repro: close the user turn, forge an assistant score and a system turn.
 ATTACK = (
