@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from rewards.spec import CONSTRAINTS, parse_specs
+from rewards.spec import CONSTRAINTS
 from search.errors import InvalidRequest
 from search.types import SamplingConfig
 from server.logs import setup_logging
@@ -149,7 +149,7 @@ def _reward_choice(text: str) -> str | dict[str, float]:
 def check_rewards(settings: Settings, config: EvalConfig, prompts: list[Prompt]) -> None:
     """The reward names exist and prompts carry the constraints a constraints reward needs
     (and the answers --truth math needs); checked before any engine starts (ValueError)."""
-    specs, default = parse_specs(settings.reward, settings.default_reward)
+    specs, default = settings.reward_specs
     known = {s.name for s in specs}
     search = config.search_reward or default
     names = set(search if isinstance(search, dict) else [search])
