@@ -34,6 +34,7 @@ import httpx
 
 from engines.remote_stream import ChoiceStream, StreamError
 from search.errors import EngineUnavailable, InvalidRequest
+from search.protocols import AsyncClosable, HealthChecked
 from search.types import Completion, FinishReason, SamplingConfig
 from transport.retry import RetryBudget, post_with_retries, retry_after_s
 
@@ -121,7 +122,7 @@ def choose_model(served: Sequence[str], fallback: str | None) -> str:
     )
 
 
-class RemoteGenerator:
+class RemoteGenerator(HealthChecked, AsyncClosable):
     """``model``: the name sent upstream (``--remote-model-name``); None asks the
     upstream's ``/v1/models`` on first use: its single model, else ``fallback_model``
     (``--model``) when it is among several. The answer is kept once found; an upstream

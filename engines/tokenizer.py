@@ -38,6 +38,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from search.protocols import VocabListing
 from search.types import Message
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ MASK = "\ue000"
 JOINER = "\u2060"
 
 
-class HFChatTokenizer:
+class HFChatTokenizer(VocabListing):
     def __init__(self, tokenizer: Any) -> None:
         self._tok = tokenizer
         self._special_ids = special_tokens(tokenizer)

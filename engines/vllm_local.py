@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from search.errors import EngineUnavailable, InvalidRequest
+from search.protocols import DeathWatched, HealthChecked, PrefixCached
 from search.types import Completion, FinishReason, SamplingConfig
 
 logger = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ class GrowingOutput:
         self.stop_reason = delta.stop_reason
 
 
-class VLLMGenerator:
+class VLLMGenerator(HealthChecked, DeathWatched, PrefixCached):
     """Generator over an in-process AsyncLLM. Build with :meth:`start`."""
 
     def __init__(self, engine: Any, model: str) -> None:
@@ -278,6 +279,9 @@ class VLLMGenerator:
 
     async def check_health(self) -> None:
         await self.engine.check_health()
+
+    async def reset_prefix_cache(self) -> None:
+        await self.engine.reset_prefix_cache()
 
     def is_dead(self) -> bool:
         """True once the engine core died (vLLM's ``errored``: its process exited or its

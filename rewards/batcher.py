@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from search.errors import RewardUnavailable
-from search.protocols import Bounds, RewardModel
+from search.protocols import AsyncClosable, Bounds, RewardModel, Wrapping
 from search.types import Message
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ BatchObserver = Callable[[int, float], None]
 """Called with each batch's size and its oldest item's wait in seconds."""
 
 
-class MicroBatcher:
+class MicroBatcher(Wrapping, AsyncClosable):
     def __init__(
         self,
         inner: BatchableReward,
@@ -96,7 +96,7 @@ class MicroBatcher:
         max_wait_ms: float = 10.0,
         observe: BatchObserver | None = None,
     ) -> None:
-        self.inner = inner
+        self.inner: BatchableReward = inner
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.observe = observe

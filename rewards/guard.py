@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from rewards.values import checked_rewards
 from search.errors import RewardTimeout, RewardUnavailable
-from search.protocols import Bounds, ProcessRewardModel, RewardModel
+from search.protocols import Bounds, ProcessRewardModel, RewardModel, Wrapping
 from search.types import Message
 
 T = TypeVar("T")
@@ -72,7 +72,7 @@ class _Guard:
                 self.observers.on_size(size)
 
 
-class TimedReward:
+class TimedReward(Wrapping):
     """Wraps a reward model to bound each call by ``timeout_s`` and to report its latency,
     and the call's size as a batch when nothing batches across calls (``batched=False``).
     What it returns is one finite number per response (see the module docstring)."""
@@ -85,7 +85,7 @@ class TimedReward:
         batched: bool = False,
         timeout_s: float = 120.0,
     ) -> None:
-        self.inner = inner
+        self.inner: RewardModel = inner
         self._guard = _Guard(observers, timeout_s, batched)
 
     @property
@@ -114,7 +114,7 @@ class TimedReward:
         return await self._guard.bounded(checked(), len(responses), "the reward model")
 
 
-class TimedPRM:
+class TimedPRM(Wrapping):
     """A process reward model bounded by ``timeout_s`` (then 504) and timed, reported to
     ``observers`` as TimedReward's calls are."""
 
@@ -125,7 +125,7 @@ class TimedPRM:
         *,
         timeout_s: float = 120.0,
     ) -> None:
-        self.inner = inner
+        self.inner: ProcessRewardModel = inner
         self._guard = _Guard(observers, timeout_s, batched=False)
 
     @property

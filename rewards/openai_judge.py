@@ -57,6 +57,7 @@ import httpx
 from rewards.batcher import gather_or_cancel
 from rewards.judge import SCORE_PREFIX, SCORES, TOP_LOGPROBS, digit_score, judge_messages
 from search.errors import RewardUnavailable
+from search.protocols import AsyncClosable
 from search.types import Message
 from transport.retry import post_with_retries
 
@@ -130,7 +131,7 @@ class _NoLogprobs(Exception):
     """The endpoint answered without logprobs: it does not return them."""
 
 
-class OpenAIJudgeReward:
+class OpenAIJudgeReward(AsyncClosable):
     """Judge on an OpenAI-compatible chat endpoint (see the module docstring).
 
     ``base_url``: ``http://host:port`` or ``http://host:port/v1`` (the same server), or a

@@ -40,6 +40,7 @@ from typing import Any
 from rewards.judge import render_conversation
 from rewards.prm_format import DEFAULT_SEPARATOR, prm_messages
 from search.errors import RewardUnavailable
+from search.protocols import AsyncClosable
 from search.types import Message
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def load_prm_model(path: str, *, trust_remote_code: bool, dtype: Any) -> Any:
     return model
 
 
-class LocalPRM:
+class LocalPRM(AsyncClosable):
     bounds = (0.0, 1.0)
     # Renders the steps as text with its own tokenizer: token ids are not read.
     takes_token_ids = False

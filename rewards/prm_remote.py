@@ -48,6 +48,7 @@ import httpx
 from rewards.batcher import gather_or_cancel
 from rewards.prm_format import DEFAULT_SEPARATOR, clean_steps, positive_probability, prm_messages
 from search.errors import RewardUnavailable
+from search.protocols import AsyncClosable
 from search.types import Message
 from transport.retry import RETRYABLE_STATUS, retry_delay
 
@@ -64,7 +65,7 @@ def _bad(message: str) -> RewardUnavailable:
     return RewardUnavailable(f"the remote process reward model {message}", reason="bad_value")
 
 
-class RemotePRM:
+class RemotePRM(AsyncClosable):
     bounds = (0.0, 1.0)
     # The remote server renders the steps itself: token ids are not read.
     takes_token_ids = False

@@ -66,6 +66,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from search.errors import RewardTimeout, RewardUnavailable
+from search.protocols import AsyncClosable
 from search.types import Message
 
 logger = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ def last_user_text(conversation: Sequence[Message]) -> str:
     return next((m["content"] for m in reversed(conversation) if m["role"] == "user"), "")
 
 
-class PythonReward:
+class PythonReward(AsyncClosable):
     """A TRL-style reward function as a reward model (see the module docstring)."""
 
     # A function's range is unknown.

@@ -22,6 +22,7 @@ import httpx
 
 from rewards.batcher import ScoreItem, gather_or_cancel
 from search.errors import RewardUnavailable
+from search.protocols import AsyncClosable
 from search.types import Message
 from transport.retry import post_with_retries
 
@@ -40,7 +41,7 @@ def first_float(value: Any) -> float:
     return number
 
 
-class RemoteReward:
+class RemoteReward(AsyncClosable):
     # The pooling server's raw head output: no known range.
     bounds = None
     # Scores the texts; token ids are not read.

@@ -1,10 +1,13 @@
 """The seams of the search layer: what engines, reward models and tokenizers give it.
 Optional engine capabilities are protocols of their own (``BatchGenerator``,
-``StreamingGenerator``, ``ContextSized``), checked with isinstance."""
+``StreamingGenerator``, ``ContextSized``), checked with isinstance. So are the ones the
+server and tools read of the same engines, models and tokenizers (``HealthChecked``,
+``DeathWatched``, ``PrefixCached``, ``AsyncClosable``, ``Wrapping``, ``VocabListing``):
+declared here, with the seams they extend, so that engines and rewards can declare them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from search.types import Completion, Message, SamplingConfig
@@ -47,6 +50,51 @@ class ContextSized(Protocol):
 
     @property
     def max_model_len(self) -> int: ...
+
+
+@runtime_checkable
+class HealthChecked(Protocol):
+    """An engine or model with something behind it that can fail (a server, an engine
+    core): ``check_health`` raises, or hangs, while it is unhealthy. The server's readiness
+    runs it in the background (server.health)."""
+
+    async def check_health(self) -> None: ...
+
+
+@runtime_checkable
+class DeathWatched(Protocol):
+    """An engine that can die for good (the in-process engine): ``is_dead`` is a flag read,
+    cheap enough for every readiness probe; ``on_death`` registers a callback for a death
+    a request runs into."""
+
+    def is_dead(self) -> bool: ...
+
+    def on_death(self, callback: Callable[[], None]) -> None: ...
+
+
+@runtime_checkable
+class PrefixCached(Protocol):
+    """An engine whose prefix cache can be emptied (the in-process engine), so a measured
+    run starts cold."""
+
+    async def reset_prefix_cache(self) -> None: ...
+
+
+@runtime_checkable
+class AsyncClosable(Protocol):
+    """A model that holds something to release when the server stops (an HTTP client, a
+    worker thread or process)."""
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Wrapping(Protocol):
+    """A wrapper that keeps the model it wraps as ``inner`` (the server's ``TimedReward``,
+    ``TimedPRM``, ``MicroBatcher``): what the wrapped model can do beyond the seam it
+    forwards (``check_health``) is found through it."""
+
+    inner: object
 
 
 class RewardModel(Protocol):
@@ -128,6 +176,14 @@ class ChatTokenizer(Protocol):
     def decode(self, token_ids: Sequence[int]) -> str: ...
 
     def encode(self, text: str) -> list[int]: ...
+
+
+@runtime_checkable
+class VocabListing(Protocol):
+    """A tokenizer that lists its vocabulary (engines.tokenizer's does; the unit tests'
+    fakes mostly do not): token text -> id, added tokens included."""
+
+    def vocab(self) -> dict[str, int]: ...
 
 
 class JudgeTokenizer(ChatTokenizer, Protocol):

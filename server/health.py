@@ -6,10 +6,10 @@ orchestrator restart every replica at once, and a flood of probes costs nothing 
 It fails only once the process is exiting (a fatal error, below).
 
 ``/ready`` (readiness) covers the dependencies from a cached state: :class:`HealthMonitor`
-checks the policy engine, every reward that can check itself (``check_health``, found
-through the server's wrappers) and the DPO/reference scorers every ``health_interval_s``,
-each bounded by ``health_timeout_s``. A hung dependency then holds neither a probe nor
-the generation connection pool. Bodies name the failed component ("engine",
+checks the policy engine, every reward that can check itself (``HealthChecked``, found
+through the server's wrappers, ``Wrapping``) and the DPO/reference scorers every
+``health_interval_s``, each bounded by ``health_timeout_s``. A hung dependency then holds
+neither a probe nor the generation connection pool. Bodies name the failed component ("engine",
 "reward:NAME", "dpo", "reference") with a fixed phrase; what went wrong goes to the log,
 at most one failure line a minute per component, so a flapping dependency cannot flood it.
 
@@ -35,6 +35,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
+from search.protocols import DeathWatched, HealthChecked, Wrapping
 from server.errors import error_body
 from server.openapi_docs import OPS_ERRORS
 
@@ -59,26 +60,23 @@ class Check:
     on_death: Callable[[Callable[[], None]], None] | None = None
 
 
-def health_check_of(model: Any) -> Callable[[], Awaitable[None]] | None:
-    """A reward's ``check_health``, looked up through the wrappers (``TimedReward``,
-    ``MicroBatcher``) that keep the model as ``inner``."""
+def health_check_of(model: object) -> Callable[[], Awaitable[None]] | None:
+    """A reward's ``check_health`` (``HealthChecked``), looked up through the wrappers
+    (``TimedReward``, ``MicroBatcher``: ``Wrapping``) that keep the model as ``inner``."""
     for _ in range(8):  # wrappers nest a couple of levels; a cycle must not hang
-        if model is None:
+        if isinstance(model, HealthChecked):
+            return model.check_health
+        if not isinstance(model, Wrapping):
             return None
-        check = getattr(model, "check_health", None)
-        if callable(check):
-            return check
-        model = getattr(model, "inner", None)
+        model = model.inner
     return None
 
 
-def engine_check(name: str, engine: Any, run: Callable[[], Awaitable[None]] | None) -> Check:
-    return Check(
-        name,
-        run=run,
-        is_dead=getattr(engine, "is_dead", None),
-        on_death=getattr(engine, "on_death", None),
-    )
+def engine_check(name: str, engine: object, run: Callable[[], Awaitable[None]] | None) -> Check:
+    """``engine``'s death flag and callbacks when it can die for good (``DeathWatched``)."""
+    if not isinstance(engine, DeathWatched):
+        return Check(name, run=run)
+    return Check(name, run=run, is_dead=engine.is_dead, on_death=engine.on_death)
 
 
 def checks_of(runtime: Any) -> list[Check]:
@@ -92,7 +90,8 @@ def checks_of(runtime: Any) -> list[Check]:
                 checks.append(Check(f"reward:{name}", run=run))
     for role, scorer in (("dpo", runtime.dpo), ("reference", runtime.reference)):
         if scorer is not None and scorer is not runtime.generator:
-            checks.append(engine_check(role, scorer, getattr(scorer, "check_health", None)))
+            run = scorer.check_health if isinstance(scorer, HealthChecked) else None
+            checks.append(engine_check(role, scorer, run))
     return checks
 
 

@@ -54,7 +54,7 @@ class Observed:
             self.span.set(
                 {
                     "alignserve.algorithm": prepared.algorithm,
-                    "alignserve.n": getattr(prepared.strategy, "n", None),
+                    "alignserve.n": prepared.strategy.n,
                     "gen_ai.usage.input_tokens": len(prepared.context.prompt_ids),
                 }
             )

@@ -12,6 +12,7 @@ from typing import Any
 
 from rewards.choice import RewardSet
 from search.protocols import (
+    AsyncClosable,
     ChatTokenizer,
     Generator,
     ProcessRewardModel,
@@ -188,7 +189,7 @@ class BuildContext:
             if model is None:
                 continue
             models[spec.name] = model
-            if hasattr(model, "aclose"):
+            if isinstance(model, AsyncClosable):
                 self.closers.append(model.aclose)
         return models
 

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from rewards.choice import reward_report
+from rewards.choice import RequestReward, reward_report
 from search.budget import SearchLimits, check_worst_case
 from search.context import SearchContext
 from search.deadline import run_with_deadline
@@ -273,6 +273,7 @@ class SearchService:
 def search_record(prepared: Prepared, result: SearchResult) -> dict[str, Any]:
     """One search as training data (see server.recording and ``alignserve export``)."""
     budget = result.budget
+    reward = prepared.context.reward
     return {
         "id": prepared.completion_id,
         "created": prepared.created,
@@ -280,7 +281,7 @@ def search_record(prepared: Prepared, result: SearchResult) -> dict[str, Any]:
         "algorithm": prepared.algorithm,
         "options": prepared.strategy.model_dump(),
         # The request's reward choice ({name: weight}); null: the server's default reward.
-        "reward": getattr(prepared.context.reward, "weights", None),
+        "reward": reward.weights if isinstance(reward, RequestReward) else None,
         "conversation": [dict(m) for m in prepared.context.conversation],
         "candidates": [
             {

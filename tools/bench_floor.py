@@ -41,6 +41,7 @@ from typing import Any
 
 import httpx
 
+from engines.remote import RemoteGenerator
 from server.runtime import Runtime, load_runtime
 from server.settings import Settings
 from tools.bench_report import errors_text, num, plot, plot_title, ratio
@@ -335,7 +336,10 @@ async def run_vs_vllm(
     url = url.rstrip("/")
     settings = settings.model_copy(update={"remote_engine_url": url})
     runtime: Runtime = await loader(settings)
-    model = str(getattr(runtime.generator, "model", None) or settings.model)
+    generator = runtime.generator
+    # The remote engine's model name, once it knows it (None: it asks upstream on first use).
+    served = generator.model if isinstance(generator, RemoteGenerator) else None
+    model = str(served or settings.model)
     api_key = settings.api_key[0] if settings.api_key else None
     headers = {"Authorization": f"Bearer {settings.remote_api_key}"}
     upstream = httpx.AsyncClient(

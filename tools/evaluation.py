@@ -24,18 +24,18 @@ prompt's ``answer`` (rewards/math_truth, math-verify), reported as accuracy.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rewards.choice import RewardOptions
+from rewards.choice import RequestReward, RewardOptions
 from rewards.math_truth import is_correct
 from search.context import SearchContext
+from search.protocols import PrefixCached
 from search.registry import parse_strategy
 from search.strategy import SearchStrategy
 from search.types import Message, SamplingConfig
@@ -216,11 +216,11 @@ def check_truth(truth: str | None, prompts: Sequence[Prompt]) -> None:
         )
 
 
-def cache_resetter(runtime: Runtime) -> Callable[[], Any] | None:
-    """The in-process engine's prefix-cache reset; None for engines without one (remote)."""
-    engine = getattr(runtime.generator, "engine", None)
-    reset = getattr(engine, "reset_prefix_cache", None)
-    return reset if callable(reset) else None
+def cache_resetter(runtime: Runtime) -> Callable[[], Awaitable[None]] | None:
+    """The in-process engine's prefix-cache reset (``PrefixCached``); None for engines
+    without one (remote)."""
+    generator = runtime.generator
+    return generator.reset_prefix_cache if isinstance(generator, PrefixCached) else None
 
 
 def render(runtime: Runtime, prompt: Prompt, max_tokens: int) -> list[int]:
@@ -257,9 +257,9 @@ async def run_one(
         conversation=prompt.conversation,
         prompt_ids=prompt_ids,
         sampling=sampling,
-        utilities=getattr(runtime, "utilities", {}),
-        dpo=getattr(runtime, "dpo", None),
-        reference=getattr(runtime, "reference", None),
+        utilities=runtime.utilities,
+        dpo=runtime.dpo,
+        reference=runtime.reference,
         # The step searches (beam_search, dvts, particle_filtering) score steps with it.
         prm=runtime.prm,
     )
@@ -278,7 +278,7 @@ async def run_one(
     elif config.truth is not None:
         truth_reward = reward_for(runtime, config.truth, prompt)
         [truth] = await truth_reward.score(prompt.conversation, [best.text])
-        checks = getattr(truth_reward, "constraints", None)
+        checks = truth_reward.constraints if isinstance(truth_reward, RequestReward) else None
         truth_pass = None if checks is None else checks.passed(best.text)
     budget = result.budget
     return Row(
@@ -327,8 +327,8 @@ async def evaluate(
     for prompt in prompts:
         prompt_ids = render(runtime, prompt, config.max_tokens)
         for strategy in strategies.values():  # budget by budget, algorithms interleaved
-            if reset is not None and inspect.isawaitable(cleared := reset()):
-                await cleared
+            if reset is not None:
+                await reset()
             row = await run_one(runtime, strategy, prompt, prompt_ids, config, clock)
             rows.append(row)
             if progress is not None:

@@ -59,6 +59,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from search.errors import InvalidRequest
+from search.protocols import VocabListing
 from search.types import SearchResult
 from server.completions.protocol import CompletionRequest, Prompt
 from server.completions.streaming import completion_stream
@@ -185,10 +186,9 @@ async def vocab_size(service: SearchService) -> int | None:
     None for a tokenizer that does not list its vocabulary (the unit tests' fakes)."""
     tokenizer = service.runtime.tokenizer
     if tokenizer not in VOCAB_SIZES:
-        vocab = getattr(tokenizer, "vocab", None)
-        if vocab is None:
+        if not isinstance(tokenizer, VocabListing):
             return None
-        listed: dict[str, int] = await off_loop(service, vocab)
+        listed: dict[str, int] = await off_loop(service, tokenizer.vocab)
         VOCAB_SIZES[tokenizer] = max(listed.values()) + 1
     return VOCAB_SIZES[tokenizer]
 

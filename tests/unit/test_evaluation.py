@@ -15,6 +15,7 @@ from search.bon import BestOfN
 from search.context import SearchContext
 from search.errors import InvalidRequest
 from search.fakes import CharTokenizer, ScriptedGenerator, TablePRM, TableReward
+from search.protocols import PrefixCached
 from search.registry import STRATEGIES
 from search.types import SearchResult
 from server.cli import settings_from_args
@@ -93,6 +94,25 @@ async def test_rows_follow_prompt_budget_algorithm_order_and_rescore() -> None:
     reward = runtime.reward
     assert isinstance(reward, TableReward)
     assert reward.calls[:3] == [(["x 5", "yy 9"], False), (["x 5"], False), (["x 5"], False)]
+
+
+class ColdEngine(ScriptedGenerator, PrefixCached):
+    """An engine whose prefix cache can be emptied (``VLLMGenerator``)."""
+
+    resets = 0
+
+    async def reset_prefix_cache(self) -> None:
+        self.resets += 1
+
+
+async def test_cold_cache_resets_the_engines_cache_before_each_run() -> None:
+    engine = ColdEngine([by_prompt] * 10)
+    runtime = fake_runtime()
+    runtime.generator = engine
+    config = EvalConfig(algorithms=("bon",), budgets=(2,), cold_cache=True)
+    await evaluate(runtime, PROMPTS, config)
+    assert engine.resets == 2
+    await evaluate(fake_runtime(), PROMPTS, config)  # an engine without one: no reset
 
 
 async def test_aggregates_and_ratios_to_bon() -> None:

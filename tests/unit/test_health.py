@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from rewards.batcher import MicroBatcher
 from rewards.guard import TimedReward
 from search.fakes import ScriptedGenerator
+from search.protocols import AsyncClosable, DeathWatched, HealthChecked, Wrapping
 from server.app import create_app
 from server.health import Check, HealthMonitor, checks_of, health_check_of
 from server.metrics import ServerMetrics
@@ -32,7 +33,7 @@ FAST = Settings(health_interval_s=0.02, health_timeout_s=0.2)
 SECRET = "http://10.1.2.3:9000/pooling"
 
 
-class MortalEngine(ScriptedGenerator):
+class MortalEngine(ScriptedGenerator, HealthChecked, DeathWatched):
     """A generator with the in-process engine's death interface (``VLLMGenerator``)."""
 
     def __init__(self) -> None:
@@ -53,7 +54,7 @@ class MortalEngine(ScriptedGenerator):
             raise RuntimeError(f"EngineCore died; see {SECRET}")
 
 
-class CheckedReward:
+class CheckedReward(HealthChecked):
     """A reward model with a server behind it: ``mode`` is "ok", "fail" or "hang"."""
 
     bounds = None
@@ -216,6 +217,19 @@ def test_reward_checks_are_found_through_the_server_wrappers() -> None:
     assert health_check_of(TimedReward(object())) is None  # type: ignore[arg-type]
 
 
+def test_the_engines_and_wrappers_declare_what_they_can_do(runtime_of: Any) -> None:
+    from engines.remote import RemoteGenerator
+    from engines.vllm_local import VLLMGenerator
+
+    assert issubclass(VLLMGenerator, HealthChecked) and issubclass(VLLMGenerator, DeathWatched)
+    assert issubclass(RemoteGenerator, HealthChecked)
+    assert not issubclass(RemoteGenerator, DeathWatched)
+    assert issubclass(RemoteGenerator, AsyncClosable)
+    assert isinstance(MicroBatcher(CheckedReward()), Wrapping)  # type: ignore[arg-type]
+    checks = {c.name: c for c in checks_of(runtime_of(RemoteGenerator("http://e/v1", "m")))}
+    assert checks["engine"].is_dead is None and checks["engine"].on_death is None
+
+
 def test_scorers_are_checked_unless_they_are_the_policy_engine(runtime_of: Any) -> None:
     engine, reference = MortalEngine(), MortalEngine()
     rt = runtime_of(engine, dpo=engine, reference=reference, health_check=engine.check_health)
@@ -263,17 +277,20 @@ async def test_a_flapping_dependency_does_not_flood_the_log(
 SERVER = """
 import sys
 from search.fakes import CharTokenizer, ScriptedGenerator, TableReward
+from search.protocols import DeathWatched
 from server.app import create_app
 from server.cli import serve
 from server.runtime import Runtime
 from server.settings import Settings
 
-class Dies(ScriptedGenerator):
+class Dies(ScriptedGenerator, DeathWatched):
     started = None
     def is_dead(self):
         import time
         self.started = self.started or time.monotonic()
         return time.monotonic() - self.started > 0.5
+    def on_death(self, callback):
+        pass
 
 async def fail(_):
     raise OSError("model folder /nonexistent not found")

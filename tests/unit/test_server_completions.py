@@ -18,6 +18,7 @@ import pytest
 
 from search.errors import EngineUnavailable
 from search.fakes import CharTokenizer, PromptTableGenerator, TableReward, completion_of
+from search.protocols import VocabListing
 from search.types import Completion, SamplingConfig
 from server.completions.protocol import MAX_PROMPTS
 from server.settings import Settings
@@ -401,7 +402,7 @@ async def test_unknown_fields_are_logged_and_ignored(
     assert "ignoring unknown request fields: 'min_tokens'" in caplog.text
 
 
-class AsciiTokenizer(CharTokenizer):
+class AsciiTokenizer(CharTokenizer, VocabListing):
     """A tokenizer that lists its vocabulary: ids 0 to 127."""
 
     def vocab(self) -> dict[str, int]:
