@@ -1,4 +1,4 @@
-"""One server for the whole e2e session, started exactly as the README starts it
+"""One server for the whole e2e package, started exactly as the README starts it
 (`make serve`, the port from ALIGNSERVE_PORT), and the official openai client for it."""
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from tests.conftest import free_port, mt_bench_prompts, running_server
 MODEL = "SmolLM2-135M-Instruct"
 
 
-@pytest.fixture(scope="session")
+# Package scope: the server stops when the last e2e test is done, so its ~4 GB engine is
+# not idle beside the next package's engines.
+@pytest.fixture(scope="package")
 def served(cpu_env: dict[str, str], model_path: str) -> Iterator[tuple[str, int]]:
     """(url, pid of `make serve`, whose process tree is the server)."""
     port = free_port()
@@ -23,7 +25,7 @@ def served(cpu_env: dict[str, str], model_path: str) -> Iterator[tuple[str, int]
         yield url, proc.pid
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(served: tuple[str, int]) -> str:
     return served[0]
 

