@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from search.protocols import Generator, JudgeTokenizer, ProcessRewardModel
 
@@ -83,13 +82,14 @@ def build_prm(
         from rewards.judge_prm import JudgePRM
         from rewards.spec import RewardSpec, build_reward
 
-        judge: Any = build_reward(
+        judge = build_reward(
             RewardSpec("judge"),
             generator,
             tokenizer,
             max_model_len=max_model_len,
             judge_layout=judge_layout,
         )
+        assert judge is not None  # only the constraints kind builds no model
         return JudgePRM(judge)
     if spec.kind == "prm":
         from rewards.prm_local import LocalPRM
