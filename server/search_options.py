@@ -48,6 +48,13 @@ def search_options(
         # server's default search (n > 1) has nothing to choose from. One greedy
         # response, no search; the report's algorithm says "none".
         options["algorithm"] = "none"
+        if request.n > 1:
+            # The client sent n, not a search: the error names what it sent.
+            raise InvalidRequest(
+                f"temperature 0 (greedy) yields a single answer, but n is {request.n}: "
+                "send n = 1 or a temperature above 0",
+                param="n",
+            )
     options.update(request.search or {})
     chosen = STRATEGIES.get(options["algorithm"]) if isinstance(options["algorithm"], str) else None
     if "n" not in options and (chosen is None or chosen.takes_default_n):
@@ -74,6 +81,13 @@ def search_options(
             param="temperature",
         )
     if request.n > strategy.n:
+        if request.search is None:  # the server's default search: name what the client sent
+            raise InvalidRequest(
+                f"n ({request.n}) cannot exceed the {strategy.n} candidates of the server's "
+                "default search: ask for at least n candidates (a search object's n, or "
+                "best_of on /v1/completions)",
+                param="n",
+            )
         raise InvalidRequest(
             f"n ({request.n}) cannot exceed the number of candidates search.n ({strategy.n})",
             param="n",

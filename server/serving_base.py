@@ -150,7 +150,8 @@ class ServingBase(ABC):
                 return StreamingResponse(
                     counted_stream(self, service, prepared, metrics, start, admission, observed),
                     media_type="text/event-stream",
-                    headers={"Cache-Control": "no-cache"},
+                    # nginx buffers a proxied response unless told not to.
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                 )
             release = await cancel_on_disconnect(raw, admission.enter())
             try:

@@ -224,6 +224,8 @@ def fuzz_searches(api: Any, algorithm: str, examples: int, **call: Any) -> None:
             assert events[-1] == "[DONE]", events[-3:]
             chunks = [json.loads(e) for e in events[:-1]]
             assert all(c.get("object") == "chat.completion.chunk" for c in chunks), chunks
+            # No include_usage: every chunk has a choice; the last, a finish chunk, the report.
+            assert all(c["choices"] for c in chunks), chunks
             assert "search" in chunks[-1], chunks[-1]
             outcomes.append((200, "stream"))
         else:

@@ -1,6 +1,8 @@
 """The SSE side of chat completions: ``chat.completion.chunk`` events for a prepared
 search (see ``server.search_events``): committed text while the search runs, keep-alive
-comments, then the rest of the answer in token-sized chunks and the search report."""
+comments, then the rest of the answer in token-sized chunks, each choice's finish chunk
+(the last one carries the ``search`` report as an extension field), and, only with
+``stream_options.include_usage``, OpenAI's usage chunk with ``choices: []``."""
 
 from __future__ import annotations
 
@@ -62,11 +64,13 @@ def answer_chunks(
         yield from text_chunks(prepared, "", first=not (i == 0 and sent), index=i)
         for rest in unsent_pieces(prepared.context.tokenizer, cand, already if i == 0 else 0):
             yield from text_chunks(prepared, rest, first=False, index=i)
-        choice = {"index": i, "delta": {}, "logprobs": None}
-        yield chunk(prepared, [{**choice, "finish_reason": finish_reason(cand)}])
-    report: dict[str, Any] = {"search": service.report(prepared, result)}
+        choice = {"index": i, "delta": {}, "logprobs": None, "finish_reason": finish_reason(cand)}
+        # The search report rides on the last choice's finish chunk (an extension field):
+        # OpenAI's loop ``chunk.choices[0]`` never meets a chunk without choices.
+        last = i == len(chosen) - 1
+        extra: dict[str, Any] = {"search": service.report(prepared, result)} if last else {}
+        yield chunk(prepared, [choice], **extra)
     options = prepared.request.stream_options
     if options is not None and options.include_usage:
-        yield chunk(prepared, [], usage=service.usage(prepared, chosen), **report)
-    else:
-        yield chunk(prepared, [], **report)
+        # As OpenAI's: the usage chunk, last, with no choices, only when asked for.
+        yield chunk(prepared, [], usage=service.usage(prepared, chosen))

@@ -149,6 +149,14 @@ class CompletionRequest(BaseModel):
                 "best_of asks for Best-of-N; with a search object, set search.n instead",
                 param="best_of",
             )
+        if self.best_of > 1 and self.temperature == 0:
+            # What lm-eval sends (temperature 0 with best_of in --gen_kwargs): the error
+            # names the fields the client sent, not the search.n they become.
+            raise InvalidRequest(
+                f"temperature 0 (greedy) yields a single candidate, but best_of asks for "
+                f"{self.best_of}: send best_of 1 or a temperature above 0",
+                param="best_of",
+            )
 
     def search_object(self) -> dict[str, Any] | None:
         """``best_of: k`` (k > 1) is Best-of-N over k samples under the server's reward;

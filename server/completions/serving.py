@@ -42,8 +42,8 @@ Deliberate differences from OpenAI's and vLLM's completions API:
 - Without ``best_of`` or ``search`` the server's default search runs (as in chat);
   ``n`` returns the top ``n`` distinct candidates by reward, not ``n`` samples.
 - Streaming works with ``best_of`` or ``n`` above 1 (OpenAI refuses it): the search
-  runs, then its answer streams; one prompt per stream. The last chunk carries the
-  ``search`` report, as every JSON answer does.
+  runs, then its answer streams; one prompt per stream. The last finish chunk (the
+  last chunk with a choice) carries the ``search`` report, as every JSON answer does.
 - A text prompt is encoded without adding the tokenizer's special tokens (vLLM's
   ``add_special_tokens`` default adds a BOS for tokenizers that have one; SmolLM2's adds
   none); special-token strings in the text are parsed as special tokens, as vLLM does.

@@ -4,9 +4,10 @@ The search's events come from ``server.search_events.search_events``, the same a
 chat's (committed text while it runs, keep-alives, then its result or error); only their
 format differs. Committed text goes out as it becomes final, then the rest of each chosen
 answer in token-sized pieces (``token_pieces``, so a stream looks like vLLM's), a chunk
-with each choice's ``finish_reason``, and a last chunk without choices that carries the
-``search`` report (and ``usage`` when ``stream_options.include_usage``, as vLLM's
-usage chunk); ``data: [DONE]`` ends it. A failed search sends chat's error event.
+with each choice's ``finish_reason`` (the last one sent carries the ``search`` report, an
+extension field), and, only when ``stream_options.include_usage``, a last chunk without
+choices that carries ``usage``, as OpenAI's and vLLM's; ``data: [DONE]`` ends it. A
+failed search sends chat's error event.
 """
 
 from __future__ import annotations
@@ -59,16 +60,17 @@ def answer_chunks(
     service: SearchService, prepared: Prepared, result: SearchResult, sent: str = ""
 ) -> Iterator[dict[str, Any]]:
     """Each chosen answer after the ``sent`` text (choice 0's, streamed while the search
-    ran), its finish chunk, then the report."""
+    ran) and its finish chunk (the last carries the report), then the usage chunk when
+    asked for."""
     chosen = service.chosen(prepared, result)
     already = streamed_prefix(chosen, sent)
     for i, cand in enumerate(chosen):
         for rest in unsent_pieces(prepared.context.tokenizer, cand, already if i == 0 else 0):
             yield text_chunk(prepared, i, rest)
-        yield text_chunk(prepared, i, "", finish_reason(cand))
-    report = {"search": service.report(prepared, result)}
+        finish = text_chunk(prepared, i, "", finish_reason(cand))
+        if i == len(chosen) - 1:
+            finish["search"] = service.report(prepared, result)
+        yield finish
     options = prepared.request.stream_options
     if options is not None and options.include_usage:
-        yield chunk_of(prepared, [], usage=service.usage(prepared, chosen), **report)
-    else:
-        yield chunk_of(prepared, [], **report)
+        yield chunk_of(prepared, [], usage=service.usage(prepared, chosen))

@@ -55,18 +55,27 @@ def test_stream_equals_the_non_streamed_answer(client: openai.OpenAI) -> None:
     prompt = "Here is a short poem about the sea:\n"
     plain = client.completions.create(model=MODEL, prompt=prompt, temperature=0, max_tokens=16)
     pieces, report, usage = [], None, None
-    for chunk in client.completions.create(
-        model=MODEL,
-        prompt=prompt,
-        temperature=0,
-        max_tokens=16,
-        stream=True,
-        stream_options={"include_usage": True},
-    ):
+    chunks = list(
+        client.completions.create(
+            model=MODEL,
+            prompt=prompt,
+            temperature=0,
+            max_tokens=16,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    for chunk in chunks:
         assert chunk.object == "text_completion"
         pieces.extend(c.text for c in chunk.choices)
         if chunk.usage is not None:
-            usage, report = chunk.usage, chunk.model_extra["search"]
+            usage = chunk.usage
+        if "search" in (chunk.model_extra or {}):
+            report = chunk.model_extra["search"]
+    # As OpenAI's: only the usage chunk, last, has no choices; the report rides on the
+    # finish chunk before it.
+    assert [c for c in chunks if not c.choices] == [chunks[-1]] and chunks[-1].usage
+    assert chunks[-2].choices[0].finish_reason and "search" in chunks[-2].model_extra
     assert len([p for p in pieces if p]) > 1, "the answer came in one piece"
     assert "".join(pieces) == plain.choices[0].text
     assert usage is not None and usage.completion_tokens == plain.usage.completion_tokens

@@ -3,6 +3,7 @@ port from ALIGNSERVE_PORT), driven by the official openai client over real HTTP.
 
 from __future__ import annotations
 
+import json
 import re
 
 import httpx
@@ -64,8 +65,11 @@ def test_streaming_returns_chunks_and_done(client: openai.OpenAI, server: str) -
         if chunk.choices and chunk.choices[0].delta.content:
             pieces.append(chunk.choices[0].delta.content)
         if chunk.usage:
+            assert not chunk.choices  # OpenAI's usage chunk, the last
             usage = chunk.usage
-            report = chunk.model_extra.get("search")
+        if chunk.model_extra and "search" in chunk.model_extra:
+            assert chunk.choices[0].finish_reason  # the report rides on the finish chunk
+            report = chunk.model_extra["search"]
     assert len(pieces) > 1, "the answer came in one piece"
     assert usage is not None and usage.completion_tokens <= 24
     assert report is not None and report["candidates_generated"] == 4
@@ -77,9 +81,13 @@ def test_streaming_returns_chunks_and_done(client: openai.OpenAI, server: str) -
         "stream": True,
         "search": {"n": 2},
     }
-    raw = httpx.post(f"{server}/v1/chat/completions", json=body, timeout=120).text
-    events = [line for line in raw.splitlines() if line.startswith("data: ")]
+    reply = httpx.post(f"{server}/v1/chat/completions", json=body, timeout=120)
+    assert reply.headers["x-accel-buffering"] == "no"
+    events = [line for line in reply.text.splitlines() if line.startswith("data: ")]
     assert events[-1] == "data: [DONE]"
+    # Without include_usage every chunk has a choice (OpenAI's ``chunk.choices[0]`` loop).
+    chunks = [json.loads(line[len("data: ") :]) for line in events[:-1]]
+    assert all(c["choices"] for c in chunks) and "search" in chunks[-1]
 
 
 @pytest.mark.parametrize(

@@ -211,10 +211,14 @@ async def test_stream_matches_the_non_streamed_answer(serve_app: Any, parse_sse:
     assert [d.get("content") for d in deltas[1:-1]] == list("three")
     finals = [ch["finish_reason"] for c in chunks for ch in c["choices"]]
     assert finals == [None] * 6 + ["stop"]
-    # The last chunk has no choices and carries the search report, no usage.
-    assert chunks[-1]["choices"] == []
+    # Without include_usage every chunk has a choice (OpenAI's ``chunk.choices[0]`` loop);
+    # the last one, the finish chunk, carries the search report as an extension field.
+    assert all(len(c["choices"]) == 1 for c in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1]["search"]["chosen_reward"] == 0.8
+    assert [c for c in chunks if "search" in c] == [chunks[-1]]
     assert all("usage" not in c for c in chunks)
+    assert r.headers["x-accel-buffering"] == "no"
 
 
 async def test_stream_sends_committed_text_while_the_search_runs(
@@ -249,6 +253,11 @@ async def test_stream_usage_when_asked(serve_app: Any, parse_sse: Any) -> None:
     assert len(with_usage) == 1
     assert with_usage[0] is chunks[-1]
     assert with_usage[0]["choices"] == []
+    assert "search" not in chunks[-1]
+    # The report is on the finish chunk, just before the usage chunk.
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-2]["search"]["chosen_reward"] == 0.8
+    assert [c for c in chunks if c["choices"] == []] == [chunks[-1]]
     assert with_usage[0]["usage"] == {
         "prompt_tokens": 19,
         "completion_tokens": 5,
@@ -272,6 +281,11 @@ async def test_stream_n2(serve_app: Any, parse_sse: Any) -> None:
     assert text == {0: "three", 1: "seven"}
     assert finish == {0: "stop", 1: "stop"}
     assert chunks[-1]["usage"]["completion_tokens"] == 10
+    # The report rides on the last choice's finish chunk, the last chunk with a choice.
+    assert [c for c in chunks if "search" in c] == [chunks[-2]]
+    assert chunks[-2]["choices"] == [
+        {"index": 1, "delta": {}, "logprobs": None, "finish_reason": "stop"}
+    ]
 
 
 async def test_stream_keepalive_while_searching(
@@ -347,6 +361,27 @@ async def test_temperature_0_without_search_is_one_greedy_answer(
     assert (report["reward_calls"], report["chosen_reward"]) == (0, None)
     assert refused.status_code == 400
     assert refused.json()["error"]["param"] == "temperature"
+
+
+@pytest.mark.parametrize(
+    "fields, named",
+    [
+        ({"temperature": 0, "n": 2}, ("n is 2", "temperature")),
+        ({"n": 5}, ("n (5)",)),  # over the default search's 4 candidates
+    ],
+)
+async def test_n_refusals_without_search_name_the_fields_sent(
+    serve_app: Any, fields: dict[str, Any], named: tuple[str, ...]
+) -> None:
+    """A client that sent n, not a search object, reads about n and temperature, never
+    about search.n."""
+    async with serve_app() as client:
+        r = await client.post(URL, json=body(**fields))
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "n"
+    assert all(word in error["message"] for word in named), error
+    assert "search.n" not in error["message"], error
 
 
 async def test_algorithm_none_is_one_response_of_n_1(serve_app: Any) -> None:

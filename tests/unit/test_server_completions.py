@@ -154,6 +154,30 @@ async def test_best_of_refusals_name_best_of(serve_app: Any, fields: dict[str, A
     assert r.json()["error"]["param"] == "best_of"
 
 
+@pytest.mark.parametrize(
+    "fields, param, named",
+    [
+        # lm-eval's generate_until with best_of in --gen_kwargs: temperature 0 and best_of.
+        ({"temperature": 0, "best_of": 4}, "best_of", ("best_of", "temperature")),
+        ({"temperature": 0, "best_of": 4, "n": 2}, "best_of", ("best_of", "temperature")),
+        ({"temperature": 0, "n": 2}, "n", ("n is 2", "temperature")),
+        ({"n": 5}, "n", ("n (5)",)),  # over the default search's 4 candidates
+    ],
+)
+async def test_greedy_and_n_refusals_name_the_fields_sent(
+    serve_app: Any, fields: dict[str, Any], param: str, named: tuple[str, ...]
+) -> None:
+    """A client that sent best_of or n, not a search object, reads about best_of, n and
+    temperature, never about search.n."""
+    async with serve_app() as client:
+        r = await client.post(URL, json=body(**fields))
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == param
+    assert all(word in error["message"] for word in named), error
+    assert "search.n" not in error["message"], error
+
+
 # -- several prompts -----------------------------------------------------------------------
 
 TABLE = {"a": ["a1", "a22", "a1"], "bb": ["b1", "b333", "b22"]}
@@ -285,14 +309,18 @@ async def test_stream_matches_the_non_streamed_answer(serve_app: Any, parse_sse:
     assert {c["object"] for c in chunks} == {"text_completion"}
     assert len({c["id"] for c in chunks}) == 1 and chunks[0]["id"].startswith("cmpl-")
     assert streamed(chunks) == {0: plain["choices"][0]["text"]} == {0: "three"}
-    # One chunk per token (CharTokenizer: per character), then the finish, then the report.
+    # One chunk per token (CharTokenizer: per character), then the finish with the report.
     choices = [ch for c in chunks for ch in c["choices"]]
     assert [ch["text"] for ch in choices] == [*"three", ""]
     assert [ch["finish_reason"] for ch in choices] == [None] * 5 + ["stop"]
     assert all(ch["logprobs"] is None for ch in choices)
-    assert chunks[-1]["choices"] == []
+    # Without include_usage every chunk has a choice (OpenAI's ``chunk.choices[0]`` loop).
+    assert all(len(c["choices"]) == 1 for c in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1]["search"]["chosen_reward"] == 0.8
+    assert [c for c in chunks if "search" in c] == [chunks[-1]]
     assert all("usage" not in c for c in chunks)
+    assert r.headers["x-accel-buffering"] == "no"
 
 
 async def test_stream_usage_when_asked(serve_app: Any, parse_sse: Any) -> None:
@@ -304,6 +332,12 @@ async def test_stream_usage_when_asked(serve_app: Any, parse_sse: Any) -> None:
     assert streamed(chunks) == {0: "three", 1: "seven"}
     assert [c for c in chunks if "usage" in c] == [chunks[-1]]
     assert chunks[-1]["usage"] == {"prompt_tokens": 2, "completion_tokens": 10, "total_tokens": 12}
+    assert [c for c in chunks if c["choices"] == []] == [chunks[-1]]
+    # The report rides on the last choice's finish chunk, just before the usage chunk.
+    assert [c for c in chunks if "search" in c] == [chunks[-2]]
+    assert chunks[-2]["choices"] == [
+        {"index": 1, "text": "", "logprobs": None, "finish_reason": "stop"}
+    ]
 
 
 async def test_stream_sends_committed_text_while_the_search_runs(

@@ -235,6 +235,7 @@ async def test_stream_events_in_order_and_deltas_join_to_the_answer(serve_app: A
         r = await client.post(URL, json=body(stream=True))
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/event-stream")
+    assert r.headers["x-accel-buffering"] == "no"  # nginx passes each event on
     assert "[DONE]" not in r.text
     events = typed_events(r.text)
     # One delta per token (CharTokenizer: per character).
