@@ -18,13 +18,16 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
+REQUESTS = 4  # per side and concurrency level: enough for 4 clients at once
+
 
 def test_bench_vs_engine_measures_both_sides_and_writes_report(
     tmp_path: Path, cpu_env: dict[str, str], model_path: str
 ) -> None:
     out = tmp_path / "bench"
     command = [str(Path(sys.executable).parent / "alignserve"), "bench", "--vs-engine"]
-    command += ["--model", model_path, "--concurrency", "1,4", "--requests", "8", "--n", "2"]
+    command += ["--model", model_path, "--concurrency", "1,4", "--requests", str(REQUESTS)]
+    command += ["--n", "2"]
     command += ["--max-tokens", "16", "--out", str(out), "--log-level", "warning"]
     done = subprocess.run(
         command, cwd=ROOT, env=cpu_env, capture_output=True, text=True, timeout=400
@@ -37,20 +40,23 @@ def test_bench_vs_engine_measures_both_sides_and_writes_report(
         rows = document[side]
         assert [(r["algorithm"], r["concurrency"]) for r in rows] == [("bon", 1), ("bon", 4)]
         for row in rows:
-            assert row["requests"] == row["ok"] == 8 and row["errors"] == {}
-            assert 0 < row["generated_tokens"] <= 8 * 2 * 16 and row["tokens_per_s"] > 0
+            assert row["requests"] == row["ok"] == REQUESTS and row["errors"] == {}
+            assert 0 < row["generated_tokens"] <= REQUESTS * 2 * 16 and row["tokens_per_s"] > 0
             assert 0 < row["latency_p50"] <= row["latency_p95"] <= row["latency_p99"]
             assert row["reward_batch_mean"] >= 1.0
         # One client at a time: each request's two responses are scored, in one batch or,
         # when they finish in different engine steps, one each.
         one = rows[0]
-        assert one["reward_batch_mean"] * one["reward_batches"] == pytest.approx(8 * 2)
-        assert 8 <= one["reward_batches"] <= 16
+        assert one["reward_batch_mean"] * one["reward_batches"] == pytest.approx(REQUESTS * 2)
+        assert REQUESTS <= one["reward_batches"] <= REQUESTS * 2
     # The same seeds on both sides: one client at a time, they generate the same tokens.
     assert document["levels"][0]["generated_tokens"] == document["raw"][0]["generated_tokens"]
     # The floor: the same generate calls, no scoring, so the same tokens one at a time.
     floor = document["floor"]
-    assert [(r["concurrency"], r["ok"], r["errors"]) for r in floor] == [(1, 8, {}), (4, 8, {})]
+    assert [(r["concurrency"], r["ok"], r["errors"]) for r in floor] == [
+        (1, REQUESTS, {}),
+        (4, REQUESTS, {}),
+    ]
     assert floor[0]["generated_tokens"] == document["raw"][0]["generated_tokens"]
     assert all(r["reward_batches"] is None for r in floor)
     ratios = document["ratios"]
@@ -58,7 +64,8 @@ def test_bench_vs_engine_measures_both_sides_and_writes_report(
     for r in ratios:
         assert r["tokens_per_s_ratio"] > 0
         assert r["floor_tokens_per_s_ratio"] > 0 and r["floor_latency_p50_ratio"] > 0
-    assert "| HTTP / raw |" in done.stdout and "| bon | 4 | http | 8 / 8 | 0 |" in done.stdout
+    row = f"| bon | 4 | http | {REQUESTS} / {REQUESTS} | 0 |"
+    assert "| HTTP / raw |" in done.stdout and row in done.stdout
     assert "| HTTP / floor tok/s | HTTP / floor p50 |" in done.stdout
     assert "raw engine side scored through its own MicroBatcher" in done.stdout
     for name in ("throughput.png", "latency.png"):
