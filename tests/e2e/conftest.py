@@ -19,7 +19,10 @@ MODEL = "SmolLM2-135M-Instruct"
 def served(cpu_env: dict[str, str], model_path: str) -> Iterator[tuple[str, int]]:
     """(url, pid of `make serve`, whose process tree is the server)."""
     port = free_port()
-    env = {**cpu_env, "ALIGNSERVE_PORT": str(port)}
+    # Not the outer make's command-line variables: `make test ARGS=-x` would hand its ARGS
+    # to `make serve` (through MAKEFLAGS), and the server would refuse pytest's flags.
+    outer = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARGS")
+    env = {k: v for k, v in cpu_env.items() if k not in outer} | {"ALIGNSERVE_PORT": str(port)}
     url = f"http://127.0.0.1:{port}"
     with running_server(["make", "serve"], env, url, "/ready", timeout_s=400) as proc:
         yield url, proc.pid
