@@ -72,7 +72,7 @@ def valid_completion(reply: httpx.Response, n: int = 4) -> bool:
     )
 
 
-async def test_200_best_of_4_requests_from_16_clients(served: tuple[str, int]) -> None:
+async def test_128_best_of_4_requests_from_16_clients(served: tuple[str, int]) -> None:
     url, pid = served
     limits = httpx.Limits(max_connections=CLIENTS)
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
