@@ -33,8 +33,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from rewards.wrapper import ForwardingWrapper
 from search.errors import RewardUnavailable
-from search.protocols import AsyncClosable, Bounds, RewardModel, Wrapping
+from search.protocols import AsyncClosable, RewardModel
 from search.types import Message
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ BatchObserver = Callable[[int, float], None]
 """Called with each batch's size and its oldest item's wait in seconds."""
 
 
-class MicroBatcher(Wrapping, AsyncClosable):
+class MicroBatcher(ForwardingWrapper, AsyncClosable):
     def __init__(
         self,
         inner: BatchableReward,
@@ -104,14 +105,6 @@ class MicroBatcher(Wrapping, AsyncClosable):
         self._worker: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
         self._callers = 0
-
-    @property
-    def bounds(self) -> Bounds | None:
-        return self.inner.bounds
-
-    @property
-    def takes_token_ids(self) -> bool:
-        return self.inner.takes_token_ids
 
     async def score(
         self,

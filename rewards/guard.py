@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from rewards.values import checked_rewards
+from rewards.wrapper import ForwardingWrapper
 from search.errors import RewardTimeout, RewardUnavailable
-from search.protocols import Bounds, ProcessRewardModel, RewardModel, Wrapping
+from search.protocols import ProcessRewardModel, RewardModel
 from search.types import Message
 
 T = TypeVar("T")
@@ -72,7 +73,7 @@ class _Guard:
                 self.observers.on_size(size)
 
 
-class TimedReward(Wrapping):
+class TimedReward(ForwardingWrapper):
     """Wraps a reward model to bound each call by ``timeout_s`` and to report its latency,
     and the call's size as a batch when nothing batches across calls (``batched=False``).
     What it returns is one finite number per response (see the module docstring)."""
@@ -87,14 +88,6 @@ class TimedReward(Wrapping):
     ) -> None:
         self.inner: RewardModel = inner
         self._guard = _Guard(observers, timeout_s, batched)
-
-    @property
-    def bounds(self) -> Bounds | None:
-        return self.inner.bounds
-
-    @property
-    def takes_token_ids(self) -> bool:
-        return self.inner.takes_token_ids
 
     async def score(
         self,
@@ -114,7 +107,7 @@ class TimedReward(Wrapping):
         return await self._guard.bounded(checked(), len(responses), "the reward model")
 
 
-class TimedPRM(Wrapping):
+class TimedPRM(ForwardingWrapper):
     """A process reward model bounded by ``timeout_s`` (then 504) and timed, reported to
     ``observers`` as TimedReward's calls are."""
 
@@ -127,14 +120,6 @@ class TimedPRM(Wrapping):
     ) -> None:
         self.inner: ProcessRewardModel = inner
         self._guard = _Guard(observers, timeout_s, batched=False)
-
-    @property
-    def bounds(self) -> Bounds | None:
-        return self.inner.bounds
-
-    @property
-    def takes_token_ids(self) -> bool:
-        return self.inner.takes_token_ids
 
     async def score_last_steps(
         self,
