@@ -146,6 +146,19 @@ def search_requests(draw: st.DrawFn, algorithm: str) -> dict[str, Any]:
     return body
 
 
+def fuzz_settings(examples: int) -> settings:
+    """Hypothesis's settings for both fuzzers: ``examples`` cases, no deadline or example
+    database, and the same examples on every run (CI is reproducible; widen ``examples``
+    to explore)."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+
+
 def fuzz_schema(api: Any, mode: schemathesis.GenerationMode, examples: int, **call: Any) -> None:
     """Positive mode: schema-valid requests; negative mode: requests that break the schema
     (which must come back as documented 4xx errors, never 5xx). ``call``: how a case
@@ -165,14 +178,7 @@ def fuzz_schema(api: Any, mode: schemathesis.GenerationMode, examples: int, **ca
     for operation in operations:
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(
-            max_examples=examples,
-            deadline=None,
-            database=None,
-            # The same examples on every run: CI is reproducible; widen examples to explore.
-            derandomize=True,
-            suppress_health_check=list(HealthCheck),
-        )
+        @fuzz_settings(examples)
         def check(case: schemathesis.Case) -> None:
             nonlocal sent
             sent += 1
@@ -198,13 +204,7 @@ def fuzz_searches(api: Any, algorithm: str, examples: int, **call: Any) -> None:
     outcomes: list[tuple[int, str]] = []
 
     @given(body=search_requests(algorithm))
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        database=None,
-        derandomize=True,
-        suppress_health_check=list(HealthCheck),
-    )
+    @fuzz_settings(examples)
     def check(body: dict[str, Any]) -> None:
         case = chat.Case(body=body, media_type="application/json")
         reply = case.call_and_validate(

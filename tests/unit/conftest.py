@@ -9,6 +9,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import httpx
+import httpx2
+import openai
 import pytest
 
 from search.fakes import CharTokenizer, ScriptedGenerator, TableReward
@@ -61,6 +63,19 @@ async def serve(
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         yield client
+
+
+@asynccontextmanager
+async def openai_client() -> AsyncIterator[openai.AsyncOpenAI]:
+    """The official async client over the in-process app (default runtime), its lifespan
+    run: for the tests of what OpenAI's own code does with the answers."""
+    app = create_app(Settings(), runtime=make_runtime())
+    async with app.router.lifespan_context(app):
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as http:
+            yield openai.AsyncOpenAI(
+                base_url="http://t/v1", api_key="unused", http_client=http, max_retries=0
+            )
 
 
 def sse_events(body: str) -> list[str]:

@@ -9,29 +9,11 @@ The default runtime (conftest) answers "three" (reward 0.8) under Best-of-N.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-import httpx2
-import openai
 import pytest
 
-from server.app import create_app
-from server.settings import Settings
-from tests.unit.conftest import make_runtime
+from tests.unit.conftest import openai_client
 
 MESSAGES = [{"role": "user", "content": "hi"}]
-
-
-@asynccontextmanager
-async def openai_client() -> AsyncIterator[openai.AsyncOpenAI]:
-    app = create_app(Settings(), runtime=make_runtime())
-    async with app.router.lifespan_context(app):
-        transport = httpx2.ASGITransport(app=app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as http:
-            yield openai.AsyncOpenAI(
-                base_url="http://t/v1", api_key="unused", http_client=http, max_retries=0
-            )
 
 
 async def test_the_documented_chat_stream_loop(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import httpx2
 import openai
 import pytest
 
@@ -23,7 +22,7 @@ from search.fakes import CharTokenizer, PromptTableGenerator, TableReward, compl
 from search.types import Completion, SamplingConfig
 from server.app import create_app
 from server.settings import Settings
-from tests.unit.conftest import make_runtime
+from tests.unit.conftest import make_runtime, openai_client
 
 URL = "/v1/responses"
 USER = [{"role": "user", "content": "hi"}]
@@ -467,17 +466,6 @@ async def test_unknown_fields_are_ignored(serve_app: Any) -> None:
 
 
 # -- the official client -----------------------------------------------------------------
-
-
-@asynccontextmanager
-async def openai_client() -> AsyncIterator[openai.AsyncOpenAI]:
-    app = create_app(Settings(), runtime=make_runtime())
-    async with app.router.lifespan_context(app):
-        transport = httpx2.ASGITransport(app=app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as http:
-            yield openai.AsyncOpenAI(
-                base_url="http://t/v1", api_key="unused", http_client=http, max_retries=0
-            )
 
 
 async def test_the_openai_client_parses_responses_and_their_streams() -> None:
