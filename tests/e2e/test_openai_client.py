@@ -151,3 +151,25 @@ def test_models_health_ready(server: str, client: openai.OpenAI) -> None:
     assert [m.id for m in client.models.list()] == [MODEL]
     assert httpx.get(f"{server}/health").status_code == 200
     assert httpx.get(f"{server}/ready").json()["status"] == "ready"
+
+
+def test_openai_s_documented_stream_loops_run_to_the_end(
+    client: openai.OpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OpenAI's documented stream loops as its docs print them, no guard around
+    ``chunk.choices[0]``: chat and completions, with a search, without include_usage."""
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Name two rivers."}],
+        max_tokens=12,
+        stream=True,
+        extra_body={"search": {"algorithm": "bon", "n": 2}},
+    )
+    for chunk in stream:
+        print(chunk.choices[0].delta.content)
+    stream = client.completions.create(
+        model=MODEL, prompt="Two rivers are", max_tokens=12, best_of=2, stream=True
+    )
+    for chunk in stream:
+        print(chunk.choices[0].text)
+    assert capsys.readouterr().out.strip()
