@@ -25,6 +25,7 @@ from server.metrics import ServerMetrics
 from server.openapi_docs import API_ERRORS, OPS_ERRORS, without_default_422
 from server.recording import Recorder
 from server.request_id import RequestIdMiddleware
+from server.request_metrics import RequestCounter
 from server.responses.router import router as responses_router
 from server.reward_assembly import assemble_rewards
 from server.runtime import Runtime, load_runtime
@@ -82,8 +83,9 @@ def create_app(
     if runtime is not None:
         install(app, runtime)
     install_error_handlers(app)
-    # Outermost last: ids on every response, then the key from headers alone (before any
-    # body is read), then the body's size and pace.
+    # Outermost last: the requests counted (server.request_metrics), ids on every
+    # response, then the key from headers alone (before any body is read), then the
+    # body's size and pace.
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
@@ -94,6 +96,8 @@ def create_app(
         ApiKeyGate, keys=settings.api_key, protect_ops_routes=settings.protect_ops_routes
     )
     app.add_middleware(RequestIdMiddleware)
+    # Around the key gate and the body limits: their refusals are counted too.
+    app.add_middleware(RequestCounter, metrics=metrics)
     install_routes(app)
     without_default_422(app)
     return app

@@ -32,6 +32,12 @@ LIMITS = (
     "body_timeout",
     "write_timeout",
 )
+# The three search APIs, the values of the "api" label.
+APIS = ("chat", "completions", "responses")
+# The "algorithm" of a request refused before its search was parsed: Prometheus treats an
+# empty label value as no label, so such a request is in no algorithm's series ("none" is
+# an algorithm: the single greedy or sampled response).
+NO_ALGORITHM = ""
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
 GAIN_BUCKETS = (-1, -0.1, 0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5)
 REWARD_BUCKETS = (
@@ -61,16 +67,23 @@ class ServerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # Every request to a search API, by API, algorithm and status; the algorithm is
+        # empty (absent in PromQL) for one refused before its search was parsed (see
+        # server.request_metrics).
         self.requests = Counter(
             "alignserve_requests",
-            "Chat requests by algorithm and HTTP status",
-            ["algorithm", "status"],
+            "Requests to the search APIs (chat, completions, responses) by API, search "
+            "algorithm (empty when refused before the search was parsed) and HTTP status",
+            ["api", "algorithm", "status"],
             registry=r,
         )
+        # Searches only: a refusal before the search was parsed (a 400, 401, 404, 413, 429
+        # at the door...) takes microseconds and would pull every quantile down.
         self.latency = Histogram(
             "alignserve_request_latency_seconds",
-            "End-to-end request latency",
-            ["algorithm"],
+            "End-to-end latency of the requests whose search was parsed, whatever their "
+            "status, by API and search algorithm",
+            ["api", "algorithm"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -230,9 +243,15 @@ class ServerMetrics:
                 mean = sum(rewards) / len(rewards)
                 self.reward_gain.labels(algorithm).observe(result.best.reward - mean)
 
-    def record_request(self, algorithm: str, status: int, seconds: float) -> None:
-        self.requests.labels(algorithm, str(status)).inc()
-        self.latency.labels(algorithm).observe(seconds)
+    def record_request(self, api: str, algorithm: str, status: int, seconds: float) -> None:
+        """A request whose search was parsed (it has an algorithm), as it ends."""
+        self.requests.labels(api, algorithm, str(status)).inc()
+        self.latency.labels(api, algorithm).observe(seconds)
+
+    def record_refusal(self, api: str, status: int) -> None:
+        """A request refused before its search was parsed: counted, attributed to no
+        algorithm, and kept out of the latency histogram."""
+        self.requests.labels(api, NO_ALGORITHM, str(status)).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry) + generate_latest(REGISTRY)

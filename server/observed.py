@@ -5,7 +5,8 @@ through. ``ServingBase.handle`` (``server.serving_base``) starts one per request
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
@@ -28,6 +29,9 @@ class Observed:
     start: float
     span: RequestSpan | None
     prepared: Prepared | None = None
+    # Every search of the request (a completions request runs one per prompt): the line
+    # counts them all. The first is ``prepared``, which stands for the request.
+    searches: list[Prepared] = field(default_factory=list)
     result: SearchResult | None = None
     error: BaseException | None = None
 
@@ -47,15 +51,18 @@ class Observed:
             )
         return cls(route, stream, start, span)
 
-    def on_prepared(self, prepared: Prepared) -> None:
+    def on_prepared(self, prepared: Prepared, searches: Sequence[Prepared] = ()) -> None:
         self.prepared = prepared
+        self.searches = list(searches) or [prepared]
         if self.span is not None:
             prepared.context.budget.on_phase = self.span.phase
             self.span.set(
                 {
                     "alignserve.algorithm": prepared.algorithm,
                     "alignserve.n": prepared.strategy.n,
-                    "gen_ai.usage.input_tokens": len(prepared.context.prompt_ids),
+                    "gen_ai.usage.input_tokens": sum(
+                        len(p.context.prompt_ids) for p in self.searches
+                    ),
                 }
             )
 
@@ -70,12 +77,12 @@ class Observed:
         }
         outcome: dict[str, Any] = {}
         if prepared is not None:
-            budget = prepared.context.budget
-            fields["prompt_tokens"] = len(prepared.context.prompt_ids)
+            budgets = [p.context.budget for p in self.searches]
+            fields["prompt_tokens"] = sum(len(p.context.prompt_ids) for p in self.searches)
             outcome.update(
-                generated_tokens=budget.generated_tokens,
-                engine_calls=budget.engine_calls,
-                reward_calls=budget.reward_calls,
+                generated_tokens=sum(b.generated_tokens for b in budgets),
+                engine_calls=sum(b.engine_calls for b in budgets),
+                reward_calls=sum(b.reward_calls for b in budgets),
             )
         # A stream's result: the service keeps it on the Prepared.
         result = self.result or (prepared.result if prepared is not None else None)
@@ -83,8 +90,9 @@ class Observed:
             # No chosen reward when the reward model was never called (mbr, majority).
             if result.budget.reward_calls:
                 outcome["chosen_reward"] = result.best.reward
-            outcome["deadline_hit"] = bool(result.details.get("deadline_hit"))
-            outcome["budget_hit"] = bool(result.details.get("budget_hit"))
+            results = [result, *(p.result for p in self.searches[1:] if p.result is not None)]
+            outcome["deadline_hit"] = any(r.details.get("deadline_hit") for r in results)
+            outcome["budget_hit"] = any(r.details.get("budget_hit") for r in results)
         fields.update(outcome)
         fields["latency_s"] = round(time.perf_counter() - self.start, 6)
         if prepared is not None:

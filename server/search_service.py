@@ -115,8 +115,9 @@ class SearchService:
         """The search a request asks for, ready to run. ``prompt_ids``: the prompt as the
         client gave it, without the chat template (the legacy completions API; the
         request's one user message then carries its text, for the rewards to read)."""
-        log_unknown_fields(request.unknown_fields())
         request.reject_unsupported()
+        # After the refusals: a field the request is refused for is not "ignored".
+        log_unknown_fields(request.unknown_fields())
         runtime = self.runtime
         if request.model is not None and request.model != runtime.model_name:
             raise ModelNotFound(

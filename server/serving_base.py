@@ -15,10 +15,11 @@ fills in the ones that differ (``server.chat.serving``, ``server.completions.ser
               out, when the queue filled or draining began meanwhile)
 
 Around the steps, the base refuses early when the server is full (``Admission.check``,
-before paying for rendering and tokenization), counts every request in the metrics
-(a stream when it ends), and ends each with one request log line and, when tracing is
-on, one server span (``server.observed``). A router only builds the API's handler for
-the request and calls ``handle``.
+before paying for rendering and tokenization), counts every request whose search was
+prepared in the metrics by API and algorithm (a stream when it ends; the requests refused
+before are counted by ``server.request_metrics``, under no algorithm), and ends each with
+one request log line and, when tracing is on, one server span (``server.observed``). A
+router only builds the API's handler for the request and calls ``handle``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from server.errors import sse_error
 from server.metrics import ServerMetrics
 from server.observed import Observed
 from server.protocol import ChatCompletionRequest
+from server.request_metrics import API_ROUTES, mark_counted
 from server.search_service import Prepared, SearchService
 from server.settings import Settings
 
@@ -78,8 +80,9 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     return task.result()
 
 
-def metric_label(algorithm: object, settings: Settings) -> str:
-    """Only known names become label values: clients must not mint new series."""
+def asked_algorithm(algorithm: object, settings: Settings) -> str:
+    """The algorithm a request asks for, as its log line names it until the search is
+    parsed: a known name, the default, or "unknown" (a client's text is never logged)."""
     if algorithm is None:
         return settings.default_algorithm
     return algorithm if isinstance(algorithm, str) and algorithm in STRATEGIES else "unknown"
@@ -121,6 +124,11 @@ class ServingBase(ABC):
         """The SSE events of the prepared search; ``on_search_end`` gives its admission
         slot back."""
 
+    def searches(self, prepared: Prepared) -> list[Prepared]:
+        """Every search of the request, for its log line's counts (several for a
+        completions request of several prompts)."""
+        return [prepared]
+
     def refusal(self, exc: AlignserveError) -> list[str]:
         """A stream's error event and its end, for a search refused after the headers."""
         return [sse_error(exc), "data: [DONE]\n\n"]
@@ -132,23 +140,29 @@ class ServingBase(ABC):
         except LimitExceeded as exc:
             metrics.limit_rejections.labels(exc.limit).inc()
             raise
-        algorithm = metric_label((body.search or {}).get("algorithm"), raw.app.state.settings)
+        algorithm = asked_algorithm((body.search or {}).get("algorithm"), raw.app.state.settings)
+        api = API_ROUTES[raw.scope["path"]]
         start = time.perf_counter()
         status = 500
         admission: Admission = raw.app.state.admission
         observed = Observed.start_for(raw, stream=bool(body.stream), start=start)
+        prepared: Prepared | None = None
         try:
             service = search_service(raw)
             # Refuse before paying for rendering and tokenization (a retry elsewhere is cheap).
             admission.check(stream=body.stream)
             prepared = await self.prepare(service)
             algorithm = prepared.algorithm
-            observed.on_prepared(prepared)
+            # Counted here from now on, with its algorithm (server.request_metrics).
+            mark_counted(raw.scope)
+            observed.on_prepared(prepared, self.searches(prepared))
             if body.stream:
                 admission.check(stream=True)
                 status = 200
                 return StreamingResponse(
-                    counted_stream(self, service, prepared, metrics, start, admission, observed),
+                    counted_stream(
+                        self, service, prepared, metrics, start, admission, observed, api=api
+                    ),
                     media_type="text/event-stream",
                     # nginx buffers a proxied response unless told not to.
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -177,7 +191,8 @@ class ServingBase(ABC):
             raise
         finally:
             if not (body.stream and status == 200):
-                metrics.record_request(algorithm, status, time.perf_counter() - start)
+                if prepared is not None:
+                    metrics.record_request(api, algorithm, status, time.perf_counter() - start)
                 observed.finish(algorithm, status)
 
 
@@ -189,6 +204,8 @@ async def counted_stream(
     start: float,
     admission: Admission,
     observed: Observed | None = None,
+    *,
+    api: str,
 ) -> AsyncIterator[str]:
     status = 499  # unless the stream runs to its end, the client left
     release = None
@@ -210,6 +227,6 @@ async def counted_stream(
             release()
         if status == 499:
             metrics.cancellations.inc()
-        metrics.record_request(prepared.algorithm, status, time.perf_counter() - start)
+        metrics.record_request(api, prepared.algorithm, status, time.perf_counter() - start)
         if observed is not None:
             observed.finish(prepared.algorithm, status)

@@ -106,6 +106,9 @@ class Completion(ServingBase):
             )
         return self.prepared[0]
 
+    def searches(self, first: Prepared) -> list[Prepared]:
+        return self.prepared
+
     async def run(self, service: SearchService, first: Prepared) -> SearchResult:
         """The searches at once; the first failure cancels the others (aborting their
         engine requests) and is the request's error. Each is counted in the search

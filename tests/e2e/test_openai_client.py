@@ -129,7 +129,9 @@ def test_metrics_move_after_requests(server: str, client: openai.OpenAI) -> None
         text = httpx.get(f"{server}/metrics").text
         assert "vllm:" in text, "the in-process engine's metrics are missing"
         match = re.search(
-            r'^alignserve_requests_total\{algorithm="bon",status="200"\} (\S+)$', text, re.M
+            r'^alignserve_requests_total\{algorithm="bon",api="chat",status="200"\} (\S+)$',
+            text,
+            re.M,
         )
         return float(match.group(1)) if match else 0.0
 

@@ -223,3 +223,33 @@ def test_setup_logging_text_is_unchanged() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stderr.rstrip().endswith(" INFO server.x [-]: hello")
     assert done.stdout.strip() == "False"
+
+
+async def test_a_several_prompt_completions_line_counts_every_prompt(
+    serve_app: Any, json_log: Captured
+) -> None:
+    # Regression: the line counted only the first prompt's tokens (clients review, 2026-12-07).
+    async with serve_app() as client:
+        r = await client.post("/v1/completions", json={"prompt": ["a", "bb b", "ccc c c"]})
+    assert r.status_code == 200, r.text
+    reports = r.json()["search"]
+    (line,) = json_log.requests()
+    assert line["prompt_tokens"] == r.json()["usage"]["prompt_tokens"]
+    assert line["generated_tokens"] == sum(s["generated_tokens"] for s in reports)
+    assert line["engine_calls"] == sum(s["engine_calls"] for s in reports)
+    assert len(reports) == 3 and line["prompt_tokens"] > 3 * len("a")
+
+
+async def test_fields_are_logged_as_ignored_only_when_the_request_is_not_refused_for_them(
+    serve_app: Any, runtime: Any, json_log: Captured
+) -> None:
+    # Regression: "ignoring unknown request fields" was logged, then the request refused
+    # for that very field (clients review, 2026-12-07).
+    async with serve_app(runtime) as client:
+        bon = {"algorithm": "bon", "n": 3}
+        refused = await client.post(URL, json=body(search=bon, logit_bias={"5": 1}, min_tokens=2))
+        served = await client.post(URL, json=body(search=bon, min_tokens=2))
+    assert (refused.status_code, served.status_code) == (400, 200)
+    ignored = [line for line in json_log.lines() if "ignoring unknown" in line["message"]]
+    assert [line["request_id"] for line in ignored] == [served.headers["x-request-id"]]
+    assert ignored[0]["message"] == "ignoring unknown request fields: 'min_tokens'"

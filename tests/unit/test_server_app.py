@@ -169,9 +169,10 @@ async def test_runtime_close_order(runtime_of: Any) -> None:
 
 
 async def test_metrics_after_requests(serve_app: Any) -> None:
+    bon = {"algorithm": "bon", "api": "chat"}
     async with serve_app() as client:
         before = (await client.get("/metrics")).text
-        assert metric(before, "alignserve_requests_total", algorithm="bon", status="200") is None
+        assert metric(before, "alignserve_requests_total", **bon, status="200") is None
         assert (await client.post(URL, json={"messages": USER})).status_code == 200
         r = await client.get("/metrics")
         assert (await client.post(URL, json={"messages": USER, "n": 9})).status_code == 400
@@ -179,7 +180,7 @@ async def test_metrics_after_requests(serve_app: Any) -> None:
         after = (await client.get("/metrics")).text
     assert r.headers["content-type"].startswith("text/plain")
     text = r.text
-    assert metric(text, "alignserve_requests_total", algorithm="bon", status="200") == 1.0
+    assert metric(text, "alignserve_requests_total", **bon, status="200") == 1.0
     assert metric(text, "alignserve_generated_tokens_total", algorithm="bon") == 18.0
     assert metric(text, "alignserve_candidates_generated_total", algorithm="bon") == 4.0
     # Best-of-4 is one engine request with n=4.
@@ -194,10 +195,13 @@ async def test_metrics_after_requests(serve_app: Any) -> None:
     assert metric(text, "alignserve_reward_gain_bucket", algorithm="bon", le="0.5") == 1.0
     assert metric(text, "alignserve_reward_latency_seconds_count", reward="judge") == 1.0
     assert metric(text, "alignserve_reward_batch_size_sum", reward="judge") == 4.0
-    assert metric(text, "alignserve_request_latency_seconds_count", algorithm="bon") == 1.0
-    # A rejected request and a finished stream are counted too.
-    assert metric(after, "alignserve_requests_total", algorithm="bon", status="200") == 2.0
-    assert metric(after, "alignserve_requests_total", algorithm="bon", status="400") == 1.0
+    assert metric(text, "alignserve_request_latency_seconds_count", **bon) == 1.0
+    # A finished stream is counted too; the 400 (n over the server's limit, refused while
+    # its search was parsed) under no algorithm, and not in the latency.
+    assert metric(after, "alignserve_requests_total", **bon, status="200") == 2.0
+    assert metric(after, "alignserve_requests_total", **bon, status="400") is None
+    assert metric(after, "alignserve_requests_total", algorithm="", api="chat", status="400") == 1
+    assert metric(after, "alignserve_request_latency_seconds_count", **bon) == 2.0
     assert metric(after, "alignserve_generated_tokens_total", algorithm="bon") == 36.0
 
 
@@ -206,7 +210,8 @@ async def test_metrics_are_per_app(serve_app: Any, runtime_of: Any) -> None:
         await first.post(URL, json={"messages": USER})
     async with serve_app(runtime_of()) as second:
         text = (await second.get("/metrics")).text
-    assert metric(text, "alignserve_requests_total", algorithm="bon", status="200") is None
+    bon = {"algorithm": "bon", "api": "chat"}
+    assert metric(text, "alignserve_requests_total", **bon, status="200") is None
 
 
 async def test_reward_label_follows_the_spec(serve_app: Any) -> None:

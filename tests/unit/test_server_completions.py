@@ -241,7 +241,9 @@ async def test_several_prompts_run_at_once_under_one_admission_slot(serve_app: A
     assert r.status_code == 200, r.text
     assert gen.peak == 3
     # One request in the request metrics, three searches in the search metrics.
-    assert 'alignserve_requests_total{algorithm="bon",status="200"} 1.0' in metrics
+    assert (
+        'alignserve_requests_total{algorithm="bon",api="completions",status="200"} 1.0'
+    ) in metrics
     assert 'alignserve_candidates_generated_total{algorithm="bon"} 12.0' in metrics
 
 

@@ -324,7 +324,7 @@ async def test_a_failed_search_ends_the_stream_with_response_failed(
         "param": None,
     }
     assert failed["output"] == [] and failed["usage"] is None
-    assert 'alignserve_requests_total{algorithm="bon",status="503"} 1.0' in metrics
+    assert 'alignserve_requests_total{algorithm="bon",api="responses",status="503"} 1.0' in metrics
 
 
 async def test_a_failed_search_without_stream_is_a_json_error(
