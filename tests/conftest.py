@@ -95,6 +95,44 @@ def mt_bench_prompts(limit: int = 80) -> list[str]:
     return [p.conversation[-1]["content"] for p in load_prompts(limit=limit)]
 
 
+# Engines that several test files share, started once per pytest process: their users
+# must run in the same xdist worker, one after another (`make test` runs two workers).
+SHARED_ENGINES = {"served": "e2e-server", "engine": "engines", "vllm_server": "engines"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put every test file in an xdist group: the files that use a shared engine in that
+    engine's group, every other file by itself (its module-scoped servers start once).
+    Under ``--dist loadgroup`` a group runs whole on one worker, in collection order;
+    without xdist the marks do nothing.
+
+    Then order the groups longest first, so two workers end together: the shared-engine
+    groups, then the other files that start engines (integration, e2e), then the rest in
+    collection order. A shared engine's users stay contiguous, so it starts once either way.
+    """
+    group_of: dict[str, str] = {}
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        for name in getattr(item, "fixturenames", ()):
+            if name in SHARED_ENGINES:
+                group_of.setdefault(path, SHARED_ENGINES[name])
+    groups = []
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        group = group_of.get(path, path)
+        item.add_marker(pytest.mark.xdist_group(group))
+        groups.append(group)
+
+    def weight(index: int) -> int:
+        group = groups[index]
+        if group in SHARED_ENGINES.values():
+            return 0
+        return 1 if group.startswith(("tests/e2e/", "tests/integration/")) else 2
+
+    order = sorted(range(len(items)), key=weight)  # stable: collection order within
+    items[:] = [items[i] for i in order]
+
+
 @pytest.fixture(scope="session")
 def model_path() -> str:
     from engines.default_model import ensure_default_model
