@@ -100,6 +100,7 @@ def mt_bench_prompts(limit: int = 80) -> list[str]:
 SHARED_ENGINES = {"served": "e2e-server", "engine": "engines", "vllm_server": "engines"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Put every test file in an xdist group: the files that use a shared engine in that
     engine's group, every other file by itself (its module-scoped servers start once).
