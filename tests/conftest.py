@@ -95,43 +95,31 @@ def mt_bench_prompts(limit: int = 80) -> list[str]:
     return [p.conversation[-1]["content"] for p in load_prompts(limit=limit)]
 
 
-# Engines that several test files share, started once per pytest process: their users
-# must run in the same xdist worker, one after another (`make test` runs two workers).
-SHARED_ENGINES = {"served": "e2e-server", "engine": "engines", "vllm_server": "engines"}
+def pytest_configure(config: pytest.Config) -> None:
+    from tests.xdist_groups import name_the_file
+
+    name_the_file(config)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from tests.xdist_groups import remove_the_file
+
+    remove_the_file(config)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put every test file in an xdist group: the files that use a shared engine in that
-    engine's group, every other file by itself (its module-scoped servers start once).
-    Under ``--dist loadgroup`` a group runs whole on one worker, in collection order;
-    without xdist the marks do nothing.
+    from tests.xdist_groups import group_items, write_groups
 
-    Then order the groups longest first, so two workers end together: the shared-engine
-    groups, then the other files that start engines (integration, e2e), then the rest in
-    collection order. A shared engine's users stay contiguous, so it starts once either way.
-    """
-    group_of: dict[str, str] = {}
-    for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        for name in getattr(item, "fixturenames", ()):
-            if name in SHARED_ENGINES:
-                group_of.setdefault(path, SHARED_ENGINES[name])
-    groups = []
-    for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        group = group_of.get(path, path)
-        item.add_marker(pytest.mark.xdist_group(group))
-        groups.append(group)
+    write_groups(group_items(items))
 
-    def weight(index: int) -> int:
-        group = groups[index]
-        if group in SHARED_ENGINES.values():
-            return 0
-        return 1 if group.startswith(("tests/e2e/", "tests/integration/")) else 2
 
-    order = sorted(range(len(items)), key=weight)  # stable: collection order within
-    items[:] = [items[i] for i in order]
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadgroup`` by our groups (see tests/xdist_groups.py); other modes as xdist."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from tests.xdist_groups import GroupScheduling
+
+    return GroupScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
