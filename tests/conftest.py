@@ -95,22 +95,10 @@ def mt_bench_prompts(limit: int = 80) -> list[str]:
     return [p.conversation[-1]["content"] for p in load_prompts(limit=limit)]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    from tests.xdist_groups import name_the_file
-
-    name_the_file(config)
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    from tests.xdist_groups import remove_the_file
-
-    remove_the_file(config)
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    from tests.xdist_groups import group_items, write_groups
+    from tests.xdist_groups import longest_first
 
-    write_groups(group_items(items))
+    longest_first(items)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
