@@ -98,4 +98,5 @@ def renamed(exc: InvalidRequest) -> InvalidRequest:
     max_tokens, input for messages)."""
     exc.param = PARAMS.get(exc.param or "", exc.param)
     exc.message = re.sub(r"\bmax_tokens\b", "max_output_tokens", exc.message)
+    exc.message = re.sub(r"\bresponse_format(\.json_schema)?\b", "text.format", exc.message)
     return exc

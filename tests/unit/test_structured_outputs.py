@@ -195,9 +195,7 @@ def test_in_process_engine_passes_the_grammar_to_vllm() -> None:
     pytest.importorskip("vllm")
     from engines.vllm_local import to_sampling_params
 
-    params = to_sampling_params(
-        SamplingConfig(constraint=OutputConstraint(json_object=True)), n=2
-    )
+    params = to_sampling_params(SamplingConfig(constraint=OutputConstraint(json_object=True)), n=2)
     assert params.structured_outputs.json_object is True
 
 
