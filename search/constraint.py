@@ -7,7 +7,8 @@ A value on ``SamplingConfig.constraint``, so it reaches every engine call that
 its own sampling: the judge, DARWIN's rewrite). The engines hand it to vLLM as they find
 it: in-process as ``SamplingParams.structured_outputs``, remote as the ``structured_outputs``
 field of ``/v1/completions``. Exactly one of the constraint fields is set, as vLLM's
-``StructuredOutputsParams`` requires.
+``StructuredOutputsParams`` requires. (Its whitespace options are not carried: vLLM 0.32's
+backends read them from the engine's configuration, not from a request.)
 
 A grammar constrains decoding from the first generated token: a search that continues a
 partial response in a new engine call (the tree searches) would restart the grammar at the
@@ -31,10 +32,6 @@ class OutputConstraint:
     regex: str | None = None
     choice: tuple[str, ...] | None = None
     grammar: str | None = None
-    # vLLM's options (xgrammar and guidance backends).
-    disable_any_whitespace: bool = False
-    disable_additional_properties: bool = False
-    whitespace_pattern: str | None = None
 
     def __post_init__(self) -> None:
         kinds = [self.json, self.json_object, self.regex, self.choice, self.grammar]
@@ -55,10 +52,4 @@ class OutputConstraint:
             fields["choice"] = list(self.choice)
         if self.grammar is not None:
             fields["grammar"] = self.grammar
-        if self.disable_any_whitespace:
-            fields["disable_any_whitespace"] = True
-        if self.disable_additional_properties:
-            fields["disable_additional_properties"] = True
-        if self.whitespace_pattern is not None:
-            fields["whitespace_pattern"] = self.whitespace_pattern
         return fields

@@ -7,7 +7,8 @@ tools convert into them, ``server.responses.protocol``):
 - ``response_format``: ``{"type": "text"}`` (nothing), ``{"type": "json_object"}`` or
   ``{"type": "json_schema", "json_schema": {"name", "schema", "strict", "description"}}``;
 - vLLM's ``structured_outputs`` object (``json``, ``regex``, ``choice``, ``grammar``,
-  ``json_object``, and its whitespace options; ``structural_tag`` is refused);
+  ``json_object``; ``structural_tag`` and the whitespace options, which vLLM 0.32 reads
+  only from its engine configuration, are refused);
 - ``tools`` with ``tool_choice`` ``required`` or a named function (``server.tool_calls``).
 
 At most one of the three may constrain a request (vLLM's own rule for its fields). ``strict``
@@ -46,6 +47,8 @@ from search.types import Candidate, SearchResult
 from server.tool_calls import Parsed, Tools, check_schema
 
 VLLM_KINDS = ("json", "regex", "choice", "grammar", "json_object")
+# Per-request options vLLM 0.32 accepts and then ignores (its xgrammar and guidance
+# backends read them from the engine's --structured-outputs-config): refused, not dropped.
 VLLM_OPTIONS = ("disable_any_whitespace", "disable_additional_properties", "whitespace_pattern")
 
 
@@ -138,7 +141,13 @@ def vllm_constraint(fields: Any) -> OutputConstraint:
     """vLLM's ``structured_outputs`` request object, checked."""
     if not isinstance(fields, dict):
         raise InvalidRequest("structured_outputs must be an object", param="structured_outputs")
-    for key in fields:
+    for key, value in fields.items():
+        if key in VLLM_OPTIONS and value not in (None, False):
+            raise InvalidRequest(
+                f"structured_outputs.{key} is not supported per request (vLLM applies it "
+                "engine-wide only)",
+                param=f"structured_outputs.{key}",
+            )
         if key not in VLLM_KINDS and key not in VLLM_OPTIONS:
             raise InvalidRequest(
                 f"structured_outputs.{str(key)[:40]} is not supported by alignserve",
@@ -172,15 +181,6 @@ def vllm_constraint(fields: Any) -> OutputConstraint:
         if not isinstance(value, str) or not value:
             raise InvalidRequest(f"{at} must be a non-empty string", param=at)
         args[kind] = value
-    for option in VLLM_OPTIONS:
-        if fields.get(option) is not None:
-            expected = str if option == "whitespace_pattern" else bool
-            if not isinstance(fields[option], expected):
-                raise InvalidRequest(
-                    f"structured_outputs.{option} has the wrong type",
-                    param=f"structured_outputs.{option}",
-                )
-            args[option] = fields[option]
     return OutputConstraint(**args)
 
 

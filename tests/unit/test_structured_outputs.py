@@ -118,13 +118,11 @@ async def test_vllm_structured_outputs_field(serve_app: Any) -> None:
     r, generator = await post(
         serve_app,
         ["ab", "ba"],
-        structured_outputs={"regex": "a+b", "disable_any_whitespace": True},
+        structured_outputs={"regex": "a+b", "disable_any_whitespace": False},
         search={"algorithm": "bon", "n": 2},
     )
     assert r.json()["choices"][0]["message"]["content"] == "ab"
-    assert generator.calls[0][1].constraint == OutputConstraint(
-        regex="a+b", disable_any_whitespace=True
-    )
+    assert generator.calls[0][1].constraint == OutputConstraint(regex="a+b")
 
 
 @pytest.mark.parametrize("algorithm", ["treebon", "darwin", "spec_rejection", "beam_search"])
@@ -155,6 +153,10 @@ async def test_searches_that_cannot_keep_a_grammar_refuse_it(
         ({"structured_outputs": {"regex": "a", "choice": ["a"]}}, "structured_outputs"),
         ({"structured_outputs": {"structural_tag": "{}"}}, "structured_outputs.structural_tag"),
         ({"structured_outputs": {"choice": []}}, "structured_outputs.choice"),
+        (
+            {"structured_outputs": {"json_object": True, "disable_any_whitespace": True}},
+            "structured_outputs.disable_any_whitespace",
+        ),
         (
             {
                 "response_format": {"type": "json_object"},
