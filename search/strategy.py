@@ -37,6 +37,10 @@ class SearchStrategy(BaseModel):
     # response in a new call would restart the grammar there, and a rewrite samples
     # free text: they leave it False, and the server refuses a grammar for them.
     honours_constraints: ClassVar[bool] = False
+    # Whether it continues partial responses only through SearchContext.generate and
+    # generate_stream, from the request's prompt: then each continuation can decode under
+    # the grammar for the rest of its response (SearchContext.constraint_after).
+    continues_constraints: ClassVar[bool] = False
 
     n: int = Field(default=4, ge=1, strict=True, description="number of candidate responses")
 

@@ -145,7 +145,7 @@ class SearchService:
             request.structured_outputs,
             parse_tools(request.tools, request.tool_choice, request.parallel_tool_calls),
         )
-        check_strategy(rules, strategy)
+        constraint_after = check_strategy(rules, strategy)
         conversation = self.check_size(request)
         if rules is not None and rules.tools is not None:
             conversation = with_tools_prompt(conversation, rules.tools)
@@ -192,6 +192,7 @@ class SearchService:
             reference=runtime.reference,
             prm=process_reward(runtime, strategy, reward_options.prm),
             limits=limits,
+            constraint_after=constraint_after,
         )
         return Prepared(
             request=request,

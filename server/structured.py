@@ -15,11 +15,13 @@ At most one of the three may constrain a request (vLLM's own rule for its fields
 is accepted either way: the schema is always enforced by the grammar.
 
 Every answer-producing engine call of the search carries the constraint
-(``SamplingConfig.constraint``), so each candidate is sampled under it; only searches that
-sample whole responses from the prompt (``SearchStrategy.honours_constraints``) accept
-one. The tree searches continue partial responses in new engine calls, where vLLM would
-restart the grammar, and DARWIN's rewrite samples free text: for them a grammar is a 400
-naming the field that asked for it, never an answer that ignores it.
+(``SamplingConfig.constraint``), so each candidate is sampled under it. Searches that
+sample whole responses from the prompt (``SearchStrategy.honours_constraints``) use it as
+it is. TreeBoN (``continues_constraints``) continues partial responses in new engine
+calls, where vLLM would restart the grammar: each of its calls decodes under the grammar
+for the rest after the partial response's text (``server.continuation``). The other tree
+and step searches, and DARWIN's rewrite (free text), cannot follow a grammar: for them it
+is a 400 naming the field that asked for it, never an answer that ignores it.
 
 A candidate can still be invalid: cut by max_tokens mid-object, or (tool_choice ``auto``)
 a ``<tool_call>`` block that does not parse or match its tool's schema. ``rank_valid``
@@ -44,6 +46,7 @@ from search.constraint import OutputConstraint
 from search.errors import InvalidRequest
 from search.strategy import SearchStrategy
 from search.types import Candidate, SearchResult
+from server.continuation import Continuation
 from server.tool_calls import Parsed, Tools, check_schema
 
 VLLM_KINDS = ("json", "regex", "choice", "grammar", "json_object")
@@ -218,16 +221,21 @@ def _loads(text: str, missing: Any = None) -> Any:
         return missing
 
 
-def check_strategy(rules: OutputRules | None, strategy: SearchStrategy) -> None:
+def check_strategy(
+    rules: OutputRules | None, strategy: SearchStrategy
+) -> Callable[[str], OutputConstraint] | None:
     """A 400 naming the field that asked for a grammar, for a search that cannot honour
-    one (see the module docstring)."""
+    one (see the module docstring). For a search that continues partial responses under
+    it, the constraint for the rest after a prefix (``server.continuation``)."""
     if rules is None or rules.constraint is None or strategy.honours_constraints:
-        return
+        return None
+    if strategy.continues_constraints:
+        return Continuation(rules.constraint, rules.param).after
     raise InvalidRequest(
         f"{rules.param}: the {strategy.name!r} search cannot keep its answers to the "
-        "requested format (it continues partial responses or rewrites them in new engine "
-        "calls); use one that samples whole responses: bon, rbon_kl, rbon_wd, srbon, "
-        "adaptive_bon, mbr, majority",
+        "requested format (it continues partial responses in ways a grammar cannot follow, "
+        "or rewrites them); use one that samples whole responses (bon, rbon_kl, rbon_wd, "
+        "srbon, adaptive_bon, mbr, majority) or treebon",
         param=rules.param,
     )
 

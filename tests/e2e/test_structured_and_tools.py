@@ -1,7 +1,7 @@
 """End to end: structured outputs and function tools through the official openai client,
 against the server as the README starts it (the package's ``served`` server): the SDK's
-``parse`` with a pydantic model, ``json_schema`` with ``strict``, and a tool-call round trip
-on chat and on the Responses API."""
+``parse`` with a pydantic model (Best-of-N and TreeBoN), ``json_schema`` with ``strict``,
+and a tool-call round trip on chat and on the Responses API."""
 
 from __future__ import annotations
 
@@ -68,14 +68,29 @@ def test_json_schema_strict(client: openai.OpenAI) -> None:
     jsonschema.validate(json.loads(r.choices[0].message.content), WEATHER)
 
 
-def test_a_tree_search_refuses_a_grammar_by_name(client: openai.OpenAI) -> None:
+def test_parse_under_treebon(client: openai.OpenAI) -> None:
+    """TreeBoN continues partial responses: each segment decodes under the grammar for
+    the rest of the object (server.continuation)."""
+    completion = client.chat.completions.parse(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Invent a person: name and age, as JSON."}],
+        response_format=Person,
+        max_tokens=40,
+        extra_body={"search": {"algorithm": "treebon", "n": 2, "layers": 2}},
+    )
+    assert isinstance(completion.choices[0].message.parsed, Person)
+    report = completion.model_extra["search"]
+    assert report["algorithm"] == "treebon" and report["engine_calls"] >= 2
+
+
+def test_a_step_search_refuses_a_grammar_by_name(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.parse(
             model=MODEL,
             messages=ASK_WEATHER,
             response_format=Person,
             max_tokens=16,
-            extra_body={"search": {"algorithm": "treebon"}},
+            extra_body={"search": {"algorithm": "dvts"}},
         )
     assert info.value.body["param"] == "response_format"
 

@@ -125,7 +125,7 @@ async def test_vllm_structured_outputs_field(serve_app: Any) -> None:
     assert generator.calls[0][1].constraint == OutputConstraint(regex="a+b")
 
 
-@pytest.mark.parametrize("algorithm", ["treebon", "darwin", "spec_rejection", "beam_search"])
+@pytest.mark.parametrize("algorithm", ["darwin", "spec_rejection", "beam_search", "dvts"])
 async def test_searches_that_cannot_keep_a_grammar_refuse_it(
     serve_app: Any, algorithm: str
 ) -> None:

@@ -170,7 +170,7 @@ async def test_round_trip_renders_calls_and_results(serve_app: Any) -> None:
         ({"tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
         ({"tools": [], "tool_choice": "required"}, "tool_choice"),
         ({"tool_choice": "required", "response_format": {"type": "json_object"}}, "tool_choice"),
-        ({"tool_choice": "required", "search": {"algorithm": "treebon"}}, "tool_choice"),
+        ({"tool_choice": "required", "search": {"algorithm": "dvts"}}, "tool_choice"),
         (
             {
                 "messages": [
