@@ -222,3 +222,24 @@ async def test_openai_parse_returns_the_valid_object() -> None:
                 extra_body={"search": {"algorithm": "bon", "n": 4}},
             )
     assert completion.choices[0].message.parsed == Thing(a=1)
+
+
+async def test_completions_take_structured_outputs_and_refuse_tools(serve_app: Any) -> None:
+    generator, rt = runtime([BROKEN, VALID])
+    async with serve_app(rt) as client:
+        r = await client.post(
+            "/v1/completions",
+            json={
+                "model": "m",
+                "prompt": "x",
+                "best_of": 2,
+                "response_format": json_schema_format(),
+            },
+        )
+        assert r.json()["choices"][0]["text"] == VALID
+        assert generator.calls[0][1].constraint == OutputConstraint(json=json.dumps(SCHEMA))
+        r = await client.post(
+            "/v1/completions",
+            json={"model": "m", "prompt": "x", "tools": [{"type": "function"}]},
+        )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tools"
