@@ -8,11 +8,13 @@ is validated by chat's model and reaches the engine exactly as chat's does, and 
 ``input`` is converted by hand rather than by a pydantic union, so a refused item is a 400
 naming exactly that item (``input.2.content.0.type``), not one error per arm of a union.
 
-Fields of the API that alignserve cannot honour (tools, structured text formats,
-reasoning, stored conversations, ...) are refused with a 400 naming the field when sent
-with anything but their default value; none is silently dropped. Fields whose default is
-all alignserve can do anyway (``parallel_tool_calls`` with no tools, ``store``: nothing is
-ever stored) are accepted.
+Function tools, ``function_call`` / ``function_call_output`` items and ``text.format``
+convert into chat's ``tools``, messages and ``response_format`` (``chat_tools``,
+``response_format``; checked here, so a 400 names this API's field). Fields of the API
+that alignserve cannot honour (reasoning, stored conversations, ...) are refused with a
+400 naming the field when sent with anything but their default value; none is silently
+dropped. Fields whose default is all alignserve can do anyway (``store``: nothing is ever
+stored) are accepted.
 """
 
 from __future__ import annotations
