@@ -1,6 +1,7 @@
 """Structured outputs on the real engines: every sample decodes under the grammar, in
 process (vLLM's structured-output backend on the CPU build) and remote (the same fields
-sent to a real `vllm serve`)."""
+sent to a real `vllm serve`), and a partial object continues under the grammar for its
+rest (server.continuation, as TreeBoN uses it)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from engines.tokenizer import HFChatTokenizer
 from search.constraint import OutputConstraint
 from search.protocols import Generator
 from search.types import SamplingConfig
+from server.continuation import Continuation
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +53,28 @@ async def check_choice_and_regex(gen: Generator, tok: HFChatTokenizer) -> None:
     regex = SamplingConfig(max_tokens=8, seed=1, constraint=OutputConstraint(regex=r"[0-9]{3}"))
     for c in await gen.generate(ids, regex, n=3):
         assert re.fullmatch(r"[0-9]{3}", c.text), c.text
+
+
+async def check_continuation(gen: Generator, tok: HFChatTokenizer) -> None:
+    """A partial object continued under the grammar for its rest (what TreeBoN sends):
+    prefix + continuation is an object of the schema."""
+    after = Continuation(OutputConstraint(json=json.dumps(PERSON)), "response_format").after
+    prefix = '{"name":"Al'
+    ids = prompt(tok) + tok.encode(prefix)
+    params = SamplingConfig(max_tokens=24, seed=5, constraint=after(prefix))
+    out = await gen.generate(ids, params, n=3)
+    finished = [c for c in out if c.finish_reason == "stop"]
+    assert finished, [c.text for c in out]
+    for c in finished:
+        jsonschema.validate(json.loads(prefix + c.text), PERSON)
+
+
+async def test_in_process_continuation(engine, tokenizer) -> None:
+    await check_continuation(engine, tokenizer)
+
+
+async def test_remote_continuation(remote, tokenizer) -> None:
+    await check_continuation(remote, tokenizer)
 
 
 async def test_in_process_json_schema(engine, tokenizer) -> None:
