@@ -76,6 +76,9 @@ def completion_body(
             body["include_stop_str_in_output"] = True
     if params.top_logprobs or params.logprobs:
         body["logprobs"] = params.top_logprobs or 0
+    if params.constraint is not None:
+        # vLLM's own field on /v1/completions: the upstream decodes under the same grammar.
+        body["structured_outputs"] = params.constraint.vllm_fields()
     return body
 
 

@@ -87,8 +87,11 @@ def to_sampling_params(params: SamplingConfig, n: int, *, stream: bool = False) 
     the output loop wakes twice per sample, not once per token: the caller reads only
     finished samples."""
     from vllm import SamplingParams
-    from vllm.sampling_params import RequestOutputKind
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
+    structured = None
+    if params.constraint is not None:
+        structured = StructuredOutputsParams(**params.constraint.vllm_fields())
     logprobs: int | None = None
     if params.top_logprobs:
         logprobs = params.top_logprobs
@@ -108,6 +111,7 @@ def to_sampling_params(params: SamplingConfig, n: int, *, stream: bool = False) 
         logprobs=logprobs,
         output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
         stream_interval=params.max_tokens if stream else None,
+        structured_outputs=structured,
     )
 
 

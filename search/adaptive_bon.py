@@ -56,6 +56,7 @@ from search.types import Candidate, SearchResult
 
 class AdaptiveBoN(SearchStrategy):
     name = "adaptive_bon"
+    honours_constraints = True
 
     round_size: int = Field(default=4, ge=1, strict=True)
     min_gain: float = Field(default=0.01, ge=0)

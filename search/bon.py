@@ -21,6 +21,7 @@ from search.types import SearchResult
 
 class BestOfN(SearchStrategy):
     name = "bon"
+    honours_constraints = True
 
     async def run(self, ctx: SearchContext) -> SearchResult:
         return finish(ctx, await sample_and_score(ctx, self.n))

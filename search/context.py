@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from search.budget import BudgetExhausted, SearchLimits, Work, first_over, trim_scored
+from search.constraint import OutputConstraint
 from search.errors import EngineUnavailable, RewardUnavailable
 from search.protocols import (
     BatchGenerator,
@@ -74,6 +75,10 @@ class SearchContext:
     on_commit: Callable[[str], None] | None = None
     # What this search may spend (search.budget); None: no limit (offline evaluation).
     limits: SearchLimits | None = None
+    # For a search that continues partial responses under a structured-output grammar:
+    # the constraint for the rest of a response after its text so far (the server's
+    # server.continuation); None: every call decodes under the request's own constraint.
+    constraint_after: Callable[[str], OutputConstraint] | None = None
     # The most the calls still running may spend, reserved when they start.
     in_flight: Work = field(default_factory=Work, init=False, repr=False)
     kept_chars: int = field(default=0, init=False, repr=False)
@@ -88,6 +93,14 @@ class SearchContext:
         self.calls_made += 1
         base = self.sampling if own is None else own
         return dataclasses.replace(base, max_tokens=max_tokens, seed=call)
+
+    def continued(self, params: SamplingConfig, prompt_ids: Sequence[int]) -> SamplingConfig:
+        """``params`` with the grammar for the rest of the response that ``prompt_ids``
+        holds after the request's prompt (see ``constraint_after``)."""
+        if params.constraint is None or self.constraint_after is None:
+            return params
+        partial = self.tokenizer.decode(prompt_ids[len(self.prompt_ids) :])
+        return dataclasses.replace(params, constraint=self.constraint_after(partial))
 
     async def generate(
         self,
@@ -104,6 +117,8 @@ class SearchContext:
         so the client's stop strings, penalties and temperature never reach it."""
         with self.spending(Work(tokens=n * max_tokens, engine_calls=1)):
             params = self.sampling_for(max_tokens, sampling)
+            if sampling is None:
+                params = self.continued(params, prompt_ids)
             completions = await self.generator.generate(prompt_ids, params, n)
             self.budget.count_generation(completions)
         return completions
@@ -114,7 +129,7 @@ class SearchContext:
         """``generate``, with the samples yielded as they finish (lists of (index,
         completion), every index once) when the generator streams, else all at the end."""
         with self.spending(Work(tokens=n * max_tokens, engine_calls=1)):
-            params = self.sampling_for(max_tokens)
+            params = self.continued(self.sampling_for(max_tokens), prompt_ids)
             done: list[Completion] = []
             if not isinstance(self.generator, StreamingGenerator):
                 done = await self.generator.generate(prompt_ids, params, n)

@@ -171,6 +171,7 @@ def vote_order(
 
 class MajorityVote(SearchStrategy):
     name = "majority"
+    honours_constraints = True
 
     answer_regex: str | None = Field(default=None, max_length=MAX_REGEX_CHARS)
     weighting: Literal["none", "reward"] = "none"

@@ -41,6 +41,7 @@ from search.types import Candidate, SearchResult
 
 class MinimumBayesRisk(SearchStrategy):
     name = "mbr"
+    honours_constraints = True
 
     utility: UtilityName = Field(default="embedding", description="utility between responses")
 

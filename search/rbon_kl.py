@@ -69,6 +69,7 @@ def ref_logprob(candidate: Candidate, mode: LogprobMode = "sum") -> float:
 
 class RegularizedBoNKL(SearchStrategy):
     name = "rbon_kl"
+    honours_constraints = True
     needs_logprobs = True
 
     beta: float = Field(

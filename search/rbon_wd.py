@@ -65,6 +65,7 @@ def mean_utility(matrix: Sequence[Sequence[float]], *, exclude_self: bool) -> li
 
 class RegularizedBoNWD(SearchStrategy):
     name = "rbon_wd"
+    honours_constraints = True
 
     beta: float = Field(
         default=1.0,

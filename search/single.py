@@ -22,6 +22,7 @@ from search.types import Candidate, SearchResult
 
 class SingleResponse(SearchStrategy):
     name = "none"
+    honours_constraints = True
     takes_default_n = False
 
     n: Literal[1] = Field(default=1, description="one response: there is no search")

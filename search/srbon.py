@@ -97,6 +97,7 @@ def draw_index(probabilities: Sequence[float], u: float) -> int:
 
 class StochasticRBoN(SearchStrategy):
     name = "srbon"
+    honours_constraints = True
     needs_logprobs = True
 
     variant: Variant = "kl"

@@ -31,6 +31,16 @@ class SearchStrategy(BaseModel):
     # Whether it scores partial responses step by step with a process reward model (the
     # step searches; a request's search.prm applies only to those).
     scores_steps: ClassVar[bool] = False
+    # Whether every response it answers with is sampled whole, in one engine call from
+    # the prompt, under the request's sampling: then a structured-output grammar
+    # (search.constraint) holds for every candidate. Searches that continue a partial
+    # response in a new call would restart the grammar there, and a rewrite samples
+    # free text: they leave it False, and the server refuses a grammar for them.
+    honours_constraints: ClassVar[bool] = False
+    # Whether it continues partial responses only through SearchContext.generate and
+    # generate_stream, from the request's prompt: then each continuation can decode under
+    # the grammar for the rest of its response (SearchContext.constraint_after).
+    continues_constraints: ClassVar[bool] = False
 
     n: int = Field(default=4, ge=1, strict=True, description="number of candidate responses")
 

@@ -88,6 +88,7 @@ async def response_logprobs(
 
 class TreeBoN(SearchStrategy):
     name = "treebon"
+    continues_constraints = True
 
     layers: int = Field(
         default=2, ge=1, le=MAX_LAYERS, strict=True, description="segments per response"

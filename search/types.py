@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from search.constraint import OutputConstraint
+
 FinishReason = Literal["stop", "length", "abort"]
 
 
@@ -30,6 +32,8 @@ class SamplingConfig:
     # Keep a matched stop string at the end of the text (vLLM's include_stop_str_in_output):
     # the step searches stop at a step delimiter and join the steps' texts exactly.
     include_stop: bool = False
+    # Structured outputs: the grammar every sample decodes under (search.constraint).
+    constraint: OutputConstraint | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from search.errors import InvalidRequest
 from search.types import Message, SamplingConfig
+from server.tool_calls import render_calls
 
 
 class TextPart(BaseModel):
@@ -23,12 +24,19 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    # An assistant turn's function calls, and a tool result's call (server.tool_calls).
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
 
-    def as_message(self) -> Message:
+    def as_message(self, where: str = "messages") -> Message:
         if isinstance(self.content, list):
             text = "".join(part.text for part in self.content)
         else:
             text = self.content or ""
+        if self.tool_calls:
+            # The template reads plain text: the calls as the model writes them.
+            calls = render_calls(self.tool_calls, where)
+            text = f"{text}\n{calls}" if text else calls
         # The chat templates of small models know "system", not OpenAI's newer "developer".
         role = "system" if self.role == "developer" else self.role
         return {"role": role, "content": text}
@@ -43,12 +51,9 @@ class StreamOptions(BaseModel):
 # Fields of the OpenAI API that alignserve cannot honour: sent with a non-default value
 # they are rejected, never silently dropped.
 UNSUPPORTED = (
-    "tools",
-    "tool_choice",
     "functions",
     "function_call",
     "logit_bias",
-    "response_format",
     "logprobs",
     "top_logprobs",
 )
@@ -75,6 +80,13 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     search: dict[str, Any] | None = None
+    # Structured outputs and tools (server.structured, server.tool_calls): checked there,
+    # so a 400 names the exact part of them that is wrong.
+    response_format: Any = None
+    structured_outputs: Any = None
+    tools: Any = None
+    tool_choice: Any = None
+    parallel_tool_calls: Any = None
 
     @field_validator("stop")
     @classmethod
@@ -96,7 +108,7 @@ class ChatCompletionRequest(BaseModel):
                 raise InvalidRequest(f"{name} is not supported by alignserve", param=name)
 
     def conversation(self) -> list[Message]:
-        return [m.as_message() for m in self.messages]
+        return [m.as_message(f"messages.{i}") for i, m in enumerate(self.messages)]
 
     def requested_max_tokens(self, default: int) -> int:
         return self.max_completion_tokens or self.max_tokens or default

@@ -58,8 +58,10 @@ async def search_events(
     text is kept: a client that reads slowly skips intermediate commits, it never
     makes the server queue a copy of the prefix per round."""
     committed = asyncio.Event()
-    # With several choices there is no single answer to commit to.
-    if prepared.request.n == 1 and prepared.serving.stream_committed:
+    # With several choices there is no single answer to commit to; a tool call is sent
+    # whole, as parsed at the end (server.tool_calls).
+    tools = prepared.rules is not None and prepared.rules.tools is not None
+    if prepared.request.n == 1 and prepared.serving.stream_committed and not tools:
         prepared.context.on_commit = lambda _: committed.set()
     search = asyncio.ensure_future(service.run(prepared))
     search.add_done_callback(lambda _: on_search_end())

@@ -14,6 +14,7 @@ shapes its own answer from ``chosen``, ``usage`` and ``report``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -43,6 +44,8 @@ from server.recording import Recorder
 from server.runtime import Runtime
 from server.search_options import ServingOptions, process_reward, search_options
 from server.settings import Settings
+from server.structured import OutputRules, check_strategy, output_rules, rank_valid
+from server.tool_calls import parse_tools, with_tools_prompt
 
 logger = logging.getLogger(__name__)
 RECORD_WAIT_S = 1.0
@@ -62,6 +65,8 @@ class Prepared:
     stream_error_status: int | None = None
     # The search's result once it ran (a stream's request log line and span read it).
     result: SearchResult | None = None
+    # Structured outputs and tools: the grammar, the tools, the validity check.
+    rules: OutputRules | None = None
 
     @property
     def algorithm(self) -> str:
@@ -136,13 +141,25 @@ class SearchService:
                 "this server does not record searches (start it with --record DIR)",
                 param="search.record",
             )
+        rules = output_rules(
+            request.response_format,
+            request.structured_outputs,
+            parse_tools(request.tools, request.tool_choice, request.parallel_tool_calls),
+        )
+        constraint_after = check_strategy(rules, strategy)
         conversation = self.check_size(request)
+        if rules is not None and rules.tools is not None:
+            conversation = with_tools_prompt(conversation, rules.tools)
+            chars = sum(len(m["content"]) for m in conversation)
+            check_request_chars(chars, self.settings, what="the messages and tools", param="tools")
         if prompt_ids is None:
             prompt_ids = await self.tokenize(runtime.tokenizer.render_chat, conversation)
         # A record keeps every candidate's per-token logprobs.
         sampling = request.sampling_config(
             self.settings.default_max_tokens, logprobs=strategy.needs_logprobs or record
         )
+        if rules is not None and rules.constraint is not None:
+            sampling = dataclasses.replace(sampling, constraint=rules.constraint)
         if sampling.max_tokens > self.settings.max_tokens_limit:
             raise InvalidRequest(
                 f"max_tokens must be at most {self.settings.max_tokens_limit}",
@@ -176,6 +193,7 @@ class SearchService:
             reference=runtime.reference,
             prm=process_reward(runtime, strategy, reward_options.prm),
             limits=limits,
+            constraint_after=constraint_after,
         )
         return Prepared(
             request=request,
@@ -186,6 +204,7 @@ class SearchService:
             created=int(time.time()),
             model=runtime.model_name,
             record=record,
+            rules=rules,
         )
 
     # -- run ------------------------------------------------------------------------
@@ -206,6 +225,7 @@ class SearchService:
         if result.details.get("budget_hit"):
             self.metrics.limit_rejections.labels(result.details["budget_limit"]).inc()
         result.budget.phase_seconds["total"] = time.perf_counter() - start
+        result = rank_valid(prepared.rules, result)
         if not result.ranked:
             raise EngineUnavailable("the search produced no candidates")
         self.metrics.record_search(prepared.algorithm, result)

@@ -14,6 +14,7 @@ from server.protocol import ChatCompletionRequest
 from server.search_service import Prepared, SearchService, finish_reason
 from server.serving_base import ServingBase
 from server.settings import Settings
+from server.tool_calls import chat_message
 
 
 class ChatCompletion(ServingBase):
@@ -41,6 +42,8 @@ def chat_completion(
     service: SearchService, prepared: Prepared, result: SearchResult
 ) -> dict[str, Any]:
     chosen = service.chosen(prepared, result)
+    tools = prepared.rules.tools if prepared.rules is not None else None
+    messages = [chat_message(tools, c.text, finish_reason(c)) for c in chosen]
     return {
         "id": prepared.completion_id,
         "object": "chat.completion",
@@ -49,11 +52,11 @@ def chat_completion(
         "choices": [
             {
                 "index": i,
-                "message": {"role": "assistant", "content": c.text},
+                "message": message,
                 "logprobs": None,
-                "finish_reason": finish_reason(c),
+                "finish_reason": finish,
             }
-            for i, c in enumerate(chosen)
+            for i, (message, finish) in enumerate(messages)
         ],
         "usage": service.usage(prepared, chosen),
         "search": service.report(prepared, result),

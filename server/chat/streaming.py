@@ -15,6 +15,7 @@ from server.errors import sse_error
 from server.pieces import streamed_prefix, unsent_pieces
 from server.search_events import Committed, Failed, KeepAlive, chunk, search_events
 from server.search_service import Prepared, SearchService, finish_reason
+from server.tool_calls import chat_message
 
 
 async def sse_stream(
@@ -60,11 +61,16 @@ def answer_chunks(
     """The answer after the ``sent`` text that was streamed while the search ran."""
     chosen = service.chosen(prepared, result)
     already = streamed_prefix(chosen, sent)
+    tools = prepared.rules.tools if prepared.rules is not None else None
     for i, cand in enumerate(chosen):
         yield from text_chunks(prepared, "", first=not (i == 0 and sent), index=i)
-        for rest in unsent_pieces(prepared.context.tokenizer, cand, already if i == 0 else 0):
-            yield from text_chunks(prepared, rest, first=False, index=i)
-        choice = {"index": i, "delta": {}, "logprobs": None, "finish_reason": finish_reason(cand)}
+        message, finish = chat_message(tools, cand.text, finish_reason(cand))
+        if "tool_calls" in message:
+            yield from tool_call_chunks(prepared, message, i)
+        else:
+            for rest in unsent_pieces(prepared.context.tokenizer, cand, already if i == 0 else 0):
+                yield from text_chunks(prepared, rest, first=False, index=i)
+        choice = {"index": i, "delta": {}, "logprobs": None, "finish_reason": finish}
         # The search report rides on the last choice's finish chunk (an extension field):
         # OpenAI's loop ``chunk.choices[0]`` never meets a chunk without choices.
         last = i == len(chosen) - 1
@@ -74,3 +80,19 @@ def answer_chunks(
     if options is not None and options.include_usage:
         # As OpenAI's: the usage chunk, last, with no choices, only when asked for.
         yield chunk(prepared, [], usage=service.usage(prepared, chosen))
+
+
+def tool_call_chunks(
+    prepared: Prepared, message: dict[str, Any], index: int
+) -> Iterator[dict[str, Any]]:
+    """A tool-call answer's deltas: its text before the calls, then every call whole
+    (id, name and all its arguments in one delta, as vLLM sends a parsed call)."""
+    yield from text_chunks(prepared, message["content"] or "", first=False, index=index)
+    calls = [{"index": j, **call} for j, call in enumerate(message["tool_calls"])]
+    choice = {
+        "index": index,
+        "delta": {"tool_calls": calls},
+        "logprobs": None,
+        "finish_reason": None,
+    }
+    yield chunk(prepared, [choice])

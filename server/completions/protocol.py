@@ -168,7 +168,9 @@ class CompletionRequest(BaseModel):
     def chat_request(self) -> ChatCompletionRequest:
         """The chat request the search path serves; its one user message gets each prompt's
         text before it is prepared. Unknown fields travel with it, so chat logs them and
-        refuses the ones it refuses (``tools``, ``response_format``, ...)."""
+        refuses the ones it refuses (``tools``, ...); ``response_format`` and vLLM's
+        ``structured_outputs`` constrain the samples as on chat (vLLM's completions take
+        both)."""
         shared = {name: getattr(self, name) for name in SHARED}
         if self.stream_options is not None:
             shared["stream_options"] = self.stream_options.model_dump()
@@ -200,8 +202,11 @@ SHARED = (
     "stream",
     "user",
 )
-CHAT_ONLY = frozenset(ChatCompletionRequest.model_fields) - frozenset(
-    CompletionRequest.model_fields
+CHAT_ONLY = (
+    frozenset(ChatCompletionRequest.model_fields)
+    - frozenset(CompletionRequest.model_fields)
+    # Structured outputs: vLLM's completions take them, and so do these (see chat_request).
+    - {"response_format", "structured_outputs"}
 )
 
 

@@ -3,8 +3,9 @@ by hand as chat's ``chat.completion`` is (the ``search`` report is open-ended); 
 pydantic models at the end only describe it for the OpenAPI document.
 
 What it holds beyond OpenAI's fields: ``search``, the report of what the search spent
-(as chat completions adds it). What it cannot hold: tools, reasoning, logprobs; those
-fields always say so (``tools: []``, ``reasoning: null``, ``top_logprobs: 0``), and
+(as chat completions adds it). A tool-call answer is ``function_call`` items
+(``function_calls``). What it cannot hold: reasoning, logprobs; those fields always say
+so (``reasoning: null``, ``top_logprobs: 0``), and
 ``store`` is always false, since alignserve keeps nothing.
 """
 
@@ -42,6 +43,28 @@ def message_item(prepared: Prepared, text: str, status: str) -> dict[str, Any]:
         "status": status,
         "content": [output_text(text)],
     }
+
+
+def function_calls(prepared: Prepared, text: str) -> list[dict[str, Any]]:
+    """The ``function_call`` output items of a chosen answer that is a valid tool call
+    (``server.tool_calls``), after a message item with any text before the calls; none
+    for a text answer."""
+    tools = prepared.rules.tools if prepared.rules is not None else None
+    parsed = None if tools is None else tools.parse(text)
+    if parsed is None or not parsed.calls:
+        return []
+    said = [message_item(prepared, parsed.content, "completed")] if parsed.content else []
+    return said + [
+        {
+            "id": "fc_" + call.id.removeprefix("call_"),
+            "type": "function_call",
+            "status": "completed",
+            "call_id": call.id,
+            "name": call.name,
+            "arguments": call.arguments,
+        }
+        for call in parsed.calls
+    ]
 
 
 def usage_of(counts: dict[str, int]) -> dict[str, Any]:
@@ -90,9 +113,9 @@ def response_object(
         "service_tier": "default",
         "store": False,
         "temperature": sampling.temperature,
-        "text": {"format": {"type": "text"}},
-        "tool_choice": (request.model_extra or {}).get("tool_choice") or "auto",
-        "tools": [],
+        "text": {"format": (request.text or {}).get("format") or {"type": "text"}},
+        "tool_choice": request.tool_choice or "auto",
+        "tools": request.tools or [],
         "top_logprobs": 0,
         "top_p": sampling.top_p,
         "truncation": "disabled",
@@ -123,11 +146,14 @@ def finished_object(
     """The ``response`` of a search that ended: the chosen answer, usage, the report."""
     chosen = service.chosen(prepared, result)[0]
     status, reason = answer_status(chosen, result)
+    calls = function_calls(prepared, chosen.text)
+    if calls:
+        status, reason = "completed", None
     return response_object(
         request,
         prepared,
         status,
-        output=[message_item(prepared, chosen.text, status)],
+        output=calls or [message_item(prepared, chosen.text, status)],
         usage=usage_of(service.usage(prepared, [chosen])),
         incomplete_reason=reason,
         report=service.report(prepared, result),
@@ -148,6 +174,15 @@ class OutputMessage(BaseModel):
     role: Literal["assistant"]
     status: Literal["completed", "incomplete"]
     content: list[OutputText]
+
+
+class FunctionCallItem(BaseModel):
+    id: str
+    type: Literal["function_call"]
+    status: Literal["completed"]
+    call_id: str
+    name: str
+    arguments: str
 
 
 class ResponseUsage(BaseModel):
@@ -176,7 +211,7 @@ class ResponseObject(BaseModel):
     max_tool_calls: int | None
     metadata: dict[str, str]
     model: str
-    output: list[OutputMessage]
+    output: list[OutputMessage | FunctionCallItem]
     parallel_tool_calls: bool
     previous_response_id: None
     reasoning: None
@@ -184,7 +219,7 @@ class ResponseObject(BaseModel):
     store: bool
     temperature: float
     text: dict[str, Any]
-    tool_choice: str
+    tool_choice: str | dict[str, Any]
     tools: list[Any]
     top_logprobs: int
     top_p: float

@@ -8,11 +8,13 @@ is validated by chat's model and reaches the engine exactly as chat's does, and 
 ``input`` is converted by hand rather than by a pydantic union, so a refused item is a 400
 naming exactly that item (``input.2.content.0.type``), not one error per arm of a union.
 
-Fields of the API that alignserve cannot honour (tools, structured text formats,
-reasoning, stored conversations, ...) are refused with a 400 naming the field when sent
-with anything but their default value; none is silently dropped. Fields whose default is
-all alignserve can do anyway (``parallel_tool_calls`` with no tools, ``store``: nothing is
-ever stored) are accepted.
+Function tools, ``function_call`` / ``function_call_output`` items and ``text.format``
+convert into chat's ``tools``, messages and ``response_format`` (``chat_tools``,
+``response_format``; checked here, so a 400 names this API's field). Fields of the API
+that alignserve cannot honour (reasoning, stored conversations, ...) are refused with a
+400 naming the field when sent with anything but their default value; none is silently
+dropped. Fields whose default is all alignserve can do anyway (``store``: nothing is ever
+stored) are accepted.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from search.errors import InvalidRequest, LimitExceeded
 from server.protocol import ChatCompletionRequest
+from server.tool_calls import parse_tools
 
 ROLES = ("user", "system", "developer", "assistant")
 # Text content parts. An assistant turn fed back from an earlier response carries
@@ -53,8 +56,6 @@ def all_null(value: Any) -> bool:
 # Fields of the Responses API that alignserve cannot honour, with the test that a value
 # is their default (then nothing is lost by not honouring them).
 UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
-    "tools": is_empty,
-    "tool_choice": lambda v: v is None or v in ("auto", "none"),
     "reasoning": all_null,
     "include": is_empty,
     "background": lambda v: v is None or v is False,
@@ -75,11 +76,19 @@ CHAT_ONLY = {
     "n": "a response has one output; use /v1/chat/completions for several choices",
     "stop": "use /v1/chat/completions for stop strings",
     "seed": "use /v1/chat/completions for a seed",
-    "response_format": "use text.format (only plain text is supported)",
+    "response_format": "use text.format",
     "logprobs": "token logprobs are not returned",
 }
 # Chat's error params, as the Responses API names the same thing.
-PARAMS = {"max_tokens": "max_output_tokens", "messages": "input"}
+PARAMS = {
+    "max_tokens": "max_output_tokens",
+    "messages": "input",
+    "response_format": "text.format",
+    "response_format.type": "text.format.type",
+    "response_format.json_schema.name": "text.format.name",
+    "response_format.json_schema.schema": "text.format.schema",
+    "response_format.json_schema.strict": "text.format.strict",
+}
 
 INPUT_SCHEMA: dict[str, Any] = {
     "anyOf": [
@@ -118,7 +127,9 @@ class ResponsesRequest(BaseModel):
     store: bool | None = None
     previous_response_id: str | None = None
     metadata: dict[str, str] | None = None
-    # Honoured trivially: with no tools there are no tool calls.
+    # Function tools (server.tool_calls), in the Responses API's flat shape.
+    tools: Any = None
+    tool_choice: Any = None
     parallel_tool_calls: bool | None = None
     max_tool_calls: int | None = Field(default=None, ge=1)
     user: str | None = None
@@ -167,16 +178,53 @@ class ResponsesRequest(BaseModel):
         for key in text:
             if key not in ("format", "verbosity"):
                 raise InvalidRequest(f"text.{shown(key)} is not supported", param="text")
-        if text.get("format") not in (None, {"type": "text"}):
-            raise InvalidRequest(
-                "text.format: only plain text is supported by alignserve", param="text.format"
-            )
+        self.response_format()
+        self.chat_tools()
         if text.get("verbosity") not in (None, "medium"):
             raise InvalidRequest(
                 "text.verbosity is not supported by alignserve", param="text.verbosity"
             )
 
-    def messages(self, max_items: int) -> list[dict[str, str]]:
+    def response_format(self) -> dict[str, Any] | None:
+        """``text.format`` as chat's ``response_format`` (checked there)."""
+        form = (self.text or {}).get("format")
+        if form is None:
+            return None
+        if not isinstance(form, dict):
+            raise InvalidRequest("text.format must be an object", param="text.format")
+        if form.get("type") != "json_schema":
+            return form
+        for key in form:
+            if key not in ("type", "name", "schema", "strict", "description"):
+                raise InvalidRequest(
+                    f"text.format.{shown(key)} is not supported", param="text.format"
+                )
+        spec = {k: v for k, v in form.items() if k != "type"}
+        return {"type": "json_schema", "json_schema": spec}
+
+    def chat_tools(self) -> tuple[list[dict[str, Any]] | None, Any]:
+        """``tools`` and ``tool_choice`` as chat has them, checked here (400s name the
+        Responses API's fields: ``tools.0.name``)."""
+        checked = parse_tools(self.tools, self.tool_choice, self.parallel_tool_calls, flat=True)
+        if checked is None:
+            return None, None if self.tool_choice is None else "none"
+        tools = [
+            {
+                "type": "function",
+                "function": {
+                    "name": name,
+                    "description": checked.descriptions.get(name, ""),
+                    "parameters": params,
+                },
+            }
+            for name, params in checked.functions.items()
+        ]
+        choice: Any = checked.choice
+        if checked.mode == "named":
+            choice = {"type": "function", "function": {"name": checked.choice}}
+        return tools, choice
+
+    def messages(self, max_items: int) -> list[dict[str, Any]]:
         """The conversation: ``instructions`` as a system message, then ``input``. The
         number of items is bounded before any is converted."""
         head = [{"role": "system", "content": self.instructions}] if self.instructions else []
@@ -196,10 +244,20 @@ class ResponsesRequest(BaseModel):
                 limit="messages",
                 param="input",
             )
-        return [*head, *(input_message(item, f"input.{i}") for i, item in enumerate(items))]
+        messages: list[dict[str, Any]] = list(head)
+        for i, item in enumerate(items):
+            message = input_message(item, f"input.{i}")
+            calls = message.get("tool_calls")
+            last = messages[-1] if messages else None
+            if calls and last is not None and last["role"] == "assistant" and "tool_calls" in last:
+                last["tool_calls"] += calls  # consecutive function_call items: one turn
+            else:
+                messages.append(message)
+        return messages
 
     def to_chat(self, max_items: int) -> ChatCompletionRequest:
         """The same request as chat completions has it."""
+        tools, choice = self.chat_tools()
         return ChatCompletionRequest.model_validate(
             {
                 "model": self.model,
@@ -213,20 +271,27 @@ class ResponsesRequest(BaseModel):
                 "stream": self.stream,
                 "user": self.user,
                 "search": self.search,
+                "response_format": self.response_format(),
+                "tools": tools,
+                "tool_choice": choice,
+                "parallel_tool_calls": self.parallel_tool_calls,
             }
         )
 
 
-def input_message(item: Any, where: str) -> dict[str, str]:
-    """One input item as a chat message: a message with text content, or a 400 naming
-    the part of it that is something else."""
+def input_message(item: Any, where: str) -> dict[str, Any]:
+    """One input item as a chat message: a message with text content, a function call
+    (an assistant message with ``tool_calls``) or a function call's output (a ``tool``
+    message), or a 400 naming the part of it that is something else."""
     if not isinstance(item, dict):
         raise InvalidRequest(f"{where} must be a message object", param=where)
     kind = item.get("type", "message")
+    if kind in ("function_call", "function_call_output"):
+        return function_item(item, kind, where)
     if kind != "message":
         raise InvalidRequest(
             f"{where}: input items of type {shown(kind)} are not supported by alignserve "
-            "(only messages with text content)",
+            "(only messages with text content, function_call and function_call_output)",
             param=f"{where}.type",
         )
     role = item.get("role")
@@ -255,3 +320,20 @@ def input_message(item: Any, where: str) -> dict[str, str]:
             raise InvalidRequest(f"{at}.text must be a string", param=f"{at}.text")
         texts.append(part["text"])
     return {"role": role, "content": "".join(texts)}
+
+
+def function_item(item: dict[str, Any], kind: str, where: str) -> dict[str, Any]:
+    """A ``function_call`` input item as an assistant turn's call, or a
+    ``function_call_output`` as the tool message that answers it."""
+    fields = ("call_id", "name", "arguments") if kind == "function_call" else ("call_id", "output")
+    for name in fields:
+        if not isinstance(item.get(name), str):
+            raise InvalidRequest(f"{where}.{name} must be a string", param=f"{where}.{name}")
+    if kind == "function_call_output":
+        return {"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]}
+    call = {
+        "id": item["call_id"],
+        "type": "function",
+        "function": {"name": item["name"], "arguments": item["arguments"]},
+    }
+    return {"role": "assistant", "content": None, "tool_calls": [call]}

@@ -11,18 +11,21 @@ Deliberate differences from OpenAI's Responses API:
 - Nothing is stored. Every response says ``store: false`` (``store: true`` is accepted
   and changes nothing), ``previous_response_id`` and ``conversation`` are 400s, and there
   is no GET, DELETE or cancel route for a response id.
-- One output: a single assistant ``message`` with one ``output_text`` part. No tools
-  (``tools``, ``tool_choice`` other than auto/none), no reasoning, no structured
-  ``text.format``, no ``include``, no ``top_logprobs``, no ``background``, no ``prompt``
+- One output: a single assistant ``message`` with one ``output_text`` part, or, for a
+  tool-call answer, ``function_call`` items (after a message with any text before the
+  calls). Function tools, ``tool_choice`` and ``text.format`` (``json_object``,
+  ``json_schema``) work as chat's (``server.structured``, ``server.tool_calls``). No other
+  tools, no reasoning, no ``include``, no ``top_logprobs``, no ``background``, no ``prompt``
   templates, no ``truncation: "auto"``, no ``service_tier`` but auto/default: sent with
   another value, each is a 400 naming it. Chat-completions fields sent here by mistake
   (``max_tokens``, ``messages``, ``stop``, ``seed``, ``n``, ...) are 400s saying what the
   Responses API uses instead; other unknown fields are ignored with a log line, as chat's.
 - Input: a string, or message items (``type`` "message" or omitted) with roles user,
   system, developer or assistant, whose content is a string or ``input_text`` /
-  ``output_text`` parts (either kind in any role). Images, files, audio, function calls and
-  item references are 400s naming the item; an empty input is a 400. ``instructions``
-  becomes a leading system message.
+  ``output_text`` parts (either kind in any role), and ``function_call`` /
+  ``function_call_output`` items. Images, files, audio and item references are 400s
+  naming the item; an empty input is a 400. ``instructions`` becomes a leading system
+  message.
 - ``max_output_tokens`` may be below OpenAI's minimum of 16. vLLM's ``top_k``,
   ``presence_penalty`` and ``frequency_penalty`` are accepted, as chat's.
 - ``temperature`` and ``top_p`` echo the values the engine used (1.0 when not sent).
@@ -98,4 +101,5 @@ def renamed(exc: InvalidRequest) -> InvalidRequest:
     max_tokens, input for messages)."""
     exc.param = PARAMS.get(exc.param or "", exc.param)
     exc.message = re.sub(r"\bmax_tokens\b", "max_output_tokens", exc.message)
+    exc.message = re.sub(r"\bresponse_format(\.json_schema)?\b", "text.format", exc.message)
     return exc

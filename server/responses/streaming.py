@@ -109,6 +109,49 @@ class EventWriter:
         yield self.event("response.content_part.done", **self.part(text))
         yield self.event("response.output_item.done", output_index=0, item=item)
 
+    def items_whole(self, items: list[dict[str, Any]]) -> Iterator[str]:
+        """A tool-call answer's output items (a message with the text before the calls,
+        then each ``function_call``), each sent whole: its arguments in one delta."""
+        for index, item in enumerate(items):
+            if item["type"] == "message":
+                text = item["content"][0]["text"]
+                added = {**item, "status": "in_progress", "content": []}
+                yield self.event("response.output_item.added", output_index=index, item=added)
+                part = {**self.part(""), "output_index": index}
+                yield self.event("response.content_part.added", **part)
+                yield self.event(
+                    "response.output_text.delta",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    delta=text,
+                    logprobs=[],
+                )
+                yield self.event(
+                    "response.output_text.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    text=text,
+                    logprobs=[],
+                )
+                done = {**self.part(text), "output_index": index}
+                yield self.event("response.content_part.done", **done)
+            else:
+                added = {**item, "status": "in_progress", "arguments": ""}
+                yield self.event("response.output_item.added", output_index=index, item=added)
+                at = {"item_id": item["id"], "output_index": index}
+                yield self.event(
+                    "response.function_call_arguments.delta", **at, delta=item["arguments"]
+                )
+                yield self.event(
+                    "response.function_call_arguments.done",
+                    **at,
+                    name=item["name"],
+                    arguments=item["arguments"],
+                )
+            yield self.event("response.output_item.done", output_index=index, item=item)
+
     def failed(self, exc: AlignserveError, sent: str | None) -> str:
         """``sent``: the text streamed before the failure, None when no message began."""
         output = [] if sent is None else [message_item(self.prepared, sent, "incomplete")]
@@ -143,11 +186,16 @@ async def response_stream(
                 yield writer.delta(event.text)
                 sent += event.text
         else:
+            final = finished_object(request, service, prepared, event.result)
+            if sent is None and any(i["type"] == "function_call" for i in final["output"]):
+                for line in writer.items_whole(final["output"]):
+                    yield line
+                yield writer.lifecycle("response.completed", final)
+                continue
             if sent is None:
                 sent = ""
                 for line in writer.message_added():
                     yield line
-            final = finished_object(request, service, prepared, event.result)
             item = final["output"][0]
             for piece in rest_pieces(prepared, service, event.result, sent):
                 yield writer.delta(piece)

@@ -394,7 +394,7 @@ async def test_stream_error_is_an_error_event(
         ({"logit_bias": {"50256": -100}}, "logit_bias"),
         ({"messages": [{"role": "user", "content": "hi"}]}, "messages"),
         ({"max_completion_tokens": 5}, "max_completion_tokens"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "xml"}}, "response_format.type"),
         ({"prompt": ""}, "prompt"),
         ({"prompt": []}, "prompt"),
         ({"prompt": [[]]}, "prompt"),

@@ -372,9 +372,9 @@ async def test_a_stream_refused_after_its_headers_is_a_failed_response() -> None
     ("fields", "param"),
     [
         ({"previous_response_id": "resp_1"}, "previous_response_id"),
-        ({"tools": [{"type": "function", "name": "f", "parameters": {}}]}, "tools"),
+        ({"tools": [{"type": "web_search"}]}, "tools.0.type"),
         ({"tool_choice": "required"}, "tool_choice"),
-        ({"text": {"format": {"type": "json_object"}}}, "text.format"),
+        ({"text": {"format": {"type": "xml"}}}, "text.format.type"),
         ({"text": {"verbosity": "low"}}, "text.verbosity"),
         ({"reasoning": {"effort": "high"}}, "reasoning"),
         ({"include": ["message.output_text.logprobs"]}, "include"),
@@ -391,8 +391,8 @@ async def test_a_stream_refused_after_its_headers_is_a_failed_response() -> None
         ({"input": 5}, "input"),
         ({"input": ["hi"]}, "input.0"),
         (
-            {"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]},
-            "input.0.type",
+            {"input": [{"type": "function_call_output", "call_id": "c", "output": 5}]},
+            "input.0.output",
         ),
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input.0.type"),
         ({"input": [{"role": "tool", "content": "x"}]}, "input.0.role"),

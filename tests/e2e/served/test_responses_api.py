@@ -103,12 +103,8 @@ def test_bad_requests_are_openai_errors(client: openai.OpenAI) -> None:
         client.responses.create(model=MODEL, input="hi", previous_response_id="resp_123")
     assert stored.value.param == "previous_response_id"
     with pytest.raises(openai.BadRequestError) as tools:
-        client.responses.create(
-            model=MODEL,
-            input="hi",
-            tools=[{"type": "function", "name": "f", "parameters": {}, "strict": False}],
-        )
-    assert tools.value.param == "tools"
+        client.responses.create(model=MODEL, input="hi", tools=[{"type": "web_search"}])
+    assert tools.value.param == "tools.0.type"
     with pytest.raises(openai.BadRequestError) as bad_search:
         client.responses.create(model=MODEL, input="hi", extra_body={"search": {"algorithm": "x"}})
     assert bad_search.value.param == "search.algorithm"
