@@ -138,6 +138,8 @@ class ResponsesRequest(BaseModel):
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
     text: dict[str, Any] | None = None
+    # vLLM's extension, as chat's (server.structured).
+    structured_outputs: Any = None
     search: dict[str, Any] | None = None
 
     @field_validator("metadata")
@@ -272,6 +274,7 @@ class ResponsesRequest(BaseModel):
                 "user": self.user,
                 "search": self.search,
                 "response_format": self.response_format(),
+                "structured_outputs": self.structured_outputs,
                 "tools": tools,
                 "tool_choice": choice,
                 "parallel_tool_calls": self.parallel_tool_calls,

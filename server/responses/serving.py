@@ -14,7 +14,8 @@ Deliberate differences from OpenAI's Responses API:
 - One output: a single assistant ``message`` with one ``output_text`` part, or, for a
   tool-call answer, ``function_call`` items (after a message with any text before the
   calls). Function tools, ``tool_choice`` and ``text.format`` (``json_object``,
-  ``json_schema``) work as chat's (``server.structured``, ``server.tool_calls``). No other
+  ``json_schema``) and vLLM's ``structured_outputs`` work as chat's (``server.structured``,
+  ``server.tool_calls``). No other
   tools, no reasoning, no ``include``, no ``top_logprobs``, no ``background``, no ``prompt``
   templates, no ``truncation: "auto"``, no ``service_tier`` but auto/default: sent with
   another value, each is a 400 naming it. Chat-completions fields sent here by mistake

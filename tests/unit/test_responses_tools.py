@@ -97,3 +97,9 @@ async def test_text_format_refusals_name_the_responses_field(serve_app: Any) -> 
     assert r.status_code == 400
     assert r.json()["error"]["param"] == "text.format"
     assert "response_format" not in r.json()["error"]["message"]
+
+
+async def test_vllm_structured_outputs_field(serve_app: Any) -> None:
+    r, generator = await post(serve_app, ["no", "yes"], structured_outputs={"choice": ["yes"]})
+    assert r.json()["output"][0]["content"][0]["text"] == "yes"
+    assert generator.calls[0][1].constraint == OutputConstraint(choice=("yes",))
