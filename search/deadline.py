@@ -31,8 +31,12 @@ from search.types import Candidate, Completion, SearchResult
 async def run_with_deadline(
     strategy: SearchStrategy, ctx: SearchContext, timeout_s: float, on_timeout: str
 ) -> SearchResult:
+    async def checked_run() -> SearchResult:
+        await strategy.preflight()
+        return await strategy.run(ctx)
+
     try:
-        return await asyncio.wait_for(strategy.run(ctx), timeout_s)
+        return await asyncio.wait_for(checked_run(), timeout_s)
     except TimeoutError:
         best = None if on_timeout == "error" else best_scored(ctx)
         if best is None:

@@ -42,13 +42,13 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from search.context import SearchContext, gather_all
 from search.majority import (
-    MAX_REGEX_CHARS,
     REGEX_TIMEOUT_S,
     MajorityVote,
     tally_votes,
     vote_order,
     vote_weights,
 )
+from search.regex_check import MAX_REGEX_CHARS, check_answer_regex
 from search.select import finish
 from search.strategy import SearchStrategy
 from search.types import Candidate, Completion, FinishReason, SearchResult
@@ -160,8 +160,11 @@ class StepSearch(SearchStrategy):
     @field_validator("answer_regex")
     @classmethod
     def _one_group(cls, value: str | None) -> str | None:
-        # The same checks as majority's option (one group, bounded counted repeats).
+        # The same checks as majority's option (search.regex_check).
         return MajorityVote._one_group(value)
+
+    async def preflight(self) -> None:
+        await check_answer_regex(self.answer_regex)
 
     def step_tokens(self, max_tokens: int) -> int:
         return min(self.max_step_tokens, max_tokens)

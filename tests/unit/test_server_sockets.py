@@ -5,6 +5,7 @@ of this: it buffers whole requests and responses."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -202,3 +203,49 @@ def test_h3_open_streams_are_capped_with_429() -> None:
         assert result["first"] == 200
         assert second.status_code == 429
         assert second.headers["retry-after"]
+
+
+def poll_health(url: str, stop: threading.Event, took: list[float]) -> None:
+    """Time /health every 0.05 s until ``stop``: the loop's latency while something runs."""
+    with httpx.Client(timeout=10) as client:
+        while not stop.is_set():
+            start = time.perf_counter()
+            client.get(f"{url}/health")
+            took.append(time.perf_counter() - start)
+            time.sleep(0.05)
+
+
+def test_n1_verbose_regex_bomb_answers_400_fast_with_health_and_rss_flat() -> None:
+    # The review's 170-byte request: it froze /health for 15 s and kept 1.7 GB.
+    body = {
+        "messages": USER,
+        "max_tokens": 8,
+        "search": {"algorithm": "majority", "n": 1, "answer_regex": "(?x)(a{1 000}){8 000}"},
+    }
+    with running(Settings()) as (url, _):
+        before = rss_mb()
+        stop, took = threading.Event(), []
+        prober = threading.Thread(target=poll_health, args=(url, stop, took))
+        prober.start()
+        start = time.perf_counter()
+        reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+        elapsed = time.perf_counter() - start
+        time.sleep(0.2)
+        stop.set()
+        prober.join()
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["error"]["param"] == "search.answer_regex"
+        assert elapsed < 1
+        assert max(took) < 0.5
+        assert rss_mb() - before < 50
+        # A bad pattern that passes the cheap checks is refused after admission, by the
+        # bounded compile, with a 400 all the same.
+        body["search"]["answer_regex"] = "(a)(b)"
+        reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+        assert reply.status_code == 400
+        assert "exactly one capturing group" in reply.json()["error"]["message"]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
