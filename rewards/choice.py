@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from rewards.spec import CONSTRAINTS, RewardSpec
-from search.errors import InvalidRequest
+from search.errors import InvalidRequest, RewardUnavailable
 from search.protocols import Bounds, RewardModel
 from search.types import Message
 
@@ -126,8 +126,27 @@ class RequestReward:
             scores = {c.name: s[i] for c, s in zip(self.components, per_component, strict=True)}
             if not partial:
                 self._scores[text] = scores
-            totals.append(math.fsum(c.weight * scores[c.name] for c in self.components))
+            totals.append(self._total(scores))
         return totals
+
+    def _total(self, scores: Mapping[str, float]) -> float:
+        """The weighted sum, which must be finite (finding N3): each component's score is
+        checked finite (rewards.values), but two large finite ones still overflow (1e308 +
+        1e308 is inf; fsum raises OverflowError instead), and an inf total breaks the
+        ranking, the JSON answer (a 500), the stream and the records as a NaN does."""
+        terms = [c.weight * scores[c.name] for c in self.components]
+        try:
+            total = math.fsum(terms)
+        except OverflowError:
+            total = math.inf
+        if not math.isfinite(total):
+            named = ", ".join(f"{c.name} x {c.weight:g}" for c in self.components)
+            raise RewardUnavailable(
+                f"the combined reward ({named}) is not finite: a component's score is too "
+                "large for its weight",
+                reason="non_finite",
+            )
+        return total
 
     def components_of(self, text: str) -> dict[str, float] | None:
         return self._scores.get(text)
