@@ -37,7 +37,11 @@ def running(settings: Settings, runtime: Any = None) -> Iterator[tuple[str, Any]
         port=port,
         log_level="warning",
         http=guarded_protocol(
-            settings.http_read_timeout_s, settings.stream_write_timeout_s, cuts.append
+            settings.http_read_timeout_s,
+            settings.stream_write_timeout_s,
+            cuts.append,
+            body_timeout_s=settings.http_body_timeout_s,
+            max_uploads=settings.max_uploads_per_client,
         ),
         limit_concurrency=settings.max_connections,
     )
@@ -103,7 +107,7 @@ def test_m6_headers_that_trickle_get_408_and_the_socket_is_closed() -> None:
         reply = first_reply(s, 5)
         assert reply.startswith(b"HTTP/1.1 408"), reply[:80]
         assert 0.9 < time.perf_counter() - start < 3
-        assert app.state.cuts == ["headers"]
+        assert app.state.cuts == ["headers_timeout"]
 
 
 def test_m6_a_body_that_stops_arriving_gets_408() -> None:
@@ -179,7 +183,7 @@ def test_h3_a_stream_that_is_never_read_frees_its_slot_when_the_search_ends() ->
         while app.state.admission.open_streams and time.time() < deadline:
             time.sleep(0.1)
         assert app.state.admission.open_streams == 0
-        assert "write" in app.state.cuts
+        assert "write_timeout" in app.state.cuts
         s.close()
 
 
@@ -249,3 +253,58 @@ def test_n1_verbose_regex_bomb_answers_400_fast_with_health_and_rss_flat() -> No
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def trickling(url: str, count: int) -> list[socket.socket]:
+    """``count`` connections that each send a request's headers and the first byte of a
+    1 MB body (the review's M6 sockets)."""
+    sockets = []
+    for _ in range(count):
+        s = raw(url)
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{"
+        )
+        sockets.append(s)
+    return sockets
+
+
+def test_m6_a_body_that_trickles_is_cut_at_the_whole_body_deadline() -> None:
+    # Each byte comes well within the per-chunk timeout (2 s); the whole body has 1.5 s.
+    with running(Settings(http_read_timeout_s=2, http_body_timeout_s=1.5)) as (url, app):
+        [s] = trickling(url, 1)
+        start = time.perf_counter()
+        s.settimeout(0.3)
+        reply = b""
+        while not reply and time.perf_counter() - start < 5:
+            try:
+                s.sendall(b" ")
+                reply = s.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:80]
+        assert 1.3 < time.perf_counter() - start < 3
+        assert "body_timeout" in app.state.cuts
+
+
+def test_m6_trickling_bodies_cannot_hold_every_connection() -> None:
+    settings = Settings(max_connections=16, max_uploads_per_client=4, http_body_timeout_s=3)
+    with running(settings) as (url, app):
+        # All but one of the connections the server allows trickle a body: before, every
+        # other request, /health (the last one) included, got 503 while they trickled.
+        sockets = trickling(url, 15)
+        refused = [first_reply(s, 0.5) for s in sockets[4:]]
+        assert all(r.startswith(b"HTTP/1.1 429") for r in refused), refused[0][:80]
+        assert app.state.cuts.count("uploads_per_client") == 11
+        health = httpx.get(f"{url}/health", timeout=5)
+        assert health.status_code == 200
+        # The four held ones are cut at the whole-body deadline.
+        held = [first_reply(s, 5) for s in sockets[:4]]
+        assert all(r.startswith(b"HTTP/1.1 408") for r in held), held[0][:80]
+        body = {"messages": USER, "max_tokens": 4, "search": {"n": 2}}
+        reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)
+        assert reply.status_code == 200, reply.text
+        for s in sockets:
+            s.close()
