@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from rewards.spec import CONSTRAINTS, RewardSpec
-from search.errors import InvalidRequest, RewardUnavailable
+from search.errors import InvalidRequest, RewardUnavailable, shown
 from search.protocols import Bounds, RewardModel
 from search.types import Message
 
@@ -217,7 +217,7 @@ class RewardSet:
             self._known(name)
             if not (math.isfinite(weight) and 0 <= weight <= MAX_WEIGHT):
                 raise InvalidRequest(
-                    f"search.reward[{name!r}]: a weight is a number from 0 to {MAX_WEIGHT:g}",
+                    f"search.reward[{shown(name)}]: a weight is a number from 0 to {MAX_WEIGHT:g}",
                     param="search.reward",
                 )
             weights[name] = float(weight)
@@ -230,7 +230,7 @@ class RewardSet:
     def _known(self, name: str) -> None:
         if name not in self.specs:
             raise InvalidRequest(
-                f"search.reward: no reward named {name!r} here; this server has "
+                f"search.reward: no reward named {shown(name)} here; this server has "
                 f"{', '.join(sorted(self.specs))}",
                 param="search.reward",
             )
