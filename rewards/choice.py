@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from rewards.spec import CONSTRAINTS, RewardSpec
+from rewards.values import as_float
 from search.errors import InvalidRequest, RewardUnavailable, shown
 from search.protocols import Bounds, RewardModel
 from search.types import Message
@@ -215,7 +216,7 @@ class RewardSet:
         weights = {}
         for name, weight in reward.items():
             self._known(name)
-            if not (math.isfinite(weight) and 0 <= weight <= MAX_WEIGHT):
+            if not (math.isfinite(as_float(weight)) and 0 <= weight <= MAX_WEIGHT):
                 raise InvalidRequest(
                     f"search.reward[{shown(name)}]: a weight is a number from 0 to {MAX_WEIGHT:g}",
                     param="search.reward",

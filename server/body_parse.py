@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -34,13 +35,16 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
-from search.errors import LimitExceeded
+from search.errors import InvalidRequest, LimitExceeded
 
 Model = TypeVar("Model", bound=BaseModel)
 # Top-level fields of a request: the API has a few dozen; unknown ones are only logged.
 MAX_FIELDS = 1024
 # Fields holding the conversation, capped at --max-messages before validation.
 CONVERSATION_FIELDS = ("messages", "input")
+# A surrogate's JSON escape: only a body holding one can hold a lone surrogate (raw UTF-8
+# cannot encode one), so only such bodies are checked in full.
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def parse_pool(request: Request) -> ThreadPoolExecutor:
@@ -85,11 +89,27 @@ def parse(model: type[Model], body: bytes, max_messages: int) -> Model:
         # Invalid UTF-8, nesting too deep: FastAPI's answer to a body it cannot parse.
         raise HTTPException(400, "There was an error parsing the body") from None
     prescan(value, max_messages)
+    if SURROGATE_ESCAPE.search(body):
+        check_unicode(value)
     try:
         return model.model_validate(value)
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         raise RequestValidationError(errors) from None
+
+
+def check_unicode(value: Any) -> None:
+    """Refuse (400) a body whose strings hold a lone surrogate (``"\\ud800"`` unpaired):
+    valid JSON, but not text; the tokenizer, vLLM's encoder or a model's validation raised
+    on it later, a 500 after admission (finding N5). Paired escapes (an emoji written
+    ``"\\ud83d\\ude00"``) are one character once parsed and pass."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            "the request holds a lone surrogate (an unpaired \\ud800-\\udfff escape) in a "
+            "string; text must be valid Unicode"
+        ) from None
 
 
 def prescan(value: Any, max_messages: int) -> None:
