@@ -35,6 +35,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from search.errors import (
     AlignserveError,
+    DeadlineExceeded,
     EngineUnavailable,
     LimitExceeded,
     Overloaded,
@@ -167,7 +168,7 @@ class ServingBase(ABC):
                     # nginx buffers a proxied response unless told not to.
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                 )
-            release = await cancel_on_disconnect(raw, admission.enter())
+            release = await cancel_on_disconnect(raw, service.admitted(admission.enter(), prepared))
             try:
                 result = await cancel_on_disconnect(raw, self.run(service, prepared))
             finally:
@@ -211,11 +212,12 @@ async def counted_stream(
     release = None
     admission.open_streams += 1
     try:
-        release = await admission.enter()
+        release = await service.admitted(admission.enter(), prepared)
         async for event in handler.stream(service, prepared, release):
             yield event
         status = prepared.stream_error_status or 200
-    except (Overloaded, ShuttingDown) as exc:  # the queue filled, or draining began, since check
+    # The queue filled, or draining began, since check; or the deadline passed in the queue.
+    except (Overloaded, ShuttingDown, DeadlineExceeded) as exc:
         status = exc.status_code
         if observed is not None:
             observed.error = exc
