@@ -35,7 +35,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
-from search.errors import InvalidRequest, LimitExceeded
+from search.errors import SHOWN_CHARS, InvalidRequest, LimitExceeded, shown
 
 Model = TypeVar("Model", bound=BaseModel)
 # Top-level fields of a request: the API has a few dozen; unknown ones are only logged.
@@ -103,13 +103,17 @@ def check_unicode(value: Any) -> None:
     valid JSON, but not text; the tokenizer, vLLM's encoder or a model's validation raised
     on it later, a 500 after admission (finding N5). Paired escapes (an emoji written
     ``"\\ud83d\\ude00"``) are one character once parsed and pass."""
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidRequest(
-            "the request holds a lone surrogate (an unpaired \\ud800-\\udfff escape) in a "
-            "string; text must be valid Unicode"
-        ) from None
+    fields = value.items() if isinstance(value, dict) else [(None, value)]
+    for name, field in fields:
+        try:
+            json.dumps([name, field], ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            where = "a string" if name is None else shown(name)
+            raise InvalidRequest(
+                f"the request holds a lone surrogate (an unpaired \\ud800-\\udfff escape) in "
+                f"{where}; text must be valid Unicode",
+                param=name if isinstance(name, str) and len(name) <= SHOWN_CHARS else None,
+            ) from None
 
 
 def prescan(value: Any, max_messages: int) -> None:

@@ -16,23 +16,30 @@ HUGE = 10**400
 
 
 @pytest.mark.parametrize(
-    ("url", "body"),
+    ("url", "body", "param"),
     [
-        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi \ud800"}]}),
-        ("/v1/chat/completions", {"messages": USER, "stop": ["\udfff"]}),
-        ("/v1/completions", {"prompt": "hi", "stop": ["\udfff"]}),
-        ("/v1/responses", {"input": "hi \ud800"}),
-        ("/v1/responses", {"input": [{"role": "user", "content": "\udc00"}]}),
-        ("/v1/responses", {"input": "hi", "instructions": "\ud800"}),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "hi \ud800"}]},
+            "messages",
+        ),
+        ("/v1/chat/completions", {"messages": USER, "stop": ["\udfff"]}, "stop"),
+        ("/v1/completions", {"prompt": "hi", "stop": ["\udfff"]}, "stop"),
+        ("/v1/responses", {"input": "hi \ud800"}, "input"),
+        ("/v1/responses", {"input": [{"role": "user", "content": "\udc00"}]}, "input"),
+        ("/v1/responses", {"input": "hi", "instructions": "\ud800"}, "instructions"),
     ],
 )
-async def test_n5_lone_surrogates_are_400s(serve_app: Any, url: str, body: dict[str, Any]) -> None:
+async def test_n5_lone_surrogates_are_400s(
+    serve_app: Any, url: str, body: dict[str, Any], param: str
+) -> None:
     async with serve_app() as client:
         # Escaped (\\ud800), as a JSON client sends it: valid JSON, not valid text.
         raw = json.dumps({"model": "m", "max_tokens": 2, **body}).encode()
         reply = await client.post(url, content=raw, headers={"content-type": "application/json"})
     assert reply.status_code == 400, reply.text
     assert "lone surrogate" in reply.json()["error"]["message"]
+    assert reply.json()["error"]["param"] == param
 
 
 async def test_n5_paired_surrogate_escapes_are_text(serve_app: Any) -> None:
