@@ -60,23 +60,32 @@ class ClientDisconnected(Exception):
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Run ``work`` unless the client goes away first; then cancel it, which aborts the
-    engine requests it started."""
+    """Run ``work`` unless the client goes away first, or the shutdown grace ends
+    (``Admission.cut``); then cancel it, which aborts the engine requests it started: a
+    gone client gets nothing, a cut one 503 ShuttingDown with Retry-After."""
     task = asyncio.ensure_future(work)
+    admission: Admission = request.app.state.admission
 
     async def disconnected() -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
 
     watcher = asyncio.ensure_future(disconnected())
+    cut = asyncio.ensure_future(admission.cut.wait())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, watcher, cut}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
+        cut.cancel()
         if not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
     if task.cancelled():
+        if admission.cut.is_set():
+            raise ShuttingDown(
+                "the server shut down before the search finished; retry",
+                headers={"Retry-After": str(admission.retry_after_s)},
+            )
         raise ClientDisconnected
     return task.result()
 

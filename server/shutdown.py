@@ -63,6 +63,9 @@ class DrainingServer(uvicorn.Server):
         )
         if not await self.admission.wait_idle(self.grace_s):
             logger.warning("grace period over: cancelling %d searches", self.admission.running)
+            # Their handlers answer 503 with Retry-After, within the second that uvicorn
+            # gives responses still being written.
+            self.admission.cut.set()
         self.config.timeout_graceful_shutdown = max(1, int(deadline - self._loop.time()))
         self.should_exit = True
 
