@@ -34,6 +34,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from search.errors import SHOWN_CHARS, InvalidRequest, LimitExceeded, shown
 
@@ -57,7 +58,12 @@ def parse_pool(request: Request) -> ThreadPoolExecutor:
 
 async def parsed_body(request: Request, model: type[Model]) -> Model:
     """The request's JSON body as ``model``, parsed and validated in the parse thread."""
-    body = await request.body()
+    try:
+        body = await request.body()
+    except ClientDisconnect:
+        # Gone, or cut by the whole-body deadline (server.http_timeouts): nobody reads
+        # the answer (FastAPI answered this 400 too; uncaught it is logged as a 500).
+        raise HTTPException(400, "the client disconnected before its body arrived") from None
     max_messages: int = request.app.state.settings.max_messages
     loop = asyncio.get_running_loop()
     try:

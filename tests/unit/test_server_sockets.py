@@ -290,6 +290,10 @@ def test_m6_a_body_that_trickles_is_cut_at_the_whole_body_deadline() -> None:
         assert reply.startswith(b"HTTP/1.1 408"), reply[:80]
         assert 1.3 < time.perf_counter() - start < 3
         assert "body_timeout" in app.state.cuts
+        # The handler that was reading the body sees a disconnect: not a 500.
+        time.sleep(0.2)
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'status="500"' not in metrics
 
 
 def test_m6_trickling_bodies_cannot_hold_every_connection() -> None:
