@@ -223,7 +223,11 @@ class SearchService:
         timeout_s = max(self.remaining_s(prepared), 0.001)
         try:
             result = await run_with_deadline(
-                prepared.strategy, prepared.context, timeout_s, prepared.serving.on_timeout
+                prepared.strategy,
+                prepared.context,
+                timeout_s,
+                prepared.serving.on_timeout,
+                shown_s=self.timeout_s(prepared),
             )
         except DeadlineExceeded:
             self.metrics.deadline_hits.labels("error").inc()
