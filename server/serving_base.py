@@ -59,19 +59,21 @@ class ClientDisconnected(Exception):
     pass
 
 
-async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+async def cancel_on_disconnect(
+    request: Request, work: Awaitable[T], admission: Admission | None = None
+) -> T:
     """Run ``work`` unless the client goes away first, or the shutdown grace ends
-    (``Admission.cut``); then cancel it, which aborts the engine requests it started: a
+    (``admission.cut``); then cancel it, which aborts the engine requests it started: a
     gone client gets nothing, a cut one 503 ShuttingDown with Retry-After."""
     task = asyncio.ensure_future(work)
-    admission: Admission = request.app.state.admission
+    cut_event = admission.cut if admission is not None else asyncio.Event()
 
     async def disconnected() -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
 
     watcher = asyncio.ensure_future(disconnected())
-    cut = asyncio.ensure_future(admission.cut.wait())
+    cut = asyncio.ensure_future(cut_event.wait())
     try:
         await asyncio.wait({task, watcher, cut}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -81,7 +83,7 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
     if task.cancelled():
-        if admission.cut.is_set():
+        if admission is not None and cut_event.is_set():
             raise ShuttingDown(
                 "the server shut down before the search finished; retry",
                 headers={"Retry-After": str(admission.retry_after_s)},
@@ -177,9 +179,11 @@ class ServingBase(ABC):
                     # nginx buffers a proxied response unless told not to.
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                 )
-            release = await cancel_on_disconnect(raw, service.admitted(admission.enter(), prepared))
+            release = await cancel_on_disconnect(
+                raw, service.admitted(admission.enter(), prepared), admission
+            )
             try:
-                result = await cancel_on_disconnect(raw, self.run(service, prepared))
+                result = await cancel_on_disconnect(raw, self.run(service, prepared), admission)
             finally:
                 release()
             observed.result = result
