@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from rewards.spec import CONSTRAINTS, RewardSpec
-from search.errors import InvalidRequest
+from rewards.values import as_float
+from search.errors import InvalidRequest, RewardUnavailable, shown
 from search.protocols import Bounds, RewardModel
 from search.types import Message
 
@@ -126,8 +127,27 @@ class RequestReward:
             scores = {c.name: s[i] for c, s in zip(self.components, per_component, strict=True)}
             if not partial:
                 self._scores[text] = scores
-            totals.append(math.fsum(c.weight * scores[c.name] for c in self.components))
+            totals.append(self._total(scores))
         return totals
+
+    def _total(self, scores: Mapping[str, float]) -> float:
+        """The weighted sum, which must be finite (finding N3): each component's score is
+        checked finite (rewards.values), but two large finite ones still overflow (1e308 +
+        1e308 is inf; fsum raises OverflowError instead), and an inf total breaks the
+        ranking, the JSON answer (a 500), the stream and the records as a NaN does."""
+        terms = [c.weight * scores[c.name] for c in self.components]
+        try:
+            total = math.fsum(terms)
+        except OverflowError:
+            total = math.inf
+        if not math.isfinite(total):
+            named = ", ".join(f"{c.name} x {c.weight:g}" for c in self.components)
+            raise RewardUnavailable(
+                f"the combined reward ({named}) is not finite: a component's score is too "
+                "large for its weight",
+                reason="non_finite",
+            )
+        return total
 
     def components_of(self, text: str) -> dict[str, float] | None:
         return self._scores.get(text)
@@ -196,9 +216,9 @@ class RewardSet:
         weights = {}
         for name, weight in reward.items():
             self._known(name)
-            if not (math.isfinite(weight) and 0 <= weight <= MAX_WEIGHT):
+            if not (math.isfinite(as_float(weight)) and 0 <= weight <= MAX_WEIGHT):
                 raise InvalidRequest(
-                    f"search.reward[{name!r}]: a weight is a number from 0 to {MAX_WEIGHT:g}",
+                    f"search.reward[{shown(name)}]: a weight is a number from 0 to {MAX_WEIGHT:g}",
                     param="search.reward",
                 )
             weights[name] = float(weight)
@@ -211,7 +231,7 @@ class RewardSet:
     def _known(self, name: str) -> None:
         if name not in self.specs:
             raise InvalidRequest(
-                f"search.reward: no reward named {name!r} here; this server has "
+                f"search.reward: no reward named {shown(name)} here; this server has "
                 f"{', '.join(sorted(self.specs))}",
                 param="search.reward",
             )

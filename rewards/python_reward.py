@@ -65,6 +65,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rewards.values import as_float
 from search.errors import RewardTimeout, RewardUnavailable
 from search.protocols import AsyncClosable
 from search.types import Message
@@ -331,7 +332,7 @@ class PythonReward(AsyncClosable):
                 raise self._bad_value(
                     f"value {i} is {shown} ({type(value).__name__}), not a real number"
                 )
-            number = float(value)
+            number = as_float(value)
             if not math.isfinite(number):
                 raise RewardUnavailable(
                     f"python reward {self.name} value {i} is {number}", reason="non_finite"

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from rewards.batcher import ScoreItem, gather_or_cancel
+from rewards.values import as_float
 from search.errors import RewardUnavailable
 from search.protocols import AsyncClosable
 from search.types import Message
@@ -33,7 +34,7 @@ def first_float(value: Any) -> float:
     """The first number of a (nested) list, which must be finite."""
     while isinstance(value, list):
         value = value[0]
-    number = float(value)
+    number = as_float(value)
     if not math.isfinite(number):
         raise RewardUnavailable(
             "the remote reward model returned a non-finite reward", reason="non_finite"

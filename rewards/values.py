@@ -21,6 +21,15 @@ from typing import Any
 from search.errors import RewardUnavailable
 
 
+def as_float(value: Any) -> float:
+    """``float(value)``, with an integer too large for a float as infinite (finding N5:
+    a 400-digit integer raised OverflowError, a 500, where it is a non-finite value)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
 def checked_rewards(values: Any, expected: int) -> list[float]:
     """``values`` as floats, when they are ``expected`` finite real numbers."""
     if not isinstance(values, Sequence) or isinstance(values, str) or len(values) != expected:
@@ -36,7 +45,7 @@ def checked_rewards(values: Any, expected: int) -> list[float]:
                 f"the reward model returned a {type(value).__name__}, not a number",
                 reason="bad_value",
             )
-        number = float(value)
+        number = as_float(value)
         if not math.isfinite(number):
             raise RewardUnavailable(
                 "the reward model returned a non-finite reward", reason="non_finite"

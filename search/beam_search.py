@@ -149,7 +149,7 @@ class BeamSearch(WidthSearch):
             if step == 0:  # lineage: which of the N first beams each one descends from
                 children = [dataclasses.replace(c, lineage=i) for i, c in enumerate(children)]
             with ctx.budget.phase("score_steps"):
-                children = await score_new_steps(ctx, children)
+                children = await score_new_steps(ctx, children, self.aggregation)
             completed += [c for c in children if c.finished]
             live_at = [i for i, c in enumerate(children) if not c.finished]
             live = [children[i] for i in live_at]

@@ -152,6 +152,27 @@ def check_worst_case(strategy: WorstCase, max_tokens: int, limits: SearchLimits)
     )
 
 
+def check_request_worst_case(
+    searches: Sequence[tuple[WorstCase, int]], limits: SearchLimits, *, param: str
+) -> None:
+    """Refuse (400) several searches run for one request (a completions request's
+    prompts) whose worst cases together exceed a per-search limit (finding N4): they run
+    under one admission slot, so the limits that bound one slot's work bound their sum,
+    and each one's own check alone would let 16 prompts ask 16 times as much."""
+    work = sum((search.worst_case(max_tokens) for search, max_tokens in searches), Work())
+    field = first_over(limits, work)
+    if field is None:
+        return
+    limit = LIMITS[field]
+    raise LimitExceeded(
+        f"the {len(searches)} prompts' searches may need up to {getattr(work, field):,} "
+        f"{limit.unit} together; the server allows {getattr(limits, field):,} per request "
+        f"({limit.setting}). Send fewer prompts, or lower n, max_tokens or the search's options",
+        limit=limit.label,
+        param=param,
+    )
+
+
 def check_segments(segments: int, max_tokens: int, param: str) -> None:
     """An option that cuts max_tokens into ``segments`` rounds may make at most
     MAX_SEGMENTS of them."""

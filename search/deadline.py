@@ -29,15 +29,27 @@ from search.types import Candidate, Completion, SearchResult
 
 
 async def run_with_deadline(
-    strategy: SearchStrategy, ctx: SearchContext, timeout_s: float, on_timeout: str
+    strategy: SearchStrategy,
+    ctx: SearchContext,
+    timeout_s: float,
+    on_timeout: str,
+    *,
+    shown_s: float | None = None,
 ) -> SearchResult:
+    """``strategy.run`` cut at ``timeout_s``; ``shown_s`` is the deadline its message
+    names (the request's, when ``timeout_s`` is what its queue wait left of it)."""
+
+    async def checked_run() -> SearchResult:
+        await strategy.preflight()
+        return await strategy.run(ctx)
+
     try:
-        return await asyncio.wait_for(strategy.run(ctx), timeout_s)
+        return await asyncio.wait_for(checked_run(), timeout_s)
     except TimeoutError:
         best = None if on_timeout == "error" else best_scored(ctx)
         if best is None:
             raise DeadlineExceeded(
-                f"the search did not finish within {timeout_s:g} s"
+                f"the search did not finish within {shown_s or timeout_s:g} s"
                 + ("" if on_timeout == "error" else " and had scored no response yet"),
                 param="search.timeout_s",
             ) from None

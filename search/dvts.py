@@ -112,7 +112,9 @@ class DiverseVerifierTreeSearch(WidthSearch):
                     ctx, self, [kept[j] for j in live], [width] * len(live), to_end=to_end
                 )
             with ctx.budget.phase("score_steps"):
-                scored = await score_new_steps(ctx, [c for group in groups for c in group])
+                scored = await score_new_steps(
+                    ctx, [c for group in groups for c in group], self.aggregation
+                )
             choices: list[int] = []
             scores: list[list[float | None]] = []
             for k, j in enumerate(live):

@@ -15,6 +15,16 @@ AlignserveError
 
 from __future__ import annotations
 
+# Client text quoted in an error message is cut to this (finding N8: a 100 KB reward name
+# came back whole in the 400).
+SHOWN_CHARS = 40
+
+
+def shown(value: object) -> str:
+    """Client text in an error message: quoted (repr) and cut short."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
+
 
 class AlignserveError(Exception):
     status_code = 500

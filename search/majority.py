@@ -19,11 +19,12 @@ candidate's answer is extracted once per search.
 
 The client's ``answer_regex`` runs on the ``regex`` engine, which honours a timeout, in a
 worker thread (the GIL released), so a catastrophically backtracking pattern can neither
-freeze the event loop nor run unbounded: the pattern is capped at ``MAX_REGEX_CHARS``, its
-counted repeats at ``MAX_REGEX_REPEATS`` (``regex`` expands them when compiling, so
-``(a{1000}){1000}`` alone costs 300 MB), and all extractions of one search share one time
+freeze the event loop nor run unbounded, and all extractions of one search share one time
 budget (the server's ``--regex-timeout-s``, through ``SearchContext.limits``; without
-limits ``REGEX_TIMEOUT_S``); past it the search fails with LimitExceeded (400).
+limits ``REGEX_TIMEOUT_S``); past it the search fails with LimitExceeded (400). Compiling
+is bounded too (search.regex_check): the option's validation refuses verbose mode and
+counted repeats over ``MAX_REGEX_REPEATS`` without compiling, and ``preflight`` compiles
+the pattern first in a memory- and time-capped child, after admission.
 
 Reward weights must never be negative (a classifier's negative logits used to subtract
 votes and could flip the winner). So:
@@ -52,7 +53,6 @@ stays 0 and every ``Candidate.reward`` is 0.0.
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 import time
 from collections import deque
@@ -65,6 +65,7 @@ from pydantic import Field, field_validator
 from search.context import SearchContext
 from search.errors import LimitExceeded
 from search.overlap import sample_and_score
+from search.regex_check import MAX_REGEX_CHARS, check_answer_regex, refusal
 from search.select import rank_candidates, softmax
 from search.strategy import SearchStrategy
 from search.types import Candidate, SearchResult
@@ -72,14 +73,6 @@ from search.types import Candidate, SearchResult
 BOXED = "\\boxed{"
 NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
 
-# Answer formats need a few dozen characters; the cap bounds what one pattern can ask.
-MAX_REGEX_CHARS = 256
-# Product of all counted repeats ({m}, {m,n}) in a pattern. ``regex`` unrolls them when
-# compiling, which has no timeout: 10,000 compiles in milliseconds, 10^6 takes 0.7 s and
-# 300 MB. The product over-counts repeats that are not nested, which only answer formats
-# with several long counted runs would notice.
-MAX_REGEX_REPEATS = 10_000
-COUNTED_REPEAT = re.compile(r"\{(\d*)(?:,(\d*))?\}")
 # Time all answer_regex extractions of one search may take together, when the context
 # has no limits (the server passes its --regex-timeout-s in SearchContext.limits).
 REGEX_TIMEOUT_S = 0.5
@@ -179,19 +172,15 @@ class MajorityVote(SearchStrategy):
     @field_validator("answer_regex")
     @classmethod
     def _one_group(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        # The upper bound of each (the lower one when open); a zero must not hide the rest.
-        counts = [max(int(n or m or 0), 1) for m, n in COUNTED_REPEAT.findall(value)]
-        if math.prod(counts) > MAX_REGEX_REPEATS:
-            raise ValueError(f"its counted repeats multiply to more than {MAX_REGEX_REPEATS}")
-        try:
-            groups = regex.compile(value).groups
-        except regex.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
-        if groups != 1:
-            raise ValueError(f"must have exactly one capturing group, not {groups}")
+        # Runs on the event loop before admission: never compiles (search.regex_check);
+        # validity and the group count are checked by ``preflight``, after admission.
+        why = None if value is None else refusal(value)
+        if why is not None:
+            raise ValueError(why)
         return value
+
+    async def preflight(self) -> None:
+        await check_answer_regex(self.answer_regex)
 
     def extract(self, text: str) -> str | None:
         return self.answers([text])[0]
@@ -200,8 +189,8 @@ class MajorityVote(SearchStrategy):
         """Each text's answer; with answer_regex, all of them share ``budget_s``."""
         if self.answer_regex is None:
             return [default_answer(text) for text in texts]
-        # regex caches compiled patterns, so compiling per search is cheap.
-        pattern = regex.compile(self.answer_regex)
+        # Uncached: regex's own cache (500 patterns) would keep every client's pattern.
+        pattern = regex.compile(self.answer_regex, cache_pattern=False)
         deadline = time.monotonic() + budget_s
         return [regex_answer(pattern, text, deadline) for text in texts]
 

@@ -116,7 +116,7 @@ class ParticleFiltering(StepSearch):
                 groups = await expand(ctx, self, particles, counts, to_end=to_end)
             grown = [group[0] if group else p for p, group in zip(particles, groups, strict=True)]
             with ctx.budget.phase("score_steps"):
-                grown = await score_new_steps(ctx, grown)
+                grown = await score_new_steps(ctx, grown, self.aggregation)
             probabilities = self.weights(grown, bounds)
             drawn = resample(probabilities, self.n, rng)
             copies = Counter(drawn)

@@ -11,7 +11,7 @@ from search.beam_search import BeamSearch
 from search.bon import BestOfN
 from search.darwin import Darwin
 from search.dvts import DiverseVerifierTreeSearch
-from search.errors import InvalidRequest
+from search.errors import SHOWN_CHARS, InvalidRequest, shown
 from search.majority import MajorityVote
 from search.mbr import MinimumBayesRisk
 from search.particle_filtering import ParticleFiltering
@@ -52,7 +52,7 @@ def parse_strategy(options: dict[str, Any], *, param_prefix: str = "search") -> 
     if cls is None:
         known = ", ".join(sorted(STRATEGIES))
         raise InvalidRequest(
-            f"unknown search algorithm {algorithm!r}; known: {known}",
+            f"unknown search algorithm {shown(algorithm)}; known: {known}",
             param=f"{param_prefix}.algorithm",
         )
     return validate_options(cls, options, param_prefix, context=f" for {algorithm}")
@@ -71,6 +71,8 @@ def validate_options(
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
+        if len(field) > SHOWN_CHARS:  # an unknown key is client text (N8)
+            field = field[: SHOWN_CHARS - 3] + "..."
         raise InvalidRequest(
             f"invalid {param_prefix}.{field}{context}: {first['msg']}",
             param=f"{param_prefix}.{field}",

@@ -42,13 +42,13 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from search.context import SearchContext, gather_all
 from search.majority import (
-    MAX_REGEX_CHARS,
     REGEX_TIMEOUT_S,
     MajorityVote,
     tally_votes,
     vote_order,
     vote_weights,
 )
+from search.regex_check import MAX_REGEX_CHARS, check_answer_regex
 from search.select import finish
 from search.strategy import SearchStrategy
 from search.types import Candidate, Completion, FinishReason, SearchResult
@@ -160,8 +160,11 @@ class StepSearch(SearchStrategy):
     @field_validator("answer_regex")
     @classmethod
     def _one_group(cls, value: str | None) -> str | None:
-        # The same checks as majority's option (one group, bounded counted repeats).
+        # The same checks as majority's option (search.regex_check).
         return MajorityVote._one_group(value)
+
+    async def preflight(self) -> None:
+        await check_answer_regex(self.answer_regex)
 
     def step_tokens(self, max_tokens: int) -> int:
         return min(self.max_step_tokens, max_tokens)
@@ -242,8 +245,17 @@ async def expand(
     ]
 
 
-async def score_new_steps(ctx: SearchContext, paths: Sequence[StepPath]) -> list[StepPath]:
-    """``paths`` with their newest step scored, in one PRM call for those that need it."""
+async def score_new_steps(
+    ctx: SearchContext, paths: Sequence[StepPath], how: Aggregation = "last"
+) -> list[StepPath]:
+    """``paths`` with their newest step scored, in one PRM call for those that need it.
+
+    Each newly scored response is kept (``ctx.keep_scored``, with its ``how`` aggregate:
+    the score the search would choose it by) for the deadline fallback: without them a
+    step search cut by its deadline had scored nothing the server could answer with, so
+    a search of tiny steps held its slot to the deadline and then answered 504 with
+    nothing (finding N2). Finished responses are kept as complete, live ones as partial,
+    so a complete one is preferred."""
     todo = [i for i, p in enumerate(paths) if len(p.scores) < len(p.steps)]
     scores = await ctx.score_last_steps(
         [paths[i].steps for i in todo], [paths[i].token_ids for i in todo]
@@ -251,6 +263,7 @@ async def score_new_steps(ctx: SearchContext, paths: Sequence[StepPath]) -> list
     done = list(paths)
     for i, score in zip(todo, scores, strict=True):
         done[i] = paths[i].scored(score)
+    ctx.keep_scored([(done[i].text, done[i].score(how), not done[i].finished) for i in todo])
     return done
 
 

@@ -68,5 +68,10 @@ class SearchStrategy(BaseModel):
             reward_items=peak,
         )
 
+    async def preflight(self) -> None:
+        """Checks too costly for the request's validation (which runs on the event loop
+        before admission): the server awaits it inside the search's slot and deadline,
+        before ``run``. Raises InvalidRequest naming the option."""
+
     async def run(self, ctx: SearchContext) -> SearchResult:
         raise NotImplementedError

@@ -45,6 +45,10 @@ class Admission:
         self.running = 0
         self.waiting = 0
         self.draining = False
+        # Set when the shutdown grace is over: the searches still running end with 503
+        # ShuttingDown (server.serving_base), where uvicorn's cancellation gave a plain-text
+        # 500 (finding N5).
+        self.cut = asyncio.Event()
         self._slots = asyncio.Semaphore(max_running)
         self._idle = asyncio.Event()
         self._idle.set()

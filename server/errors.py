@@ -19,9 +19,19 @@ from search.errors import AlignserveError
 logger = logging.getLogger(__name__)
 
 
+# Every error message and param is cut to these (finding N8): client text quoted in one
+# is cut at its source (search.errors.shown), and this bounds any that is not.
+MAX_MESSAGE_CHARS = 1000
+MAX_PARAM_CHARS = 128
+
+
 def error_body(
     message: str, error_type: str, status: int, param: str | None = None
 ) -> dict[str, Any]:
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 3] + "..."
+    if param is not None and len(param) > MAX_PARAM_CHARS:
+        param = param[: MAX_PARAM_CHARS - 3] + "..."
     return {"error": {"message": message, "type": error_type, "param": param, "code": status}}
 
 

@@ -10,13 +10,27 @@
   the client never drains. The app then sees a disconnect, so a stream ends like a client
   that hung up (and its search is cancelled, if it still ran).
 
-Body chunks are timed in ``server.body_limit`` (an ASGI concern: the app is reading).
+- **Whole body** (finding M6 of the 2026-12-07 review): a request's body must arrive in
+  full within ``body_timeout_s`` of its headers, else 408 (or, with a response already
+  sent, a plain close). Each chunk's own timeout (``server.body_limit``, while the app
+  reads) let a body trickle one byte every few seconds for ever.
+- **Uploads per client**: at most ``max_uploads`` requests from one client address may be
+  receiving a body at once; one more is answered 429 (``Connection: close``) as soon as its
+  headers are in. Without it, ``--max-connections`` trickling bodies (a byte every 2 s,
+  cut only by the whole-body deadline) held every connection the server allows, and
+  uvicorn answered everything else, ``/health`` included, 503. Bodies of well-behaved
+  clients arrive in milliseconds, so the cap only meets a client that sends slowly, or a
+  proxy carrying many such (raise it there: docs/configuration.md).
+
+``on_cut(label)`` is told of every cut, with the metric label: ``headers_timeout``,
+``body_timeout``, ``write_timeout``, ``uploads_per_client``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -29,17 +43,49 @@ REQUEST_TIMEOUT = (
 )
 
 
+TOO_MANY_UPLOADS = (
+    b'{"error":{"message":"too many requests from this client are sending a body at once",'
+    b'"type":"rate_limit_exceeded","param":null,"code":429}}'
+)
+
+
+async def too_many_uploads(scope: Any, receive: Any, send: Any) -> None:
+    """The ASGI answer to one upload too many: 429, and the connection closed."""
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"retry-after", b"1"),
+        (b"connection", b"close"),
+        (b"content-length", str(len(TOO_MANY_UPLOADS)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 429, "headers": headers})
+    await send({"type": "http.response.body", "body": TOO_MANY_UPLOADS})
+
+
+def has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
 def guarded_protocol(
     read_timeout_s: float,
     write_timeout_s: float,
-    on_timeout: Callable[[str], None] = lambda _: None,
+    on_cut: Callable[[str], None] = lambda _: None,
+    *,
+    body_timeout_s: float = 60.0,
+    max_uploads: int = 16,
 ) -> type[HttpToolsProtocol]:
-    """The protocol class for ``uvicorn.Config(http=...)``; ``on_timeout("headers" |
-    "write")`` is told of every connection cut (for a metric)."""
+    """The protocol class for ``uvicorn.Config(http=...)``: one per server, since the
+    uploads per client are counted in it."""
+    uploads: Counter[str] = Counter()
 
     class GuardedProtocol(HttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None
         _write_timer: asyncio.TimerHandle | None = None
+        _body_timer: asyncio.TimerHandle | None = None
+        # The client address whose upload count this connection's body holds.
+        _uploading: str | None = None
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -53,7 +99,28 @@ def guarded_protocol(
 
         def on_headers_complete(self) -> None:
             self._cancel("_header_timer")
+            if not has_body(self.headers):
+                super().on_headers_complete()
+                return
+            peer = self.client[0] if self.client else ""
+            if uploads[peer] >= max_uploads:
+                on_cut("uploads_per_client")
+                # Answered by a request cycle of its own (as uvicorn's own 503), so the
+                # body bytes that follow are ignored, not parsed as a bad request.
+                app, self.app = self.app, too_many_uploads
+                try:
+                    super().on_headers_complete()
+                finally:
+                    self.app = app
+                return
+            uploads[peer] += 1
+            self._uploading = peer
+            self._body_timer = self.loop.call_later(body_timeout_s, self._body_timed_out)
             super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._upload_done()
+            super().on_message_complete()
 
         def pause_writing(self) -> None:
             super().pause_writing()
@@ -67,7 +134,30 @@ def guarded_protocol(
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel("_header_timer")
             self._cancel("_write_timer")
+            self._upload_done()
             super().connection_lost(exc)
+
+        def _upload_done(self) -> None:
+            self._cancel("_body_timer")
+            if self._uploading is not None:
+                uploads[self._uploading] -= 1
+                if uploads[self._uploading] <= 0:
+                    del uploads[self._uploading]
+                self._uploading = None
+
+        def _body_timed_out(self) -> None:
+            self._body_timer = None
+            if self.transport.is_closing():
+                return
+            on_cut("body_timeout")
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_started:
+                # The app is still waiting for the body: it sees a disconnect, and must
+                # not answer after the 408.
+                cycle.disconnected = True
+                cycle.message_event.set()
+                self.transport.write(REQUEST_TIMEOUT)
+            self.transport.close()
 
         def _arm_header_timer(self) -> None:
             self._cancel("_header_timer")
@@ -83,7 +173,7 @@ def guarded_protocol(
             self._header_timer = None
             if self.transport.is_closing():
                 return
-            on_timeout("headers")
+            on_cut("headers_timeout")
             self.transport.write(REQUEST_TIMEOUT)
             self.transport.close()
 
@@ -94,7 +184,7 @@ def guarded_protocol(
             logger.warning(
                 "closing a connection whose client read nothing for %g s", write_timeout_s
             )
-            on_timeout("write")
+            on_cut("write_timeout")
             self.transport.abort()
 
     return GuardedProtocol

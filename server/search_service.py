@@ -18,9 +18,9 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rewards.choice import RequestReward, reward_report
@@ -67,6 +67,10 @@ class Prepared:
     result: SearchResult | None = None
     # Structured outputs and tools: the grammar, the tools, the validity check.
     rules: OutputRules | None = None
+    # When the request was prepared (time.monotonic): its deadline counts from here, so
+    # time queued for a slot is part of it (finding L1: a request with timeout_s 1 waited
+    # 80 s in the queue, then got its full second).
+    arrived: float = field(default_factory=time.monotonic)
 
     @property
     def algorithm(self) -> str:
@@ -208,14 +212,41 @@ class SearchService:
         )
 
     # -- run ------------------------------------------------------------------------
-    async def run(self, prepared: Prepared) -> SearchResult:
-        start = time.perf_counter()
+    def timeout_s(self, prepared: Prepared) -> float:
+        """The request's deadline: the server's, or the request's own if lower."""
         timeout_s = self.settings.request_timeout_s
         if prepared.serving.timeout_s is not None:
             timeout_s = min(timeout_s, prepared.serving.timeout_s)
+        return timeout_s
+
+    def remaining_s(self, prepared: Prepared) -> float:
+        return self.timeout_s(prepared) - (time.monotonic() - prepared.arrived)
+
+    async def admitted(self, enter: Awaitable[Callable[[], None]], prepared: Prepared) -> Any:
+        """``enter`` (an admission slot), within what is left of the request's deadline:
+        a request that cannot start in time gets 504 (L1) instead of waiting for a slot
+        and then running its whole deadline."""
+        try:
+            return await asyncio.wait_for(enter, max(self.remaining_s(prepared), 0.0))
+        except TimeoutError:
+            self.metrics.deadline_hits.labels("error").inc()
+            raise DeadlineExceeded(
+                f"the search did not start within {self.timeout_s(prepared):g} s: every "
+                "slot was busy (it waited in the queue)",
+                param="search.timeout_s",
+            ) from None
+
+    async def run(self, prepared: Prepared) -> SearchResult:
+        start = time.perf_counter()
+        # What is left of the deadline, counted from the request's arrival (L1).
+        timeout_s = max(self.remaining_s(prepared), 0.001)
         try:
             result = await run_with_deadline(
-                prepared.strategy, prepared.context, timeout_s, prepared.serving.on_timeout
+                prepared.strategy,
+                prepared.context,
+                timeout_s,
+                prepared.serving.on_timeout,
+                shown_s=self.timeout_s(prepared),
             )
         except DeadlineExceeded:
             self.metrics.deadline_hits.labels("error").inc()

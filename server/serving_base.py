@@ -35,6 +35,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from search.errors import (
     AlignserveError,
+    DeadlineExceeded,
     EngineUnavailable,
     LimitExceeded,
     Overloaded,
@@ -58,24 +59,35 @@ class ClientDisconnected(Exception):
     pass
 
 
-async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Run ``work`` unless the client goes away first; then cancel it, which aborts the
-    engine requests it started."""
+async def cancel_on_disconnect(
+    request: Request, work: Awaitable[T], admission: Admission | None = None
+) -> T:
+    """Run ``work`` unless the client goes away first, or the shutdown grace ends
+    (``admission.cut``); then cancel it, which aborts the engine requests it started: a
+    gone client gets nothing, a cut one 503 ShuttingDown with Retry-After."""
     task = asyncio.ensure_future(work)
+    cut_event = admission.cut if admission is not None else asyncio.Event()
 
     async def disconnected() -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
 
     watcher = asyncio.ensure_future(disconnected())
+    cut = asyncio.ensure_future(cut_event.wait())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, watcher, cut}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
+        cut.cancel()
         if not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
     if task.cancelled():
+        if admission is not None and cut_event.is_set():
+            raise ShuttingDown(
+                "the server shut down before the search finished; retry",
+                headers={"Retry-After": str(admission.retry_after_s)},
+            )
         raise ClientDisconnected
     return task.result()
 
@@ -167,9 +179,11 @@ class ServingBase(ABC):
                     # nginx buffers a proxied response unless told not to.
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                 )
-            release = await cancel_on_disconnect(raw, admission.enter())
+            release = await cancel_on_disconnect(
+                raw, service.admitted(admission.enter(), prepared), admission
+            )
             try:
-                result = await cancel_on_disconnect(raw, self.run(service, prepared))
+                result = await cancel_on_disconnect(raw, self.run(service, prepared), admission)
             finally:
                 release()
             observed.result = result
@@ -211,11 +225,12 @@ async def counted_stream(
     release = None
     admission.open_streams += 1
     try:
-        release = await admission.enter()
+        release = await service.admitted(admission.enter(), prepared)
         async for event in handler.stream(service, prepared, release):
             yield event
         status = prepared.stream_error_status or 200
-    except (Overloaded, ShuttingDown) as exc:  # the queue filled, or draining began, since check
+    # The queue filled, or draining began, since check; or the deadline passed in the queue.
+    except (Overloaded, ShuttingDown, DeadlineExceeded) as exc:
         status = exc.status_code
         if observed is not None:
             observed.error = exc

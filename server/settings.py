@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     stream_write_timeout_s: float = Field(default=30.0, gt=0)
     http_read_timeout_s: float = Field(default=30.0, gt=0)
     max_connections: int = Field(default=1024, ge=1)
+    # A request's whole body must arrive within http_body_timeout_s of its headers (else
+    # 408), and at most max_uploads_per_client requests from one client address may be
+    # sending a body at once (one more gets 429): trickling bodies cannot hold every
+    # connection (server.http_timeouts).
+    http_body_timeout_s: float = Field(default=60.0, gt=0)
+    max_uploads_per_client: int = Field(default=16, ge=1)
     # Health: how often the engine, reward and scorer checks run in the background, and how
     # long each may take; an in-process engine that died ends the process.
     health_interval_s: float = Field(default=5.0, gt=0)

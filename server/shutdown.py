@@ -63,6 +63,9 @@ class DrainingServer(uvicorn.Server):
         )
         if not await self.admission.wait_idle(self.grace_s):
             logger.warning("grace period over: cancelling %d searches", self.admission.running)
+            # Their handlers answer 503 with Retry-After, within the second that uvicorn
+            # gives responses still being written.
+            self.admission.cut.set()
         self.config.timeout_graceful_shutdown = max(1, int(deadline - self._loop.time()))
         self.should_exit = True
 
@@ -71,8 +74,8 @@ def run_draining(app: object, *, host: str, port: int, log_level: str, grace_s: 
     state: Any = app.state  # type: ignore[attr-defined]
     settings, metrics = state.settings, state.metrics
 
-    def timed_out(what: str) -> None:
-        metrics.limit_rejections.labels(f"{what}_timeout").inc()
+    def cut(label: str) -> None:
+        metrics.limit_rejections.labels(label).inc()
 
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
@@ -81,10 +84,15 @@ def run_draining(app: object, *, host: str, port: int, log_level: str, grace_s: 
         log_level=log_level,
         # JSON logs: uvicorn's lines (the access log too) go through the root JSON handler.
         log_config=uvicorn_log_config(settings.log_format),
-        # Header and write timeouts per connection; beyond max_connections open
+        # Header, whole-body and write timeouts per connection, and the uploads per
+        # client (server.http_timeouts); beyond max_connections open
         # connections (or tasks) uvicorn answers 503 at once.
         http=guarded_protocol(
-            settings.http_read_timeout_s, settings.stream_write_timeout_s, timed_out
+            settings.http_read_timeout_s,
+            settings.stream_write_timeout_s,
+            cut,
+            body_timeout_s=settings.http_body_timeout_s,
+            max_uploads=settings.max_uploads_per_client,
         ),
         limit_concurrency=settings.max_connections,
     )

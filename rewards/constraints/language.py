@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import field_validator
 
 from rewards.constraints.base import Constraint, Verdict
+from search.errors import shown
 
 # ISO 639-1 codes langdetect knows, with the names written into instructions. langdetect
 # tells Chinese scripts apart as zh-cn and zh-tw; both count as "zh".
@@ -67,7 +68,7 @@ class Language(Constraint):
     def _known(cls, code: str) -> str:
         if code not in LANGUAGES:
             known = ", ".join(sorted(LANGUAGES))
-            raise ValueError(f"unsupported language code {code!r}; use one of: {known}")
+            raise ValueError(f"unsupported language code {shown(code)}; use one of: {known}")
         return code
 
     def check(self, text: str, partial: bool) -> Verdict:

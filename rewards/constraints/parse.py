@@ -35,7 +35,7 @@ from rewards.constraints.counts import (
     WordCount,
 )
 from rewards.constraints.language import Language
-from search.errors import InvalidRequest
+from search.errors import InvalidRequest, shown
 
 PARAM = "search.constraints"
 
@@ -102,13 +102,13 @@ def _describe(error: ErrorDetails, item: dict[str, Any]) -> str:
     if error["type"] == "union_tag_not_found":
         return "missing 'type'"
     if error["type"] == "union_tag_invalid":
-        return f"unknown constraint type {kind!r}; known types: {', '.join(KINDS)}"
+        return f"unknown constraint type {shown(kind)}; known types: {', '.join(KINDS)}"
     # The first location entry is the union tag (the kind); the rest names the argument.
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"][1:])
     where = where.removeprefix(".")
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        return f"{kind} takes no argument {where!r}"
+        return f"{kind} takes no argument {shown(where)}"
     if error["type"] == "missing":
-        return f"{kind} needs argument {where!r}"
+        return f"{kind} needs argument {shown(where)}"
     return f"{kind}: {where}: {message}" if where else f"{kind}: {message}"

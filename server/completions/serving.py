@@ -13,8 +13,11 @@
 Several prompts (a list of strings or of token-id lists, at most ``MAX_PROMPTS``): one
 search per prompt, all run concurrently under the request's ONE admission slot, and
 refused (400 naming ``prompt``) when together they would keep more than
---max-live-candidates candidates alive: a request of 16 prompts asks no more of the
-engine at once than one search may, and cannot take 16 slots from other clients.
+--max-live-candidates candidates alive, or when their worst cases together exceed one
+search's limits (--max-search-tokens, --max-search-engine-calls,
+--max-search-reward-items; ``search.budget.check_request_worst_case``): a request of 16
+prompts asks no more of the engine than one search may, and cannot take 16 slots' work
+from other clients under its one slot.
 Choices are numbered prompt-major (``index = prompt_i * n + j``, as OpenAI), usage is
 summed, ``search`` is the list of the reports in prompt order (an object for one
 prompt), and the answer's ``id`` is the first search's. ``Completion`` holds the
@@ -58,6 +61,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+from search.budget import SearchLimits, check_request_worst_case
 from search.errors import InvalidRequest
 from search.protocols import VocabListing
 from search.types import SearchResult
@@ -104,6 +108,12 @@ class Completion(ServingBase):
                 "send fewer prompts per request",
                 param="prompt",
             )
+        # The prompts share one slot, so together they get one search's limits (N4).
+        check_request_worst_case(
+            [(p.strategy, p.context.sampling.max_tokens) for p in self.prepared],
+            self.prepared[0].context.limits or SearchLimits(),
+            param="prompt",
+        )
         return self.prepared[0]
 
     def searches(self, first: Prepared) -> list[Prepared]:

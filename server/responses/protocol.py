@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from search.errors import InvalidRequest, LimitExceeded
+from search.errors import InvalidRequest, LimitExceeded, shown
 from server.protocol import ChatCompletionRequest
 from server.tool_calls import parse_tools
 
@@ -34,11 +34,6 @@ ROLES = ("user", "system", "developer", "assistant")
 TEXT_PARTS = ("input_text", "output_text")
 # OpenAI's bounds on metadata: 16 pairs, keys up to 64 characters, values up to 512.
 METADATA_PAIRS, METADATA_KEY, METADATA_VALUE = 16, 64, 512
-
-
-def shown(value: object) -> str:
-    """Client text in an error message: quoted and cut short."""
-    return repr(value)[:40]
 
 
 def is_null(value: Any) -> bool:

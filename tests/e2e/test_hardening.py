@@ -642,6 +642,30 @@ def engine_core(pid: int) -> psutil.Process:
     pytest.fail("no EngineCore process among the server's children")
 
 
+def test_n2_a_one_token_step_search_answers_at_its_deadline_with_text(hardened: Server) -> None:
+    # 256 rounds of one-token steps, each an engine call and a judge PRM call, cannot
+    # finish in 20 s: it held its slot to the deadline and answered 504 with nothing. (A
+    # round takes about a second here, but 13 s at a load average of 45.)
+    wait_idle(hardened.url)
+    search = {
+        "algorithm": "beam_search",
+        "n": 2,
+        "beam_width": 2,
+        "max_steps": 256,
+        "max_step_tokens": 1,
+        "timeout_s": 20,
+    }
+    start = time.perf_counter()
+    reply = post(hardened.url, chat_body("Count from one to ten.", max_tokens=512, search=search))
+    took = time.perf_counter() - start
+    print(f"{reply.status_code} after {took:.1f} s: {reply.text[:200]}")
+    assert reply.status_code == 200, reply.text[:300]
+    answer = reply.json()
+    assert answer["choices"][0]["message"]["content"]
+    assert answer["search"]["details"].get("deadline_hit") is True
+    assert took < 20 + 10
+
+
 def test_m3_engine_death_makes_ready_503_and_the_process_exit(hardened: Server) -> None:
     url, proc = hardened.url, hardened.proc
     assert httpx.get(f"{url}/ready", timeout=10).status_code == 200

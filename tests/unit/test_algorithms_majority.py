@@ -14,7 +14,8 @@ import pytest
 from search.context import SearchContext
 from search.errors import InvalidRequest, LimitExceeded
 from search.fakes import ScriptedGenerator, TableReward, completion_of, fake_context
-from search.majority import MAX_REGEX_CHARS, MajorityVote, boxed_value, default_answer
+from search.majority import MajorityVote, boxed_value, default_answer
+from search.regex_check import MAX_REGEX_CHARS
 from search.registry import STRATEGIES, parse_strategy
 from search.types import Candidate, SamplingConfig, SearchResult
 
@@ -245,9 +246,10 @@ def test_majority_defaults_and_registry() -> None:
         (r"(?P<x>a)(?:b)(c)", "exactly one capturing group, not 2"),
     ],
 )
-def test_bad_answer_regex(regex: str, why: str) -> None:
+async def test_bad_answer_regex(regex: str, why: str) -> None:
+    # Compiled after admission (search.regex_check), by the strategy's preflight.
     with pytest.raises(InvalidRequest) as info:
-        parse_strategy({"algorithm": "majority", "answer_regex": regex})
+        await parse_strategy({"algorithm": "majority", "answer_regex": regex}).preflight()
     assert info.value.param == "search.answer_regex"
     assert info.value.status_code == 400
     assert why in info.value.message
@@ -340,9 +342,11 @@ def test_answer_regex_size_limits_h1(regex: str, why: str) -> None:
 
 
 def test_answer_regex_within_limits_accepted() -> None:
-    # Exactly the longest pattern allowed (verbose mode ignores the padding), and counted
+    # Exactly the longest pattern allowed (lazy empty repeats as padding), and counted
     # repeats whose product is small.
-    pattern = r"(?x)(\d{4}-\d{2}-\d{2})".ljust(MAX_REGEX_CHARS)
+    base = r"(\d{4}-\d{2}-\d{2})"
+    pattern = base + "z*?" * ((MAX_REGEX_CHARS - len(base)) // 3)
+    assert len(pattern) == MAX_REGEX_CHARS
     strategy = parse_strategy({"algorithm": "majority", "answer_regex": pattern})
     assert isinstance(strategy, MajorityVote)
     assert strategy.extract("on 2024-01-31.") == "2024-01-31"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -236,3 +237,32 @@ async def test_a_reward_failure_is_a_503_counted_by_reason(serve_app: Any) -> No
     assert reply.status_code == 503 and "no score" in reply.json()["error"]["message"]
     labels = {"reason": "no_score", "reward": "judge"}  # the exposition sorts them
     assert metric(text, "alignserve_reward_failures_total", **labels) == 1.0
+
+
+# -- N3: the combined reward is checked finite -------------------------------------------
+
+HUGE = {t: 1e308 for t in TEXTS}
+
+
+def huge_set() -> RewardSet:
+    specs, _ = parse_specs(["judge", "other=remote:http://h:1"], None)
+    return RewardSet({"judge": TableReward(HUGE), "other": TableReward(HUGE)}, specs, "judge")
+
+
+@pytest.mark.parametrize("weights", [{"other": 2}, {"judge": 1, "other": 1}])
+async def test_n3_an_overflowing_combined_reward_is_a_503_naming_the_reward(
+    serve_app: Any, weights: dict[str, int]
+) -> None:
+    search = {"n": 4, "reward": weights, "return_candidates": True}
+    body = {"messages": USER, "search": search}
+    rt = make_runtime(scripted(TEXTS), TableReward(HUGE), rewards=huge_set())
+    async with serve_app(rt) as client:
+        reply = await client.post(URL, json=body)
+        streamed = await client.post(URL, json={**body, "stream": True})
+        text = (await client.get("/metrics")).text
+    assert reply.status_code == 503, reply.text
+    assert "other x" in reply.json()["error"]["message"]
+    assert "not finite" in reply.json()["error"]["message"]
+    assert "Infinity" not in streamed.text and "not finite" in streamed.text
+    assert 'status="503"' in text
+    assert not re.search(r'alignserve_requests_total\{[^}]*status="500"', text)

@@ -116,3 +116,24 @@ def test_a_second_sigterm_cancels_at_once() -> None:
     assert time.time() - began < 8
     thread.join(15)
     assert outcome.get("status", 503) >= 500 or "error" in outcome
+
+
+def test_n5_a_search_cut_at_the_grace_gets_503_with_retry_after() -> None:
+    # It got uvicorn's plain-text 500 ("Exception in ASGI application") when cancelled.
+    proc, url = start(delay_s=30, grace_s=1)
+    outcome: dict[str, Any] = {}
+
+    def post() -> None:
+        reply = httpx.post(f"{url}/v1/chat/completions", json=BODY, timeout=30)
+        outcome.update(status=reply.status_code, headers=reply.headers, body=reply.text)
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    time.sleep(0.5)  # the search is running
+    proc.send_signal(signal.SIGTERM)
+    log = exited_cleanly(proc)
+    thread.join(15)
+    assert outcome["status"] == 503, outcome
+    assert outcome["headers"]["retry-after"] == "1"
+    assert "shut down before the search finished" in outcome["body"]
+    assert "Exception in ASGI application" not in log

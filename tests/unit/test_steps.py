@@ -198,7 +198,7 @@ async def test_choose_weighs_an_unbounded_prm_by_softmax() -> None:
 @pytest.mark.parametrize(
     ("options", "param"),
     [
-        ({"answer_regex": "no group"}, "search.answer_regex"),
+        ({"answer_regex": "(?x)(a)"}, "search.answer_regex"),
         ({"answer_regex": "(a{1000}){1000}"}, "search.answer_regex"),
         ({"max_steps": 0}, "search.max_steps"),
         ({"max_steps": 257}, "search.max_steps"),
