@@ -40,7 +40,7 @@ async def generate(rows: list[dict[str, Any]], samples: int, max_tokens: int, ou
     model = resolve_model(settings.model, settings.model_cache_dir)
     tokenizer = HFChatTokenizer.load(model)
     generator = await asyncio.to_thread(VLLMGenerator.start, engine_config(settings, model))
-    limit = asyncio.Semaphore(32)
+    limit = asyncio.Semaphore(48)
     done = 0
     started = time.monotonic()
 
