@@ -19,6 +19,7 @@ from rewards.constraints import (
     instructions,
     parse_constraints,
 )
+from rewards.constraints.reward import INLINE_CHARS
 from search.errors import InvalidRequest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -379,6 +380,15 @@ async def test_score_counts_undecided_as_half() -> None:
     assert reward.passed(done)
     assert not reward.passed("hello, world")
     assert reward.bounds == (0.0, 1.0)
+
+
+async def test_long_texts_are_scored_off_the_event_loop() -> None:
+    # Over INLINE_CHARS the checks run in a worker thread, with the same scores.
+    reward = ConstraintsReward(parse_constraints([NC, WC3]))
+    long_text = "word " * 2_000 + ", end"
+    assert len(long_text) > INLINE_CHARS
+    assert await reward.score(CONV, [long_text, "one two"]) == [0.0, 1.0]
+    assert reward.score_text(long_text, False) == 0.0
 
 
 def test_describe_round_trips() -> None:
