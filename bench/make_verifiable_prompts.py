@@ -4,8 +4,8 @@
 Ground truth for quality claims that a reward model did not optimise: each prompt carries
 1 to 3 IFEval-style constraints (rewards.constraints), written into the prompt text (the
 task, a blank line, then the instructions) and kept as metadata to score responses with.
-The tasks are the first turns of the 80 MT-Bench questions and 84 everyday tasks written
-for this project. The constraints are ones a 135M chat model meets sometimes and misses
+The tasks are 84 everyday tasks written for this project (the MT-Bench questions the set
+once also used are third-party text and are no longer shipped). The constraints are ones a 135M chat model meets sometimes and misses
 sometimes within ~100 tokens (no commas, lowercase, at most 30-60 words, a keyword, a
 first word, a closing phrase, a <<title>>, a P.S., a few bullets), never contradictory
 with each other or with the task's own format (JSON, CSV, code, "one paragraph").
@@ -28,7 +28,6 @@ sys.path.insert(0, str(ROOT))
 
 from rewards.constraints import instructions, parse_constraints  # noqa: E402
 
-MT_BENCH = ROOT / "tools" / "data" / "mt_bench_questions.jsonl"
 OUTPUT = ROOT / "tools" / "data" / "verifiable_prompts.jsonl"
 
 START_WORDS = ["Sure", "Certainly", "Yes", "Well", "Okay", "Absolutely", "Hello", "So"]
@@ -90,44 +89,6 @@ WEIGHTS = {
 
 STRUCTURE = {"bullet_points", "paragraph_count"}
 KEYWORD_KINDS = {"keywords", "keyword_frequency", "forbidden_words"}
-# Code, sums and structured output need commas, capitals and their own layout.
-CATEGORY_EXCLUDES = {
-    "coding": {"no_commas", "lowercase", "sentence_count", "highlighted_sections"}
-    | STRUCTURE
-    | {"placeholders"},
-    "math": {"no_commas", "placeholders"} | STRUCTURE,
-}
-# Extraction answers have a fixed format: only constraints that leave it intact.
-EXTRACTION_ALLOWED = {"word_count", "starts_with"} | KEYWORD_KINDS
-JSON_OR_CSV = {131, 135, 137, 138, 139, 140}
-
-# MT-Bench: a related keyword (None: the answer is numbers or code only) and exclusions
-# where the question sets its own format ("one paragraph", "begin with the sentence").
-MT_KEYWORDS: dict[int, str | None] = {
-    81: "beach", 82: "feedback", 83: "battery", 84: "audience", 85: "eyes",
-    86: "spices", 87: "attic", 88: "clock", 89: "algae", 90: "purse",
-    91: "rocket", 92: "germs", 93: "ginger", 94: "listen", 95: "elegant",
-    96: "data", 97: "example", 98: "suit", 99: "rational", 100: "roots",
-    101: "second", 102: "Washington", 103: "nurse", 104: "brother", 105: "secretary",
-    106: "uncertain", 107: "grandfather", 108: "car", 109: "west", 110: "bullying",
-    111: "formula", 112: "total", 113: "probability", 114: "outcomes", 115: "equation",
-    116: "quadratic", 117: "interval", 118: "remainder", 119: "total", 120: "substitute",
-    121: "Counter", 122: "recursion", 123: "button", 124: "bug", 125: "ancestor",
-    126: "median", 127: "majority", 128: "recursive", 129: "merge", 130: "loop",
-    131: None, 132: "History", 133: "Harry", 134: "profit", 135: "Danish",
-    136: "Amazon", 137: "Berlin", 138: "Pixel", 139: None, 140: None,
-    141: "qubit", 142: "gravity", 143: "thylakoid", 144: "Crick", 145: "bubbles",
-    146: "energy", 147: "foundation", 148: "collector", 149: "labels", 150: "farming",
-    151: "interest", 152: "childhood", 153: "monopoly", 154: "script", 155: "museum",
-    156: "voters", 157: "evidence", 158: "questioning", 159: "bow", 160: "Oscar",
-}  # fmt: skip
-MT_EXCLUDES: dict[int, set[str]] = {
-    87: {"starts_with"},
-    90: {"no_commas", "lowercase"},
-    132: set(FAMILY) - {"word_count", "no_commas"},
-    **{q: set(STRUCTURE) for q in (85, 86, 88, 89, 99, 148, 150, 155, 156, 157, 160)},
-}
-
 # Everyday tasks written for this project, each with a related keyword.
 OWN_TASKS: list[tuple[str, str]] = [
     ("Write a short email to your neighbor asking them to water your plants while you are away for a week.", "key"),
@@ -285,16 +246,6 @@ def row(
     }
 
 
-def mt_bench_allowed(qid: int, category: str) -> set[str]:
-    if category == "extraction":
-        allowed = set(EXTRACTION_ALLOWED)
-        if qid in JSON_OR_CSV:
-            allowed.discard("starts_with")
-    else:
-        allowed = set(FAMILY) - CATEGORY_EXCLUDES.get(category, set())
-    return allowed - MT_EXCLUDES.get(qid, set())
-
-
 def own_allowed(task: str) -> set[str]:
     # "Write a short paragraph ..." asks for one paragraph and one layout.
     return set(FAMILY) - STRUCTURE if "paragraph" in task else set(FAMILY)
@@ -302,18 +253,11 @@ def own_allowed(task: str) -> set[str]:
 
 def make_rows() -> list[dict[str, Any]]:
     rng = random.Random(0)
-    questions = [json.loads(line) for line in MT_BENCH.read_text().splitlines() if line.strip()]
-    total = len(questions) + len(OWN_TASKS)
     # An even mix of 1, 2 and 3 constraints per prompt, in random order.
-    sizes = [1 + i % 3 for i in range(total)]
+    sizes = [1 + i % 3 for i in range(len(OWN_TASKS))]
     rng.shuffle(sizes)
     rows = []
-    for q, n in zip(questions, sizes, strict=False):
-        qid = q["question_id"]
-        keyword = MT_KEYWORDS[qid]
-        kinds = choose(rng, mt_bench_allowed(qid, q["category"]), n, keyword)
-        rows.append(row(f"mt_bench_{qid}", q["turns"][0], kinds, rng, keyword, "mt_bench"))
-    for i, ((task, keyword), n) in enumerate(zip(OWN_TASKS, sizes[len(questions) :], strict=True)):
+    for i, ((task, keyword), n) in enumerate(zip(OWN_TASKS, sizes, strict=True)):
         kinds = choose(rng, own_allowed(task), n, keyword)
         rows.append(row(f"alignserve_{i + 1:03d}", task, kinds, rng, keyword, "alignserve"))
     return rows

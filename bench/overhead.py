@@ -24,12 +24,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# FastChat's questions, kept outside the repository (../shared/data/README.md).
+MT_BENCH = ROOT.parent / "shared" / "data" / "mt_bench_questions.jsonl"
 
 
 def first_turns(skip: int, limit: int) -> list[str]:
     from tools.evaluation import load_prompts
 
-    return [p.conversation[-1]["content"] for p in load_prompts(offset=skip, limit=limit)]
+    prompts = load_prompts(MT_BENCH, offset=skip, limit=limit)
+    return [p.conversation[-1]["content"] for p in prompts]
 
 
 async def main(args: argparse.Namespace) -> None:

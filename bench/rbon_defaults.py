@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# FastChat's questions, kept outside the repository (../shared/data/README.md).
+MT_BENCH = ROOT.parent / "shared" / "data" / "mt_bench_questions.jsonl"
 sys.path.insert(0, str(ROOT))
 
 GRIDS: dict[str, list[float]] = {
@@ -69,7 +71,7 @@ async def collect(args: argparse.Namespace, path: Path) -> None:
 
     lo = min(args.tune[0], args.report[0])
     hi = max(args.tune[1], args.report[1])
-    prompts = load_prompts(offset=lo, limit=hi - lo)
+    prompts = load_prompts(MT_BENCH, offset=lo, limit=hi - lo)
     runtime = await load_runtime(Settings())
     embedding = runtime.utilities["embedding"]
     try:

@@ -130,6 +130,11 @@ async def _build_runtime(settings: Settings, closers: list[Callable[[], Any]]) -
         generator = await asyncio.to_thread(VLLMGenerator.start, engine_config(settings, model))
         closers.append(generator.shutdown)
         max_model_len = generator.max_model_len
+    # The constraints reward's checks import nltk and lm-eval (seconds): once, here, in a
+    # thread, rather than on the event loop in the first request that sends constraints.
+    from rewards.constraints.reference import load as load_ifeval_checks
+
+    await asyncio.to_thread(load_ifeval_checks)
     specs, default = settings.reward_specs
     built = BuildContext(settings, generator, tokenizer, max_model_len, closers)
     # constraints is built per request, so it is not among the models.

@@ -17,6 +17,10 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Third-party prompt sets live beside the checkout (CI clones the repo with ../shared
+# beside it), never in the repository: ../shared/data/README.md says where each came from.
+SHARED_DATA = ROOT.parent / "shared" / "data"
+MT_BENCH = SHARED_DATA / "mt_bench_questions.jsonl"
 
 
 def free_port() -> int:
@@ -88,11 +92,18 @@ class LoopTicks:
         self._task.cancel()
 
 
+def mt_bench_file() -> Path:
+    """FastChat's MT-Bench questions in ../shared/data; the test is skipped without them."""
+    if not MT_BENCH.is_file():
+        pytest.skip(f"MT-Bench questions not found at {MT_BENCH} (../shared/data beside the repo)")
+    return MT_BENCH
+
+
 def mt_bench_prompts(limit: int = 80) -> list[str]:
-    """First turns of the MT-Bench questions (the copy shipped in tools/data)."""
+    """First turns of the MT-Bench questions (../shared/data/mt_bench_questions.jsonl)."""
     from tools.evaluation import load_prompts
 
-    return [p.conversation[-1]["content"] for p in load_prompts(limit=limit)]
+    return [p.conversation[-1]["content"] for p in load_prompts(mt_bench_file(), limit=limit)]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

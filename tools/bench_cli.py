@@ -1,10 +1,10 @@
 """The ``alignserve bench`` command: a load sweep against an alignserve server.
 
-For every algorithm and concurrency level, ``--requests`` chat requests over MT-Bench first
-turns (see ``tools/loadgen.py``), with a progress bar; prints requests/s, generated
-tokens/s, p50/p95/p99 latency, errors by status and the reward micro-batcher's mean batch
-size (from the server's /metrics) per level, and writes bench.json, throughput.png and
-latency.png to ``--out``.
+For every algorithm and concurrency level, ``--requests`` chat requests over ``--prompts``
+(default: the project's own verifiable prompts; see ``tools/loadgen.py``), with a
+progress bar; prints requests/s, generated tokens/s, p50/p95/p99 latency, errors by
+status and the reward micro-batcher's mean batch size (from the server's /metrics) per
+level, and writes bench.json, throughput.png and latency.png to ``--out``.
 
 ``--url`` benches a running server (default: http://HOST:PORT of the serve flags; its
 prefix cache is not emptied between levels, so later levels may find the prompts cached).
@@ -228,7 +228,7 @@ def check_modes(settings: Settings, args: argparse.Namespace, config: BenchConfi
 
 def add_run_info(record: dict[str, Any], args: argparse.Namespace, config: BenchConfig) -> None:
     """The bench's settings and end time, in the JSON record of every mode."""
-    source = str(args.prompts) if args.prompts else "MT-Bench first turns (tools/data)"
+    source = str(args.prompts) if args.prompts else "verifiable prompts (tools/data)"
     record.update(
         bench={**dataclasses.asdict(config), "prompts": source, "timeout_s": args.timeout},
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

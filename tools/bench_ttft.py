@@ -2,7 +2,7 @@
 committed-prefix streaming (``search.stream_committed: true``, the default) against the
 buffered stream (``false``: the whole answer after the search), in one run.
 
-For each of ``--requests`` MT-Bench prompts the same seeded request (``--algorithms``'s
+For each of ``--requests`` prompts (``--prompts``) the same seeded request (``--algorithms``'s
 first, ``--n``, ``--max-tokens``) is streamed once each way, one request at a time,
 alternating which way goes first so the prefix cache favours neither. Prints the median
 time to the first content token and to the end of the stream for both, and the ratios;

@@ -73,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--prompts",
         type=Path,
         default=None,
-        help='JSONL with "turns", "prompt" or "messages" per row (default: MT-Bench first turns)',
+        help='JSONL with "turns", "prompt" or "messages" per row (default: the project\'s own '
+        "verifiable prompts, tools/data/verifiable_prompts.jsonl)",
     )
     group.add_argument("--offset", type=int, default=0, help="skip this many prompts first")
     group.add_argument("--limit", type=int, default=None, help="use at most this many prompts")
@@ -290,7 +291,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         print(f"alignserve eval: error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
-    source = str(args.prompts) if args.prompts else "MT-Bench first turns (tools/data)"
+    source = str(args.prompts) if args.prompts else "verifiable prompts (tools/data)"
     table = asyncio.run(run_eval(settings, config, prompts, args.out, source=source))
     print(table, end="")
     print(f"wrote {args.out / 'eval.json'}, eval.md and eval.png", file=sys.stderr)

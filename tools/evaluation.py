@@ -2,8 +2,9 @@
 
 Measures, per algorithm and budget ``n``, the mean reward of the answer against the mean
 number of tokens the engine generated (and wall time, engine and reward calls) over a
-prompt set: by default the first turns of the 80 MT-Bench questions shipped in
-``tools/data``, or any JSONL of prompts.
+prompt set: any JSONL of prompts (``--prompts``), by default the project's own verifiable
+prompts in ``tools/data`` (third-party sets such as MT-Bench are not shipped: pass their
+file).
 
 How: one in-process runtime (the server's engine and reward model, from the same
 flags). For every prompt, every budget, every algorithm in turn (interleaved, so drift
@@ -42,7 +43,8 @@ from search.types import Message, SamplingConfig
 from server.runtime import Runtime
 
 DEFAULT_ALGORITHMS = ("bon", "rbon_wd", "treebon", "darwin", "spec_rejection")
-MT_BENCH = "mt_bench_questions.jsonl"
+# The project's own prompts (bench/make_verifiable_prompts.py), the default prompt set.
+DEFAULT_PROMPTS = "verifiable_prompts.jsonl"
 # --truth math: the answer checked against the prompt's gold answer, not a reward.
 MATH_TRUTH = "math"
 MATH_PROMPTS = "tools/data/math_problems.jsonl"
@@ -170,14 +172,15 @@ def conversation_of(row: Mapping[str, Any]) -> list[Message]:
 def load_prompts(
     path: Path | None = None, *, offset: int = 0, limit: int | None = None
 ) -> list[Prompt]:
-    """Prompts from a JSONL file (default: the MT-Bench first turns). A row gives "turns"
+    """Prompts from a JSONL file (default: the project's own verifiable prompts in
+    tools/data; MT-Bench's questions work too, as FastChat ships them). A row gives "turns"
     (the first is used), "prompt" (a string) or "messages" (a chat list); its id is
     "question_id" or "id" when present, else its 0-based line number among the rows."""
     if offset < 0 or (limit is not None and limit < 1):
         raise ValueError("--offset must be at least 0 and --limit at least 1")
     if path is None:
-        text = resources.files("tools").joinpath("data", MT_BENCH).read_text(encoding="utf-8")
-        source = f"tools/data/{MT_BENCH}"
+        data = resources.files("tools").joinpath("data", DEFAULT_PROMPTS)
+        text, source = data.read_text(encoding="utf-8"), f"tools/data/{DEFAULT_PROMPTS}"
     else:
         text, source = path.read_text(encoding="utf-8"), str(path)
     prompts = []

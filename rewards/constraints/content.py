@@ -1,14 +1,29 @@
-"""Constraints on what the response contains, its case, its edges and its format."""
+"""Constraints on what the response contains, its case, its edges and its format.
+
+Each kind but ``starts_with`` is one of IFEval's instructions and is decided by it:
+
+- keywords: each keyword is found as a case-insensitive regex, so as a substring ("sun"
+  in "sunny");
+- forbidden words: none found as a whole word (``\\b...\\b``), in any case;
+- lowercase / uppercase: Python's ``islower()`` / ``isupper()`` on the whole response (at
+  least one cased letter, none of the other case) and langdetect says English;
+- no commas; a title ``<<...>>`` with non-blank text on one line;
+- ends with: the response, stripped of whitespace and then of double quotes, ends with the
+  phrase in any case;
+- postscript: the marker anywhere (not only at a line start), in any case; "P.S." also
+  accepts "P. S." and "P.P.S" accepts "P. P. S";
+- JSON: the response parses as JSON once stripped of a leading ```json/```Json/```JSON/```
+  and a trailing ```.
+
+``starts_with`` has no IFEval counterpart and keeps its own check.
+"""
 
 from __future__ import annotations
 
-import json
 import re
-from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
-from rewards.constraints import text as t
-from rewards.constraints.base import Constraint, Phrase, PhraseList, Verdict
+from rewards.constraints.base import Constraint, Pattern, PatternList, Phrase, Verdict
 
 _WORD_CHAR = re.compile(r"\w")
 
@@ -27,17 +42,13 @@ def _show(phrase: str) -> str:
 
 
 class Keywords(Constraint):
-    """Every word or phrase appears, as whole words, in any case."""
+    """Every word or phrase appears, as a case-insensitive substring (IFEval's regex)."""
 
     type: Literal["keywords"] = "keywords"
-    include: PhraseList
+    include: PatternList
 
-    def check(self, text: str, partial: bool) -> Verdict:
-        # On a prefix only a match the next characters cannot extend ("cat" -> "cats")
-        # is final, and only all of them found is a final pass.
-        if all(t.has_phrase(text, k, partial) for k in self.include):
-            return "pass"
-        return "undecided" if partial else "fail"
+    def ifeval(self) -> list[tuple[str, dict[str, Any]]]:
+        return [("keywords:existence", {"keywords": list(self.include)})]
 
     def instruction(self) -> str:
         return f"Include {_quote_list(self.include, 'keyword', 'keywords')} in the response."
@@ -47,54 +58,43 @@ class ForbiddenWords(Constraint):
     """None of the words or phrases appears as whole words, in any case."""
 
     type: Literal["forbidden_words"] = "forbidden_words"
-    words: PhraseList
+    words: PatternList
 
-    def check(self, text: str, partial: bool) -> Verdict:
-        if any(t.has_phrase(text, w, partial) for w in self.words):
-            return "fail"
-        return "undecided" if partial else "pass"
+    def ifeval(self) -> list[tuple[str, dict[str, Any]]]:
+        return [("keywords:forbidden_words", {"forbidden_words": list(self.words)})]
 
     def instruction(self) -> str:
         return f"Do not include {_quote_list(self.words, 'word', 'words')} in the response."
 
 
 class Lowercase(Constraint):
-    """No uppercase letter anywhere; the language of the text is not checked."""
-
     type: Literal["lowercase"] = "lowercase"
 
-    def check(self, text: str, partial: bool) -> Verdict:
-        if any(ch.isupper() for ch in text):
-            return "fail"
-        return "undecided" if partial else "pass"
+    def ifeval(self) -> list[tuple[str, dict[str, Any]]]:
+        return [("change_case:english_lowercase", {})]
 
     def instruction(self) -> str:
         return (
-            "Your entire response should be in lowercase letters. No capital letters are allowed."
+            "Your entire response should be in English, and in all lowercase letters. "
+            "No capital letters are allowed."
         )
 
 
 class Uppercase(Constraint):
     type: Literal["uppercase"] = "uppercase"
 
-    def check(self, text: str, partial: bool) -> Verdict:
-        if any(ch.islower() for ch in text):
-            return "fail"
-        return "undecided" if partial else "pass"
+    def ifeval(self) -> list[tuple[str, dict[str, Any]]]:
+        return [("change_case:english_capital", {})]
 
     def instruction(self) -> str:
-        return (
-            "Your entire response should be in capital letters. No lowercase letters are allowed."
-        )
+        return "Your entire response should be in English, and in all capital letters."
 
 
 class NoCommas(Constraint):
     type: Literal["no_commas"] = "no_commas"
 
-    def check(self, text: str, partial: bool) -> Verdict:
-        if "," in text:
-            return "fail"
-        return "undecided" if partial else "pass"
+    def ifeval(self) -> list[tuple[str, dict[str, Any]]]:
+        return [("punctuation:no_comma", {})]
 
     def instruction(self) -> str:
         return "Do not include any commas in your response."
@@ -102,7 +102,8 @@ class NoCommas(Constraint):
 
 class StartsWith(Constraint):
     """The response, after leading whitespace, starts with the phrase in any case; a
-    phrase ending in a word character must end a word there ("Sure" is not "Surely")."""
+    phrase ending in a word character must end a word there ("Sure" is not "Surely").
+    The project's own kind: IFEval has no such instruction."""
 
     type: Literal["starts_with"] = "starts_with"
     phrase: Phrase
@@ -130,18 +131,11 @@ class StartsWith(Constraint):
 
 
 class EndsWith(Constraint):
-    """The response ends with the phrase, as IFEval checks it: in any case, ignoring
-    trailing whitespace and double quotes around the response. Undecided on a prefix,
-    which may always go on."""
-
     type: Literal["ends_with"] = "ends_with"
     phrase: Phrase
 
-    def check(self, text: str, partial: bool) -> Verdict:
-        if partial:
-            return "undecided"
-        tail = text.strip().strip('"').lower()
-        return "pass" if tail.endswith(self.phrase.strip().lower()) else "fail"
+    def ifeval(self) -> list[tuple[str, dict[str, Any]]]:
+        return [("startend:end_checker", {"end_phrase": self.phrase})]
 
     def instruction(self) -> str:
         return (
@@ -150,18 +144,11 @@ class EndsWith(Constraint):
         )
 
 
-# <<title>> on one line; no angle brackets inside keeps the match linear.
-_TITLE = re.compile(r"<<([^\n<>]+)>>")
-
-
 class Title(Constraint):
     type: Literal["title"] = "title"
 
-    def check(self, text: str, partial: bool) -> Verdict:
-        # A closed title cannot be undone by more text, so finding one is final.
-        if any(m.group(1).strip() for m in _TITLE.finditer(text)):
-            return "pass"
-        return "undecided" if partial else "fail"
+    def ifeval(self) -> list[tuple[str, dict[str, Any]]]:
+        return [("detectable_format:title", {})]
 
     def instruction(self) -> str:
         return (
@@ -170,23 +157,12 @@ class Title(Constraint):
         )
 
 
-@lru_cache(maxsize=64)
-def _line_start_pattern(marker: str, settled: bool) -> re.Pattern[str]:
-    word = t.phrase_pattern(marker, settled).pattern
-    return re.compile(r"^[ \t*_]*" + word, re.IGNORECASE | re.MULTILINE)
-
-
 class Postscript(Constraint):
-    """A line starts with the marker (in any case, after indentation or markdown emphasis
-    such as **P.S.**). Where the line sits is not checked."""
-
     type: Literal["postscript"] = "postscript"
-    marker: Phrase = "P.S."
+    marker: Pattern = "P.S."
 
-    def check(self, text: str, partial: bool) -> Verdict:
-        if _line_start_pattern(self.marker, partial).search(text):
-            return "pass"
-        return "undecided" if partial else "fail"
+    def ifeval(self) -> list[tuple[str, dict[str, Any]]]:
+        return [("detectable_content:postscript", {"postscript_marker": self.marker})]
 
     def instruction(self) -> str:
         return (
@@ -195,29 +171,11 @@ class Postscript(Constraint):
         )
 
 
-_FENCE_OPENINGS = ("```json", "```Json", "```JSON", "```")
-
-
 class Json(Constraint):
-    """The whole response parses as JSON, optionally inside a ``` or ```json fence, as
-    IFEval accepts it. Undecided on a prefix: almost any prefix can still be completed."""
-
     type: Literal["json"] = "json"
 
-    def check(self, text: str, partial: bool) -> Verdict:
-        if partial:
-            return "undecided"
-        body = text.strip()
-        for opening in _FENCE_OPENINGS:
-            if body.startswith(opening):
-                body = body.removeprefix(opening).removesuffix("```")
-                break
-        try:
-            json.loads(body.strip())
-        except (ValueError, RecursionError):
-            # RecursionError: deeply nested arrays ("[[[[...") exhaust the C parser.
-            return "fail"
-        return "pass"
+    def ifeval(self) -> list[tuple[str, dict[str, Any]]]:
+        return [("detectable_format:json_format", {})]
 
     def instruction(self) -> str:
         return (

@@ -1,24 +1,37 @@
-"""Constraints on how many times something occurs (IFEval's length and format counts).
+"""Constraints on how many times something occurs, each one of IFEval's counts.
 
-Each kind only says what it counts; ``Counted`` turns the count into a verdict and the
-count arguments into words.
+Each kind names its IFEval instruction and argument names; ``Counted`` turns ``count``,
+``min`` and ``max`` into IFEval's "at least" / "less than" checks and the arguments into
+words. What is counted is IFEval's, not a rewording of it:
+
+- words: runs of word characters (nltk's ``RegexpTokenizer(r"\\w+")``);
+- sentences: nltk's punkt sentences, so "Dr. Smith" is one sentence;
+- paragraphs: pieces between ``***`` dividers (blank lines do not separate them), an
+  empty piece between two dividers failing the check; an exact count;
+- bullet points: lines that start (after whitespace) with ``*`` not followed by ``*``,
+  or with ``-`` (a ``---`` rule counts too); an exact count;
+- highlighted sections: ``*text*`` and ``**text**`` spans on one line with non-blank text,
+  at least ``min``;
+- placeholders: ``[...]`` spans on one line, ``[]`` included, at least ``min``;
+- keyword frequency: case-insensitive regex matches, so substrings count ("cat" in
+  "category");
+- letter frequency: occurrences of the letter in either case, anywhere.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
-from rewards.constraints import text as t
-from rewards.constraints.base import Counted, Phrase
+from rewards.constraints.base import Counted, Pattern
 
 
 class WordCount(Counted):
     type: Literal["word_count"] = "word_count"
-
-    def measure(self, text: str, partial: bool) -> int:
-        return t.count_words(text)
+    ifeval_id: ClassVar[str] = "length_constraints:number_words"
+    number_arg: ClassVar[str] = "num_words"
+    relation_arg: ClassVar[str | None] = "relation"
 
     def instruction(self) -> str:
         return f"Answer with {self.amount('word', 'words')}."
@@ -26,33 +39,30 @@ class WordCount(Counted):
 
 class SentenceCount(Counted):
     type: Literal["sentence_count"] = "sentence_count"
-
-    def measure(self, text: str, partial: bool) -> int:
-        return t.count_sentences(text)
+    ifeval_id: ClassVar[str] = "length_constraints:number_sentences"
+    number_arg: ClassVar[str] = "num_sentences"
+    relation_arg: ClassVar[str | None] = "relation"
 
     def instruction(self) -> str:
         return f"Your response should contain {self.amount('sentence', 'sentences')}."
 
 
 class ParagraphCount(Counted):
-    """Paragraphs are separated by blank lines; IFEval's ``***`` divider lines (and the
-    other markdown dividers) separate them too, so a response in either layout counts."""
-
     type: Literal["paragraph_count"] = "paragraph_count"
-
-    def measure(self, text: str, partial: bool) -> int:
-        return t.count_paragraphs(text, partial)
+    ifeval_id: ClassVar[str] = "length_constraints:number_paragraphs"
+    number_arg: ClassVar[str] = "num_paragraphs"
+    forms: ClassVar[str] = "count"
 
     def instruction(self) -> str:
         amount = self.amount("paragraph", "paragraphs")
-        return f"Your response should contain {amount}. Separate paragraphs with a blank line."
+        return f"There should be {amount}. Paragraphs are separated with the markdown divider: ***"
 
 
 class BulletPoints(Counted):
     type: Literal["bullet_points"] = "bullet_points"
-
-    def measure(self, text: str, partial: bool) -> int:
-        return t.count_bullets(text, partial)
+    ifeval_id: ClassVar[str] = "detectable_format:number_bullet_lists"
+    number_arg: ClassVar[str] = "num_bullets"
+    forms: ClassVar[str] = "count"
 
     def instruction(self) -> str:
         amount = self.amount("bullet point", "bullet points")
@@ -64,9 +74,9 @@ class BulletPoints(Counted):
 
 class HighlightedSections(Counted):
     type: Literal["highlighted_sections"] = "highlighted_sections"
-
-    def measure(self, text: str, partial: bool) -> int:
-        return t.count_highlights(text, partial)
+    ifeval_id: ClassVar[str] = "detectable_format:number_highlighted_sections"
+    number_arg: ClassVar[str] = "num_highlights"
+    forms: ClassVar[str] = "min"
 
     def instruction(self) -> str:
         amount = self.amount("section", "sections")
@@ -75,9 +85,9 @@ class HighlightedSections(Counted):
 
 class Placeholders(Counted):
     type: Literal["placeholders"] = "placeholders"
-
-    def measure(self, text: str, partial: bool) -> int:
-        return t.count_placeholders(text, partial)
+    ifeval_id: ClassVar[str] = "detectable_content:number_placeholders"
+    number_arg: ClassVar[str] = "num_placeholders"
+    forms: ClassVar[str] = "min"
 
     def instruction(self) -> str:
         amount = self.amount("placeholder", "placeholders")
@@ -87,34 +97,30 @@ class Placeholders(Counted):
 
 
 class KeywordFrequency(Counted):
-    """Whole-word, case-insensitive occurrences of a word or phrase."""
+    """Case-insensitive occurrences of a word or phrase, as a substring (IFEval's regex)."""
 
     type: Literal["keyword_frequency"] = "keyword_frequency"
-    keyword: Phrase
-
-    def measure(self, text: str, partial: bool) -> int:
-        return t.count_phrase(text, self.keyword, partial)
+    ifeval_id: ClassVar[str] = "keywords:frequency"
+    number_arg: ClassVar[str] = "frequency"
+    relation_arg: ClassVar[str | None] = "relation"
+    extra_args: ClassVar[tuple[str, ...]] = ("keyword",)
+    keyword: Pattern
 
     def instruction(self) -> str:
         amount = self.amount("time", "times")
         return f'In your response, the word "{self.keyword}" should appear {amount}.'
 
 
-def _one_letter(value: str) -> str:
-    if not value.isalpha():
-        raise ValueError("must be a letter")
-    return value
-
-
 class LetterFrequency(Counted):
     """Occurrences of one letter, either case, anywhere (inside words too)."""
 
     type: Literal["letter_frequency"] = "letter_frequency"
-    letter: Annotated[str, Field(min_length=1, max_length=1), AfterValidator(_one_letter)]
-
-    def measure(self, text: str, partial: bool) -> int:
-        # casefold() can change lengths ("ß" -> "ss"), lower() on both sides is enough here.
-        return text.lower().count(self.letter.lower())
+    ifeval_id: ClassVar[str] = "keywords:letter_frequency"
+    number_arg: ClassVar[str] = "let_frequency"
+    relation_arg: ClassVar[str | None] = "let_relation"
+    extra_args: ClassVar[tuple[str, ...]] = ("letter",)
+    # An ASCII letter: for anything else IFEval's check counts a randomly drawn letter.
+    letter: Annotated[str, Field(pattern="^[A-Za-z]$")]
 
     def instruction(self) -> str:
         amount = self.amount("time", "times")

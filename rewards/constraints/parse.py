@@ -1,4 +1,6 @@
-"""``search.constraints`` from a request: a JSON list of ``{"type": KIND, ...args}``.
+"""``search.constraints`` from a request: a JSON list of ``{"type": KIND, ...args}`` or of
+IFEval's own items ``{"instruction_id": ID, "kwargs": {...}}`` (an IFEval row's
+``instruction_id_list`` zipped with its ``kwargs``), the two forms mixed freely.
 
 Each item is validated on its own against a union discriminated by ``type``, so an error
 names the item (``search.constraints[2]``) and, in its message, the bad argument.
@@ -34,6 +36,7 @@ from rewards.constraints.counts import (
     SentenceCount,
     WordCount,
 )
+from rewards.constraints.ifeval import IFEval
 from rewards.constraints.language import Language
 from search.errors import InvalidRequest, shown
 
@@ -58,7 +61,8 @@ AnyConstraint = Annotated[
     | Title
     | Postscript
     | Json
-    | Language,
+    | Language
+    | IFEval,
     Field(discriminator="type"),
 ]
 
@@ -68,7 +72,7 @@ KINDS: dict[str, type[Constraint]] = {
         WordCount, SentenceCount, ParagraphCount, BulletPoints, HighlightedSections,
         Placeholders, KeywordFrequency, LetterFrequency, Keywords, ForbiddenWords,
         Lowercase, Uppercase, NoCommas, StartsWith, EndsWith, Title, Postscript, Json,
-        Language,
+        Language, IFEval,
     )
 }  # fmt: skip
 
@@ -90,6 +94,8 @@ def _parse_one(item: object, index: int) -> Constraint:
     param = f"{PARAM}[{index}]"
     if not isinstance(item, dict):
         raise InvalidRequest(f"{param} must be an object with a 'type'", param=param)
+    if "type" not in item and "instruction_id" in item:
+        item = {"type": "ifeval", **item}
     try:
         return _ADAPTER.validate_python(item)
     except ValidationError as exc:
@@ -100,7 +106,7 @@ def _describe(error: ErrorDetails, item: dict[str, Any]) -> str:
     """One pydantic error in the request's own terms: the kind, then the argument."""
     kind = item.get("type")
     if error["type"] == "union_tag_not_found":
-        return "missing 'type'"
+        return "missing 'type' (or IFEval's 'instruction_id')"
     if error["type"] == "union_tag_invalid":
         return f"unknown constraint type {shown(kind)}; known types: {', '.join(KINDS)}"
     # The first location entry is the union tag (the kind); the rest names the argument.

@@ -19,6 +19,7 @@ from rewards.constraints import (
     instructions,
     parse_constraints,
 )
+from rewards.constraints.reward import INLINE_CHARS
 from search.errors import InvalidRequest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,9 +51,14 @@ TI = {"type": "title"}
 PS = {"type": "postscript"}
 JS = {"type": "json"}
 FR = {"type": "language", "code": "fr"}
+IF_TITLE = {"instruction_id": "detectable_format:title", "kwargs": {}}
+IF_WORDS = {
+    "instruction_id": "length_constraints:number_words",
+    "kwargs": {"num_words": 5, "relation": "less than"},
+}
 FRENCH = "Bonjour, je suis très content de vous voir aujourd'hui dans notre belle ville."
 
-# (constraint, text, partial, verdict)
+# (constraint, text, partial, verdict): IFEval's verdicts (rewards/constraints/ifeval.py)
 CASES: list[tuple[dict[str, Any], str, bool, Verdict]] = [
     # word_count: runs of word characters, as IFEval counts them
     (WC3, "one two three.", False, "pass"),
@@ -63,67 +69,78 @@ CASES: list[tuple[dict[str, Any], str, bool, Verdict]] = [
     ({"type": "word_count", "min": 2}, "one two", True, "pass"),  # a reached minimum is final
     ({"type": "word_count", "count": 2}, "one two", True, "undecided"),
     ({"type": "word_count", "min": 2}, "one", False, "fail"),
-    # sentence_count
+    ({"type": "word_count", "max": 3}, "   ", False, "fail"),  # IFEval fails a blank answer
+    # sentence_count: nltk's punkt, which knows abbreviations; undecided on any prefix
     (SC2, "Hi there. How are you?", False, "pass"),
     (SC2, "Hi there. How are you? Fine!", False, "fail"),
-    (SC2, "Hi. Ho. Ha", True, "fail"),
-    (SC2, "Hi. Ho", True, "undecided"),
+    (SC2, "Hi. Ho. Ha", True, "undecided"),
     ({"type": "sentence_count", "count": 1}, "I have 3.5 apples.", False, "pass"),
-    ({"type": "sentence_count", "count": 2}, 'He said "hi." Then left.', False, "pass"),
-    ({"type": "sentence_count", "min": 2}, "One! Two", True, "pass"),
-    # paragraph_count: blank lines or *** divider lines
-    (PC2, "First.\n\nSecond.", False, "pass"),
-    (PC2, "First.\n\n\n  \nSecond.\n", False, "pass"),
+    ({"type": "sentence_count", "count": 1}, "Dr. Smith arrived at 5 p.m. today.", False, "pass"),
+    ({"type": "sentence_count", "count": 1}, "The U.S. economy grew.", False, "pass"),
+    ({"type": "sentence_count", "min": 2}, "One! Two", True, "undecided"),
+    # paragraph_count: pieces between *** dividers, exactly; blank lines do not separate
     (PC2, "First.\n***\nSecond.", False, "pass"),
-    (PC2, "First.\nstill first.", False, "fail"),
-    (PC2, "a\n\nb\n\nc\n", True, "fail"),
-    (PC2, "a\n\nb\n\nc", True, "undecided"),  # "c" may still become a divider
-    ({"type": "paragraph_count", "max": 1}, "a\n\n**", True, "undecided"),
-    # bullet_points: lines starting with "* " or "- "
+    (PC2, "Intro line.\n\nMore of intro.\n***\nSecond.", False, "pass"),
+    (PC2, "First.\n\nSecond.", False, "fail"),
+    (PC2, "A.\n***\n***\nB.", False, "fail"),  # an empty piece between dividers
+    (PC2, "***\nA.\n***\nB.\n***", False, "pass"),  # empty first and last pieces drop
+    (PC2, "a\n***\nb", True, "undecided"),
+    # bullet_points: lines starting with * (not **) or -, exactly
     (BP2, "Items:\n* one\n  - two", False, "pass"),
-    (BP2, "* one\n*two*\n-three", False, "fail"),
-    (BP2, "* a\n* b\n* c\n", True, "fail"),
+    (BP2, "*one\n*two", False, "pass"),
+    (BP2, "* one\n* two\n---\nEnd.", False, "fail"),  # the rule is a third "-" line
     (BP2, "* a\n* b", True, "undecided"),
-    # highlighted_sections
+    # highlighted_sections: at least min
     (HL2, "Read *this* and **that**.", False, "pass"),
     (HL2, "Read *this* and ** ** and * that", False, "fail"),
-    (HL2, "*a* *b*\n", True, "pass"),
+    (HL2, "*a* *b*", True, "pass"),
     (HL2, "*a* *b", True, "undecided"),
-    # placeholders
+    # placeholders: [..] on a line, [] included
     (PH1, "Dear [name],", False, "pass"),
-    (PH1, "Dear [ ], see [a\nb]", False, "fail"),
-    (PH1, "Dear [name],\nHi", True, "pass"),
+    (PH1, "Fill in [] here", False, "pass"),
+    (PH1, "Dear [a\nb]", False, "fail"),
     (PH1, "Dear [name", True, "undecided"),
-    # keyword_frequency: whole words, any case
+    (PH1, "Dear [name]", True, "pass"),
+    # keyword_frequency: case-insensitive regex matches, so substrings count
     (KF2, "Cat and cat.", False, "pass"),
-    (KF2, "cats and cat", False, "fail"),
-    (KF2, "cat cat cat ", True, "fail"),
-    (KF2, "cat, cat, cat", True, "undecided"),  # the last "cat" may become "catalog"
-    ({"type": "keyword_frequency", "keyword": "cat", "min": 2}, "cat cat ", True, "pass"),
+    (KF2, "cats and category", False, "pass"),
+    (
+        {"type": "keyword_frequency", "keyword": "data", "min": 3},
+        "data, database and dataset",
+        False,
+        "pass",
+    ),
+    (KF2, "cat cat cat", True, "fail"),
+    (KF2, "cat, ca", True, "undecided"),
+    ({"type": "keyword_frequency", "keyword": "cat", "min": 2}, "cat cat", True, "pass"),
     # letter_frequency
     (LF2, "a cAt", False, "pass"),
     (LF2, "A banana", False, "fail"),
     (LF2, "aaa", True, "fail"),
     (LF2, "aa", True, "undecided"),
-    # keywords: all must appear
-    (KW, "I like ice\n  cream and my DOG.", False, "pass"),
+    # keywords: all must appear, as substrings, in any case
+    (KW, "I like ice cream and my DOG.", False, "pass"),
+    (KW, "I like ice\n  cream and my dog", False, "fail"),  # the space is a literal space
     (KW, "I like icecream and dogs", False, "fail"),
-    (KW, "ice cream and dog", False, "pass"),
-    (KW, "ice cream and dog", True, "undecided"),  # "dog" may become "dogs"
-    (KW, "ice cream and dog.", True, "pass"),
-    # forbidden_words
+    (KW, "ice cream and dogs", False, "pass"),
+    (KW, "ice cream and do", True, "undecided"),
+    (KW, "ice cream and dog", True, "pass"),
+    ({"type": "keywords", "include": ["sun"]}, "What a sunny day.", False, "pass"),
+    # forbidden_words: whole words, in any case
     (FW, "a badge", False, "pass"),
     (FW, "too BAD.", False, "fail"),
     (FW, "too bad", False, "fail"),
     (FW, "too bad", True, "undecided"),  # may still become "too badly"
     (FW, "too bad ", True, "fail"),
     (FW, "fine", True, "undecided"),
-    # lowercase / uppercase
-    (LOW, "all lower, 123.", False, "pass"),
+    # lowercase / uppercase: islower()/isupper() of the whole answer, and English
+    (LOW, "all lower, and written in plain english words.", False, "pass"),
     (LOW, "not Lower", False, "fail"),
+    (LOW, "123 456", False, "fail"),  # no cased letter: islower() is False
+    (LOW, "bonjour, je suis très content de vous voir aujourd'hui.", False, "fail"),
     (LOW, "Hi", True, "fail"),
     (LOW, "hi", True, "undecided"),
-    (UP, "ALL CAPS 1.", False, "pass"),
+    (UP, "THIS IS ALL WRITTEN IN CAPITAL LETTERS, IN ENGLISH.", False, "pass"),
     (UP, "CAPs", False, "fail"),
     (UP, "ALl", True, "fail"),
     (UP, "ALL", True, "undecided"),
@@ -132,7 +149,7 @@ CASES: list[tuple[dict[str, Any], str, bool, Verdict]] = [
     (NC, "one, two", False, "fail"),
     (NC, "one, tw", True, "fail"),
     (NC, "one", True, "undecided"),
-    # starts_with: any case, after leading whitespace, ends a word
+    # starts_with (the project's own): any case, after leading whitespace, ends a word
     (SW, "  sure thing", False, "pass"),
     (SW, "Sure", False, "pass"),
     (SW, "Surely", False, "fail"),
@@ -156,15 +173,15 @@ CASES: list[tuple[dict[str, Any], str, bool, Verdict]] = [
     (TI, "<< >> and <My Poem>", False, "fail"),
     (TI, "<<My Poem>>", True, "pass"),
     (TI, "<<My Po", True, "undecided"),
-    # postscript: a line starting with the marker
+    # postscript: the marker anywhere, in any case; "P. S." too
     (PS, "Hi.\nP.S. bye", False, "pass"),
     (PS, "Hi.\n**P.S.** bye", False, "pass"),
-    (PS, "hi.\np.s. bye", False, "pass"),
-    (PS, "Hi. P.S. bye", False, "fail"),
+    (PS, "Bye.\nP. S. see you", False, "pass"),
+    (PS, "Bye. P.S. see you", False, "pass"),
+    (PS, "Bye. PS see you", False, "fail"),
     (PS, "Hi.\nP.S", True, "undecided"),
     (PS, "Hi.\nP.S.", True, "pass"),
-    ({"type": "postscript", "marker": "PS"}, "Hi.\nPS", True, "undecided"),
-    ({"type": "postscript", "marker": "PS"}, "Hi.\nPSA: no", False, "fail"),
+    ({"type": "postscript", "marker": "P.P.S"}, "Hi.\nP. P. S: more", False, "pass"),
     # json
     (JS, '{"a": 1}', False, "pass"),
     (JS, '```json\n{"a": [1, 2]}\n```', False, "pass"),
@@ -172,11 +189,17 @@ CASES: list[tuple[dict[str, Any], str, bool, Verdict]] = [
     (JS, 'Here: {"a": 1}', False, "fail"),
     (JS, '{"a": 1}', True, "undecided"),
     (JS, "[" * 100_000, False, "fail"),  # too deep for the parser: a fail, not a crash
-    # language
+    # language: langdetect's answer; a text it cannot read passes, as in IFEval
     (FR, FRENCH, False, "pass"),
     (FR, "Hello, I am very happy to see you today in our beautiful city.", False, "fail"),
-    (FR, "123 !!", False, "fail"),
+    (FR, "123 !!", False, "pass"),
     (FR, FRENCH, True, "undecided"),
+    # IFEval's own form: an instruction id and its kwargs, as in IFEval's data
+    (IF_TITLE, "<<A Title>> text", False, "pass"),
+    (IF_TITLE, "no title", False, "fail"),
+    (IF_WORDS, "one two three four five", False, "fail"),
+    (IF_WORDS, "one two three four five", True, "fail"),
+    (IF_WORDS, "one two", True, "undecided"),
 ]
 
 
@@ -186,7 +209,7 @@ def test_check(spec: dict[str, Any], text: str, partial: bool, verdict: Verdict)
 
 
 def test_every_kind_has_cases() -> None:
-    assert {spec["type"] for spec, *_ in CASES} == set(KINDS)
+    assert {spec.get("type", "ifeval") for spec, *_ in CASES} == set(KINDS)
 
 
 # Pieces that sit on the edges the checkers decide on: words that grow ("cat" -> "cats",
@@ -198,12 +221,13 @@ PIECES = [
 ]
 FUZZ_SPECS: list[dict[str, Any]] = [
     *[WC3, {"type": "word_count", "min": 4}, SC2, {"type": "sentence_count", "min": 2}],
-    *[PC2, {"type": "paragraph_count", "min": 2}, {"type": "bullet_points", "max": 1}, BP2],
-    *[{"type": "highlighted_sections", "max": 1}, HL2, {"type": "placeholders", "max": 1}, PH1],
+    *[PC2, {"type": "bullet_points", "count": 1}, BP2],
+    *[{"type": "highlighted_sections", "min": 1}, HL2, {"type": "placeholders", "min": 2}, PH1],
     *[{"type": "keyword_frequency", "keyword": "ice cream", "max": 1}, KF2, LF2, KW],
     *[{"type": "forbidden_words", "words": ["bad", "P.S."]}, LOW, UP, NC, SW],
     *[{"type": "starts_with", "phrase": "ice cream"}, {"type": "ends_with", "phrase": "dog."}],
     *[TI, PS, {"type": "postscript", "marker": "PS"}, JS],
+    *[{"type": "letter_frequency", "letter": "a", "min": 3}, IF_WORDS],
 ]
 
 
@@ -229,7 +253,13 @@ def test_final_verdicts_on_prefixes_never_change() -> None:
     [
         (
             LOW,
-            "Your entire response should be in lowercase letters. No capital letters are allowed.",
+            "Your entire response should be in English, and in all lowercase letters. "
+            "No capital letters are allowed.",
+        ),
+        (
+            IF_TITLE,
+            "Your answer must contain a title, wrapped in double angular brackets, "
+            "such as <<poem of joy>>.",
         ),
         ({"type": "word_count", "max": 50}, "Answer with at most 50 words."),
         ({"type": "word_count", "count": 1}, "Answer with exactly 1 word."),
@@ -297,6 +327,35 @@ def test_instructions_join_as_one_paragraph() -> None:
             "letter",
         ),
         ([{"type": "language", "code": "xx"}], "search.constraints[0]", "'xx'"),
+        ([{"type": "paragraph_count", "min": 2}], "search.constraints[0]", "give count"),
+        ([{"type": "placeholders", "count": 2}], "search.constraints[0]", "give min"),
+        ([{"type": "keywords", "include": ["(a+)+$"]}], "search.constraints[0]", "regex"),
+        ([{"instruction_id": "keywords:nope"}], "search.constraints[0]", "instruction_id"),
+        (
+            [{"instruction_id": "length_constraints:number_words", "kwargs": {"num_words": 5}}],
+            "search.constraints[0]",
+            "needs argument 'relation'",
+        ),
+        (
+            [{"instruction_id": "punctuation:no_comma", "kwargs": {"strict": True}}],
+            "search.constraints[0]",
+            "not 'strict'",
+        ),
+        (
+            [
+                {
+                    "instruction_id": "keywords:frequency",
+                    "kwargs": {"keyword": "a", "frequency": 0, "relation": "at least"},
+                }
+            ],
+            "search.constraints[0]",
+            "frequency must be an integer",
+        ),
+        (
+            [{"instruction_id": "keywords:existence", "kwargs": {"keywords": ["a|b"]}}],
+            "search.constraints[0]",
+            "regex",
+        ),
     ],
 )
 def test_invalid(items: object, param: str, fragment: str) -> None:
@@ -323,6 +382,15 @@ async def test_score_counts_undecided_as_half() -> None:
     assert reward.bounds == (0.0, 1.0)
 
 
+async def test_long_texts_are_scored_off_the_event_loop() -> None:
+    # Over INLINE_CHARS the checks run in a worker thread, with the same scores.
+    reward = ConstraintsReward(parse_constraints([NC, WC3]))
+    long_text = "word " * 2_000 + ", end"
+    assert len(long_text) > INLINE_CHARS
+    assert await reward.score(CONV, [long_text, "one two"]) == [0.0, 1.0]
+    assert reward.score_text(long_text, False) == 0.0
+
+
 def test_describe_round_trips() -> None:
     specs = [{"type": "word_count", "min": 2, "max": 5}, KW, PS, NC]
     described = ConstraintsReward(parse_constraints(specs)).describe()
@@ -340,7 +408,7 @@ def test_empty_reward_rejected() -> None:
 
 ALL_KINDS = [
     [WC3, SC2, PC2, BP2, HL2, PH1, KF2, LF2, KW, FW, LOW, UP, NC, SW, EW, TI],
-    [PS, JS, FR, {"type": "forbidden_words", "words": ["a a a", "C++"]}],
+    [PS, JS, FR, {"type": "forbidden_words", "words": ["a a a", "e.g."]}],
 ]
 LONG_TEXTS = {
     "dots": "." * 100_000,
@@ -364,8 +432,9 @@ def test_long_texts_check_in_linear_time(name: str) -> None:
     for reward in rewards:
         reward.score_text(text, partial=False)
         reward.score_text(text, partial=True)
-    # A quadratic checker would take minutes on 100k characters; linear ones take ms.
-    assert time.perf_counter() - start < 1.0
+    # A quadratic checker would take minutes on 100k characters; linear ones take well
+    # under a second each (nltk's punkt and langdetect are the slowest, ~0.1-0.5 s).
+    assert time.perf_counter() - start < 5.0
 
 
 # -- the shipped verifiable prompt set ---------------------------------------------------
@@ -373,10 +442,10 @@ def test_long_texts_check_in_linear_time(name: str) -> None:
 
 def test_verifiable_prompt_set() -> None:
     rows = [json.loads(line) for line in PROMPTS.read_text().splitlines() if line.strip()]
-    assert len(rows) >= 150
+    assert len(rows) == 84
     assert len({row["id"] for row in rows}) == len(rows)
-    assert {row["source"] for row in rows} == {"mt_bench", "alignserve"}
-    assert sum(row["source"] == "mt_bench" for row in rows) == 80
+    # Only prompts the project wrote: third-party prompt text is not shipped.
+    assert {row["source"] for row in rows} == {"alignserve"}
     for row in rows:
         assert 1 <= len(row["constraints"]) <= 3, row["id"]
         constraints = parse_constraints(row["constraints"])

@@ -155,13 +155,16 @@ def test_ratios_are_ratios_of_means_at_the_same_n() -> None:
     assert "| tree | 8 | 1 | 0.800 ± 0.000 | 100.0 | 1.00 | 2.0 | 3.0 | – | – |" in table
 
 
-def test_default_prompts_are_the_mt_bench_first_turns() -> None:
+def test_default_prompts_are_the_projects_own() -> None:
+    # Third-party prompt sets (MT-Bench) are not shipped: the default is the project's own
+    # verifiable prompts, each with its constraints.
     prompts = load_prompts()
-    assert len(prompts) == 80
-    assert prompts[0].id == "81" and prompts[-1].id == "160"
-    assert prompts[0].conversation[0]["content"].startswith("Compose an engaging travel blog")
+    assert len(prompts) == 84
+    assert prompts[0].id == "alignserve_001" and prompts[-1].id == "alignserve_084"
+    assert prompts[0].conversation[0]["content"].startswith("Write a short email to your")
+    assert all(p.constraints for p in prompts)
     sliced = load_prompts(offset=2, limit=3)
-    assert [p.id for p in sliced] == ["83", "84", "85"]
+    assert [p.id for p in sliced] == ["alignserve_003", "alignserve_004", "alignserve_005"]
     assert [p.index for p in sliced] == [2, 3, 4]  # the seed follows the prompt, not the slice
 
 
@@ -182,7 +185,7 @@ def test_prompt_file_formats(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="prompt 0: a prompt row needs"):
         load_prompts(path)
     with pytest.raises(ValueError, match="no prompts left"):
-        load_prompts(offset=80)
+        load_prompts(offset=84)
 
 
 def test_options_parse_per_algorithm() -> None:
@@ -302,12 +305,15 @@ async def test_truth_scores_answers_with_a_reward_the_search_does_not_optimise()
 
 
 def test_truth_and_search_reward_names_are_checked_before_the_engine(
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = build_parser().parse_args(["eval", "--truth", "gold", "--limit", "1"])
     assert eval_cli.main(settings_from_args(args), args) == 2
     assert "no reward named 'gold'" in capsys.readouterr().err
-    args = build_parser().parse_args(["eval", "--truth", "constraints", "--limit", "1"])
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text('{"prompt": "hi"}\n')
+    command = ["eval", "--truth", "constraints", "--prompts", str(plain), "--limit", "1"]
+    args = build_parser().parse_args(command)
     assert eval_cli.main(settings_from_args(args), args) == 2
     assert "needs prompts with constraints" in capsys.readouterr().err
     args = build_parser().parse_args(["eval", "--search-reward", '{"judge": 1, "constraints": 1}'])
@@ -352,11 +358,12 @@ async def test_truth_math_refuses_prompts_without_answers(
     config = EvalConfig(algorithms=("bon",), budgets=(2,), truth="math")
     with pytest.raises(ValueError, match=r"--truth math needs prompts with an 'answer'.*q0"):
         await evaluate(fake_runtime(), PROMPTS, config)
-    # From the command line: refused before any engine starts, MT-Bench has no answers.
+    # From the command line: refused before any engine starts, the default prompts have no
+    # answers.
     args = build_parser().parse_args(["eval", "--truth", "math", "--limit", "2"])
     assert eval_cli.main(settings_from_args(args), args) == 2
     err = capsys.readouterr().err
-    assert "--truth math needs prompts with an 'answer'; prompt 81 has none" in err
+    assert "--truth math needs prompts with an 'answer'; prompt alignserve_001 has none" in err
     assert "tools/data/math_problems.jsonl" in err
     # A file where one row lacks its answer names that row.
     path = tmp_path / "math.jsonl"

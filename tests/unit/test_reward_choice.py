@@ -19,9 +19,10 @@ from server.settings import Settings
 from tests.unit.conftest import USER, make_runtime, scripted
 
 URL = "/v1/chat/completions"
-TEXTS = ["Hello, world", "hello world", "HELLO, there", "hi"]
-JUDGE = {"Hello, world": 0.7, "hello world": 0.2, "HELLO, there": 0.8, "hi": 0.9}
-OTHER = {"Hello, world": 3.0, "hello world": -1.0, "HELLO, there": 0.0, "hi": 1.0}
+TEXTS = ["Hello, world", "hello world", "HELLO, there", "hi there friend"]
+JUDGE = {"Hello, world": 0.7, "hello world": 0.2, "HELLO, there": 0.8, "hi there friend": 0.9}
+OTHER = {"Hello, world": 3.0, "hello world": -1.0, "HELLO, there": 0.0, "hi there friend": 1.0}
+# lowercase is IFEval's english_lowercase: langdetect must say English ("hi" alone is not).
 CHECKS = [{"type": "no_commas"}, {"type": "lowercase"}]
 
 
@@ -120,7 +121,7 @@ async def test_combination_is_the_weighted_sum_with_components() -> None:
     assert isinstance(reward, RequestReward)
     got = await reward.score(USER, TEXTS)
     assert got == pytest.approx([JUDGE[t] + 2 * OTHER[t] for t in TEXTS])
-    assert reward.components_of("hi") == {"judge": 0.9, "other": 1.0}
+    assert reward.components_of("hi there friend") == {"judge": 0.9, "other": 1.0}
     assert reward.bounds is None  # "other" has no known range
     await reward.score(USER, ["partial text"], partial=True)
     assert reward.components_of("partial text") is None  # only complete responses
@@ -160,7 +161,7 @@ async def test_rubric_reaches_only_the_judge_kinds() -> None:
     reward = reward_set(judge).for_request(
         RewardOptions(reward={"judge": 1, "other": 1}, rubric="Reward brevity.")
     )
-    await reward.score(USER, ["hi"])
+    await reward.score(USER, ["hi there friend"])
     assert judge.rubrics == ["Reward brevity."]
 
 
@@ -197,7 +198,7 @@ async def test_combined_reward_reports_both_components(serve_app: Any) -> None:
     search = {"n": 4, "reward": {"judge": 1, "constraints": 1}, "constraints": CHECKS}
     async with serve_app(runtime()) as client:
         body = (await client.post(URL, json={"messages": USER, "search": search})).json()
-    assert body["choices"][0]["message"]["content"] == "hi"  # 0.9 + 1.0
+    assert body["choices"][0]["message"]["content"] == "hi there friend"  # 0.9 + 1.0
     report = body["search"]
     assert report["reward"]["weights"] == {"judge": 1.0, "constraints": 1.0}
     assert report["reward"]["components"][3] == {"judge": 0.9, "constraints": 1.0}
@@ -216,7 +217,7 @@ async def test_constraints_without_the_reward_are_reported_not_optimised(serve_a
     search = {"n": 4, "constraints": CHECKS}
     async with serve_app(runtime()) as client:
         body = (await client.post(URL, json={"messages": USER, "search": search})).json()
-    assert body["choices"][0]["message"]["content"] == "hi"  # the judge's best
+    assert body["choices"][0]["message"]["content"] == "hi there friend"  # the judge's best
     assert body["search"]["constraints"]["all_met"] == [False, True, False, True]
 
 

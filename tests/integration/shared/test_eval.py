@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, mt_bench_file
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,8 @@ def test_eval_cli_writes_json_table_and_plot(
 ) -> None:
     out = tmp_path / "eval"
     command = [str(Path(sys.executable).parent / "alignserve"), "eval", "--model", model_path]
-    command += ["--limit", "2", "--budgets", "2", "--algorithms", "bon,rbon_kl"]
+    command += ["--prompts", str(mt_bench_file()), "--limit", "2", "--budgets", "2"]
+    command += ["--algorithms", "bon,rbon_kl"]
     command += ["--max-tokens", "16", "--out", str(out), "--log-level", "warning"]
     done = subprocess.run(
         command, cwd=ROOT, env=cpu_env, capture_output=True, text=True, timeout=300
@@ -63,7 +64,8 @@ def test_tail_check_predicts_best_of_n_on_real_rewards(
     out = tmp_path / "tail"
     command = [str(Path(sys.executable).parent / "alignserve"), "eval", "--model", model_path]
     command += ["--remote-engine-url", vllm_server]
-    command += ["--tail-check", "--tail-n", "4", "--tail-samples", "4", "--limit", "2"]
+    command += ["--prompts", str(mt_bench_file()), "--tail-check", "--tail-n", "4"]
+    command += ["--tail-samples", "4", "--limit", "2"]
     command += ["--max-tokens", "12", "--out", str(out), "--log-level", "warning"]
     done = subprocess.run(
         command, cwd=ROOT, env=cpu_env, capture_output=True, text=True, timeout=300
