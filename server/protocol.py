@@ -49,9 +49,9 @@ UNSUPPORTED = (
     "function_call",
     "logit_bias",
     "response_format",
-    "logprobs",
-    "top_logprobs",
 )
+# Alternatives per token a chat request may ask for (OpenAI's and vLLM's default maximum).
+MAX_TOP_LOGPROBS = 20
 
 
 class ChatCompletionRequest(BaseModel):
@@ -75,6 +75,10 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     search: dict[str, Any] | None = None
+    # The chosen answer's per-token logprobs, and the most likely alternatives at each
+    # token (server.logprobs).
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
     @field_validator("stop")
     @classmethod
@@ -94,6 +98,10 @@ class ChatCompletionRequest(BaseModel):
             value = (self.model_extra or {}).get(name)
             if value not in (None, False, [], {}):
                 raise InvalidRequest(f"{name} is not supported by alignserve", param=name)
+        if self.top_logprobs and not self.logprobs:
+            raise InvalidRequest(
+                "top_logprobs needs logprobs: true (as OpenAI's API)", param="top_logprobs"
+            )
 
     def conversation(self) -> list[Message]:
         return [m.as_message() for m in self.messages]
@@ -112,5 +120,6 @@ class ChatCompletionRequest(BaseModel):
             frequency_penalty=self.frequency_penalty or 0.0,
             seed=self.seed,
             stop=stop,
-            logprobs=logprobs,
+            logprobs=logprobs or bool(self.logprobs),
+            top_logprobs=(self.top_logprobs or 0) if self.logprobs else 0,
         )

@@ -58,8 +58,10 @@ async def search_events(
     text is kept: a client that reads slowly skips intermediate commits, it never
     makes the server queue a copy of the prefix per round."""
     committed = asyncio.Event()
-    # With several choices there is no single answer to commit to.
-    if prepared.request.n == 1 and prepared.serving.stream_committed:
+    # With several choices there is no single answer to commit to; with logprobs, text
+    # goes out with its tokens' logprobs, which only the chosen answer has.
+    request = prepared.request
+    if request.n == 1 and prepared.serving.stream_committed and not request.logprobs:
         prepared.context.on_commit = lambda _: committed.set()
     search = asyncio.ensure_future(service.run(prepared))
     search.add_done_callback(lambda _: on_search_end())
