@@ -4,7 +4,7 @@ prompts, so alignserve can sit in front of a fleet of vLLM replicas behind a rou
 Token ids travel both ways (``return_token_ids``), so tree searches never re-tokenise.
 Cancelling the caller closes the HTTP request; vLLM aborts a request whose client left.
 
-Three calls, one request each:
+Four calls, one request each:
 
 - ``generate``: n samples of one prompt (retried by :func:`post_with_retries`).
 - ``generate_batch``: one sample for each of many prompts, the prompts sent as a list of
@@ -13,6 +13,8 @@ Three calls, one request each:
   can score early finishers while the rest still decode; the chunk parsing lives in
   :mod:`engines.remote_stream`. A non-200 before the stream maps as for
   ``generate``; a broken or short stream is EngineUnavailable.
+- ``prompt_logprobs``: a prompt's own tokens scored (``echo``, ``logprobs``,
+  ``max_tokens: 0``), for completions' echo with logprobs.
 
 What the upstream says goes to the log, not to clients: its bodies and exception texts can
 carry internal URLs and HTML pages. A 400 keeps only the JSON error message, sanitized
@@ -34,8 +36,8 @@ import httpx
 
 from engines.remote_stream import ChoiceStream, StreamError
 from search.errors import EngineUnavailable, InvalidRequest
-from search.protocols import AsyncClosable, HealthChecked
-from search.types import Completion, FinishReason, SamplingConfig
+from search.protocols import AsyncClosable, HealthChecked, PromptScorer
+from search.types import Completion, FinishReason, PromptLogprobs, SamplingConfig
 from transport.retry import RetryBudget, post_with_retries, retry_after_s
 
 logger = logging.getLogger(__name__)
@@ -113,6 +115,21 @@ def parse_choice(choice: dict[str, Any], params: SamplingConfig) -> Completion:
     )
 
 
+def parse_prompt_logprobs(prompt_ids: Sequence[int], lp: dict[str, Any]) -> PromptLogprobs:
+    """An echoed prompt's ``logprobs`` (tokens named ``token_id:N``): the first position
+    has none. ValueError when it does not echo exactly ``prompt_ids``."""
+    tokens = [_token_id(t) for t in lp["tokens"]]
+    if tokens != list(prompt_ids):
+        raise ValueError("the echoed tokens are not the prompt's")
+    logprobs = tuple(None if x is None else float(x) for x in lp["token_logprobs"])
+    top = tuple(
+        {_token_id(k): float(v) for k, v in (step or {}).items()} for step in lp["top_logprobs"]
+    )
+    if len(logprobs) != len(tokens) or len(top) != len(tokens):
+        raise ValueError("the echoed logprobs do not cover the prompt")
+    return PromptLogprobs(tuple(prompt_ids), logprobs, top)
+
+
 def choose_model(served: Sequence[str], fallback: str | None) -> str:
     """The upstream's single model; among several, ``fallback`` when it is one of them."""
     if len(served) == 1:
@@ -125,7 +142,7 @@ def choose_model(served: Sequence[str], fallback: str | None) -> str:
     )
 
 
-class RemoteGenerator(HealthChecked, AsyncClosable):
+class RemoteGenerator(HealthChecked, AsyncClosable, PromptScorer):
     """``model``: the name sent upstream (``--remote-model-name``); None asks the
     upstream's ``/v1/models`` on first use: its single model, else ``fallback_model``
     (``--model``) when it is among several. The answer is kept once found; an upstream
@@ -227,9 +244,28 @@ class RemoteGenerator(HealthChecked, AsyncClosable):
             )
             raise EngineUnavailable("the remote engine ended the stream early")
 
-    async def _complete(
-        self, body: dict[str, Any], params: SamplingConfig, expected: int
-    ) -> list[Completion]:
+    async def prompt_logprobs(self, prompt_ids: Sequence[int], top_logprobs: int) -> PromptLogprobs:
+        """The prompt's own tokens scored upstream: vLLM's completions API with ``echo``,
+        ``logprobs`` and ``max_tokens: 0`` (nothing generated), tokens named by id."""
+        body = {
+            "model": await self.upstream_model(),
+            "prompt": list(prompt_ids),
+            "max_tokens": 0,
+            "temperature": 0.0,
+            "echo": True,
+            "logprobs": top_logprobs,
+            "return_tokens_as_token_ids": True,
+        }
+        response = await self._post(body)
+        try:
+            (choice,) = response.json()["choices"]
+            return parse_prompt_logprobs(prompt_ids, choice["logprobs"])
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("remote engine sent a malformed reply: %r", exc)
+            raise EngineUnavailable("the remote engine sent a malformed reply") from exc
+
+    async def _post(self, body: dict[str, Any]) -> httpx.Response:
+        """One non-streamed completions request (retried), its errors mapped to ours."""
         try:
             response = await post_with_retries(
                 self._client, "/v1/completions", body, budget=self._budget
@@ -238,6 +274,12 @@ class RemoteGenerator(HealthChecked, AsyncClosable):
             logger.warning("remote engine unreachable: %r", exc)
             raise EngineUnavailable("the remote engine is unreachable") from exc
         raise_for_status(response)
+        return response
+
+    async def _complete(
+        self, body: dict[str, Any], params: SamplingConfig, expected: int
+    ) -> list[Completion]:
+        response = await self._post(body)
         try:
             choices = sorted(response.json()["choices"], key=lambda c: c["index"])
             if [c["index"] for c in choices] != list(range(expected)):

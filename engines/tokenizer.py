@@ -33,12 +33,13 @@ the shared tokenizer (and, racing a parsing call, could flip it back mid-encode)
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from search.protocols import VocabListing
+from search.protocols import ServedTokenizer, TokenBytes, VocabListing
 from search.types import Message
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ MASK = "\ue000"
 JOINER = "\u2060"
 
 
-class HFChatTokenizer(VocabListing):
+class HFChatTokenizer(VocabListing, TokenBytes, ServedTokenizer):
     def __init__(self, tokenizer: Any) -> None:
         self._tok = tokenizer
         self._special_ids = special_tokens(tokenizer)
@@ -69,6 +70,8 @@ class HFChatTokenizer(VocabListing):
             self._plain = type(backend).from_str(backend.to_str())
             self._plain.encode_special_tokens = True
         self._split_ok: bool | None = None  # see _splits_like_the_tokenizer
+        self._byte_level = decodes_bytes(backend)
+        self._bytes: dict[int, bytes] = {}  # token_bytes' cache
         self._user_turn: tuple[list[int], list[int]] | None = None  # see next_user_turn
         self._warned = False
 
@@ -83,14 +86,22 @@ class HFChatTokenizer(VocabListing):
         return self._tok.eos_token_id  # type: ignore[no-any-return,unused-ignore]
 
     def render_chat(self, messages: Sequence[Message]) -> list[int]:
+        return self.render_conversation(messages, add_generation_prompt=True)
+
+    def render_conversation(
+        self, messages: Sequence[Message], *, add_generation_prompt: bool
+    ) -> list[int]:
+        """``render_chat``, or without the assistant turn's opening (/tokenize's
+        ``add_generation_prompt: false``)."""
         # Render to text, then encode without adding special tokens: the template already
         # holds them, and encoding the text avoids version-specific return types.
         messages = list(messages)
-        text = self._render(messages)
+        generation = add_generation_prompt
+        text = self._render(messages, generation)
         if not any(self._has_special(v) for m in messages for v in user_text(m)):
             return self.encode(text)
         masked = [self._rewrite(m, lambda s: MASK * len(s)) for m in messages]
-        skeleton = self._render(masked)
+        skeleton = self._render(masked, generation)
         cuts = self._cuts(skeleton)
         if (
             self._splits_like_the_tokenizer()
@@ -106,7 +117,7 @@ class HFChatTokenizer(VocabListing):
                 "with U+2060 instead"
             )
         broken = [self._rewrite(m, lambda s: s[:1] + JOINER + s[1:]) for m in messages]
-        return self.encode(self._render(broken))
+        return self.encode(self._render(broken, generation))
 
     def render_with_prefix(self, messages: Sequence[Message], assistant_prefix: str) -> list[int]:
         """The conversation rendered up to the assistant turn, then ``assistant_prefix``."""
@@ -150,15 +161,76 @@ class HFChatTokenizer(VocabListing):
     def vocab(self) -> dict[str, int]:
         return dict(self._tok.get_vocab())
 
+    # -- what vLLM's tokenizer routes and OpenAI's logprobs show (server.tokenizer_routes,
+    # server.logprobs) ---------------------------------------------------------
+    def encode_text(self, text: str, *, add_special_tokens: bool) -> list[int]:
+        """``text`` encoded as vLLM's /tokenize does: special-token strings parsed, and
+        the tokenizer's own BOS/EOS added when ``add_special_tokens``."""
+        return list(self._tok.encode(text, add_special_tokens=add_special_tokens))
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        """``token_ids`` as text, special tokens kept (vLLM's /detokenize)."""
+        return str(self._tok.decode(list(token_ids)))
+
+    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
+        """The vocabulary's strings of ``token_ids`` (``Ġthe``), as /tokenize's
+        ``token_strs``."""
+        return [str(t) for t in self._tok.convert_ids_to_tokens(list(token_ids))]
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes token ``token_id`` stands for: exact for byte-level BPE (GPT-2,
+        SmolLM2, Llama 3, Qwen), SentencePiece byte tokens (``<0xE2>``) and its ``▁``
+        spaces, and added tokens (their text); else its decoded text's UTF-8. Cached:
+        at most one entry per vocabulary entry."""
+        found = self._bytes.get(token_id)
+        if found is None:
+            found = self._token_bytes(token_id)
+            self._bytes[token_id] = found
+        return found
+
+    def _token_bytes(self, token_id: int) -> bytes:
+        added = self._tok.added_tokens_decoder.get(token_id)
+        if added is not None:
+            return str(added.content).encode("utf-8")
+        piece = self._tok.convert_ids_to_tokens(token_id)
+        if not isinstance(piece, str):
+            return b""
+        if self._byte_level and all(ch in BYTE_DECODER for ch in piece):
+            return bytes(BYTE_DECODER[ch] for ch in piece)
+        byte = SP_BYTE.fullmatch(piece)
+        if byte is not None:
+            return bytes([int(byte[1], 16)])
+        if "\u2581" in piece:  # SentencePiece's space
+            return piece.replace("\u2581", " ").encode("utf-8")
+        return str(self._tok.decode([token_id])).encode("utf-8")
+
+    def tokenizer_info(self) -> dict[str, Any]:
+        """What vLLM's GET /tokenizer_info says: the tokenizer's configuration
+        (tokenizer_config.json: its special tokens, chat template, ...) and its class,
+        without file paths."""
+        config = {
+            key: json_value(value)
+            for key, value in (getattr(self._tok, "init_kwargs", None) or {}).items()
+            if key not in PRIVATE_CONFIG
+        }
+        # A template kept in its own file (chat_template.jinja) is not among the kwargs.
+        template = getattr(self._tok, "chat_template", None)
+        if isinstance(template, str):
+            config.setdefault("chat_template", template)
+        config["tokenizer_class"] = type(self._tok).__name__
+        return config
+
     def token_id(self, token: str) -> int:
         ids = self.encode(token)
         if len(ids) != 1:
             raise ValueError(f"{token!r} is not a single token for this tokenizer")
         return ids[0]
 
-    def _render(self, messages: list[Message]) -> str:
+    def _render(self, messages: list[Message], add_generation_prompt: bool = True) -> str:
         return str(
-            self._tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            self._tok.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=add_generation_prompt
+            )
         )
 
     def _splits_like_the_tokenizer(self) -> bool:
@@ -222,6 +294,52 @@ class HFChatTokenizer(VocabListing):
             ids.append(self._special_ids[text[start:end]])
             pos = end
         return ids + self._encode_text(text[pos:], unparsed=unparsed)
+
+
+def byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet reversed: the character that stands for each byte in a
+    byte-level BPE vocabulary -> the byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+    chars = list(printable)
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
+
+
+BYTE_DECODER = byte_decoder()
+SP_BYTE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+# Configuration fields /tokenizer_info leaves out: files and paths of this machine.
+PRIVATE_CONFIG = frozenset({"vocab_file", "merges_file", "tokenizer_file", "name_or_path"})
+
+
+def decodes_bytes(backend: Any) -> bool:
+    """Whether a Rust tokenizer's decoder is byte-level (its vocabulary spells bytes)."""
+    if backend is None:
+        return False
+    try:
+        decoder = json.loads(backend.to_str()).get("decoder") or {}
+    except (ValueError, AttributeError):
+        return False
+    kinds = [decoder.get("type")] + [d.get("type") for d in decoder.get("decoders") or ()]
+    return "ByteLevel" in kinds
+
+
+def json_value(value: Any) -> Any:
+    """A tokenizer configuration value as JSON (an AddedToken as its text), as vLLM's
+    /tokenizer_info writes it."""
+    if hasattr(value, "content"):
+        return value.content
+    if isinstance(value, dict):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_value(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
 
 
 def special_tokens(tokenizer: Any) -> dict[str, int]:

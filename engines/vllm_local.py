@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from search.errors import EngineUnavailable, InvalidRequest
-from search.protocols import DeathWatched, HealthChecked, PrefixCached
-from search.types import Completion, FinishReason, SamplingConfig
+from search.protocols import DeathWatched, HealthChecked, PrefixCached, PromptScorer
+from search.types import Completion, FinishReason, PromptLogprobs, SamplingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +141,18 @@ def to_completion(output: Any, params: SamplingConfig) -> Completion:
     )
 
 
+def to_prompt_logprobs(prompt_ids: Sequence[int], steps: Any) -> PromptLogprobs:
+    """vLLM's prompt logprobs (None for the first position, then a dict of Logprob per
+    position, the prompt's token among them) as ours."""
+    steps = steps or [None] * len(prompt_ids)
+    logprobs: list[float | None] = []
+    top: list[dict[int, float]] = []
+    for step, tok in zip(steps, prompt_ids, strict=True):
+        logprobs.append(None if step is None else step[tok].logprob)
+        top.append({} if step is None else {t: lp.logprob for t, lp in step.items()})
+    return PromptLogprobs(tuple(prompt_ids), tuple(logprobs), tuple(top))
+
+
 @dataclass
 class GrowingOutput:
     """One sample's DELTA outputs added up, read like a final CompletionOutput."""
@@ -162,7 +174,7 @@ class GrowingOutput:
         self.stop_reason = delta.stop_reason
 
 
-class VLLMGenerator(HealthChecked, DeathWatched, PrefixCached):
+class VLLMGenerator(HealthChecked, DeathWatched, PrefixCached, PromptScorer):
     """Generator over an in-process AsyncLLM. Build with :meth:`start`."""
 
     def __init__(self, engine: Any, model: str) -> None:
@@ -228,21 +240,23 @@ class VLLMGenerator(HealthChecked, DeathWatched, PrefixCached):
     async def token_logprobs(self, token_ids: Sequence[int]) -> list[float | None]:
         """log p of every token given the ones before it (vLLM prompt logprobs), for use
         as a reference model; one decode step is taken and discarded."""
+        return list((await self.prompt_logprobs(token_ids, 0)).logprobs)
+
+    async def prompt_logprobs(self, prompt_ids: Sequence[int], top_logprobs: int) -> PromptLogprobs:
+        """The prompt's own tokens scored (vLLM's ``prompt_logprobs``), with the top
+        ``top_logprobs`` alternatives per position; one greedy decode step is taken and
+        discarded, as vLLM's server does for ``echo`` with ``max_tokens: 0``."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
         params = SamplingParams(
             max_tokens=1,
             temperature=0.0,
-            prompt_logprobs=0,
+            prompt_logprobs=top_logprobs,
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
-        final = await self._run(token_ids, params)
-        steps = final.prompt_logprobs or [None] * len(token_ids)
-        return [
-            None if step is None else step[tok].logprob
-            for step, tok in zip(steps, token_ids, strict=True)
-        ]
+        final = await self._run(prompt_ids, params)
+        return to_prompt_logprobs(prompt_ids, final.prompt_logprobs)
 
     async def _run(self, prompt_ids: Sequence[int], sampling_params: Any) -> Any:
         """One engine request to its final output, with vLLM's errors mapped to ours."""

@@ -14,12 +14,16 @@
 - ``StepTableGenerator``: answers step requests by the response so far, honouring stop
   strings as vLLM does (for the step searches).
 - ``TablePRM``: a process reward model with a fixed score per response or per step text.
+- ``LogprobGenerator``: wraps any of these generators and gives its samples the logprobs
+  the call asked for (each token's fixed ``token_logprob`` and a fixed ranking of
+  alternatives, ``alternatives``), and scores prompts the same way (``PromptScorer``).
 - ``fake_context``: a SearchContext over these.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -31,7 +35,7 @@ from search.protocols import (
     TokenScorer,
     Utility,
 )
-from search.types import Completion, Message, SamplingConfig
+from search.types import Completion, Message, PromptLogprobs, SamplingConfig
 
 
 class CharTokenizer:
@@ -271,6 +275,64 @@ class TablePRM:
             self.table.get("".join(s), self.table.get(s[-1], self.default)) if s else self.default
             for s in steps
         ]
+
+
+# The token the fake model always finds most likely (a space), and its logprob.
+LIKELIEST = 32
+LIKELIEST_LOGPROB = -0.01
+
+
+def token_logprob(token_id: int) -> float:
+    """The fake model's logprob of ``token_id`` wherever it stands (a space: the most
+    likely)."""
+    return LIKELIEST_LOGPROB if token_id == LIKELIEST else -0.05 - (token_id % 7) / 10
+
+
+def alternatives(token_id: int, k: int) -> dict[int, float]:
+    """What vLLM returns at a position where ``token_id`` was chosen, asked for k: the k
+    most likely (the space, then ``token_id`` and the ids after it, each 1.0 less likely)
+    and the chosen token among them."""
+    ranked = dict([(LIKELIEST, LIKELIEST_LOGPROB)])
+    for j in range(k):
+        ranked.setdefault(token_id + j, token_logprob(token_id) - j)
+    return {token_id: token_logprob(token_id), **dict(list(ranked.items())[:k])}
+
+
+@dataclass
+class LogprobGenerator:
+    """``inner``'s samples with the logprobs each call asks for (``token_logprob`` per
+    token; with ``top_logprobs``, ``alternatives``), as vLLM returns them; prompts scored
+    the same way, the first token without a logprob."""
+
+    inner: Generator
+    prompts_scored: list[tuple[list[int], int]] = field(default_factory=list)
+
+    async def generate(
+        self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
+    ) -> list[Completion]:
+        return [with_logprobs(c, params) for c in await self.inner.generate(prompt_ids, params, n)]
+
+    async def prompt_logprobs(self, prompt_ids: Sequence[int], top_logprobs: int) -> PromptLogprobs:
+        self.prompts_scored.append((list(prompt_ids), top_logprobs))
+        ids = tuple(prompt_ids)
+        return PromptLogprobs(
+            ids,
+            tuple(None if i == 0 else token_logprob(t) for i, t in enumerate(ids)),
+            tuple({} if i == 0 else alternatives(t, top_logprobs) for i, t in enumerate(ids)),
+        )
+
+
+def with_logprobs(completion: Completion, params: SamplingConfig) -> Completion:
+    """``completion`` with the logprobs ``params`` ask for (none otherwise)."""
+    ids = completion.token_ids
+    logprobs = tuple(token_logprob(t) for t in ids) if params.logprobs else None
+    top = tuple(alternatives(t, params.top_logprobs) for t in ids) if params.top_logprobs else None
+    return dataclasses.replace(
+        completion,
+        logprobs=logprobs,
+        cumulative_logprob=None if logprobs is None else sum(logprobs),
+        top_logprobs=top,
+    )
 
 
 def fake_context(

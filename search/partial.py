@@ -20,7 +20,10 @@ from search.types import Candidate, Completion, FinishReason
 class Partial:
     token_ids: tuple[int, ...] = ()
     text: str = ""
+    # The engine's, segment by segment: each token's logprob and, when the request asked
+    # for them, its top alternatives (what the answer's logprobs show).
     logprobs: tuple[float, ...] = ()
+    top_logprobs: tuple[dict[int, float], ...] = ()
     # None while the response can still be continued.
     finish_reason: FinishReason | None = None
     # Which root (first segment) this response descends from: its lineage in reports.
@@ -47,6 +50,7 @@ class Partial:
             token_ids=token_ids,
             text=self.text + segment.text,
             logprobs=self.logprobs + (segment.logprobs or ()),
+            top_logprobs=self.top_logprobs + (segment.top_logprobs or ()),
             finish_reason=finish,
             root=self.root,
         )
@@ -54,12 +58,14 @@ class Partial:
     def completion(self) -> Completion:
         """The response as one completion (a live one counts as cut at ``length``)."""
         has_logprobs = len(self.logprobs) == len(self.token_ids)
+        has_top = len(self.top_logprobs) == len(self.token_ids)
         return Completion(
             token_ids=self.token_ids,
             text=self.text,
             finish_reason=self.finish_reason or "length",
             cumulative_logprob=math.fsum(self.logprobs) if has_logprobs else None,
             logprobs=self.logprobs if has_logprobs else None,
+            top_logprobs=self.top_logprobs if has_top else None,
         )
 
 

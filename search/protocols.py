@@ -2,15 +2,16 @@
 Optional engine capabilities are protocols of their own (``BatchGenerator``,
 ``StreamingGenerator``, ``ContextSized``), checked with isinstance. So are the ones the
 server and tools read of the same engines, models and tokenizers (``HealthChecked``,
-``DeathWatched``, ``PrefixCached``, ``AsyncClosable``, ``Wrapping``, ``VocabListing``):
+``DeathWatched``, ``PrefixCached``, ``PromptScorer``, ``AsyncClosable``, ``Wrapping``,
+``VocabListing``, ``TokenBytes``, ``ServedTokenizer``):
 declared here, with the seams they extend, so that engines and rewards can declare them."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from search.types import Completion, Message, SamplingConfig
+from search.types import Completion, Message, PromptLogprobs, SamplingConfig
 
 # A reward's known range [lo, hi] (the judge's [0, 1]).
 Bounds = tuple[float, float]
@@ -42,6 +43,18 @@ class StreamingGenerator(Generator, Protocol):
     def generate_stream(
         self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
     ) -> AsyncGenerator[list[tuple[int, Completion]], None]: ...
+
+
+@runtime_checkable
+class PromptScorer(Protocol):
+    """An engine that scores a prompt's own tokens (vLLM's prompt logprobs, in-process or
+    through a vLLM server's completions API): what ``/v1/completions`` answers ``echo``
+    with ``logprobs`` from (lm-eval's loglikelihood requests). ``top_logprobs``: the
+    alternatives wanted per position (0: the prompt tokens' own logprobs only)."""
+
+    async def prompt_logprobs(
+        self, prompt_ids: Sequence[int], top_logprobs: int
+    ) -> PromptLogprobs: ...
 
 
 @runtime_checkable
@@ -179,11 +192,51 @@ class ChatTokenizer(Protocol):
 
 
 @runtime_checkable
+class TokenBytes(Protocol):
+    """A tokenizer that tells each token's own bytes (engines.tokenizer's does): a token
+    that holds part of a character (byte-level BPE, SentencePiece byte tokens) decodes to
+    U+FFFD on its own, while its bytes still join into the answer's exact UTF-8. What the
+    ``bytes`` of OpenAI's logprobs show."""
+
+    def token_bytes(self, token_id: int) -> bytes: ...
+
+
+@runtime_checkable
 class VocabListing(Protocol):
     """A tokenizer that lists its vocabulary (engines.tokenizer's does; the unit tests'
     fakes mostly do not): token text -> id, added tokens included."""
 
     def vocab(self) -> dict[str, int]: ...
+
+
+@runtime_checkable
+class ServedTokenizer(Protocol):
+    """What vLLM's tokenizer routes (``/tokenize``, ``/detokenize``, ``/tokenizer_info``)
+    tell of the policy's tokenizer (engines.tokenizer's implements it; the server answers
+    from ChatTokenizer alone for one that does not)."""
+
+    def encode_text(self, text: str, *, add_special_tokens: bool) -> list[int]:
+        """``text`` with special-token strings parsed, the tokenizer's BOS/EOS added when
+        ``add_special_tokens`` (vLLM's /tokenize of a prompt)."""
+        ...
+
+    def render_conversation(
+        self, messages: Sequence[Message], *, add_generation_prompt: bool
+    ) -> list[int]:
+        """``render_chat``, or without the assistant turn's opening."""
+        ...
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        """The text of ``token_ids``, special tokens kept (vLLM's /detokenize)."""
+        ...
+
+    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
+        """The vocabulary's strings of ``token_ids``."""
+        ...
+
+    def tokenizer_info(self) -> dict[str, Any]:
+        """The tokenizer's configuration (tokenizer_config.json's fields) and class."""
+        ...
 
 
 class JudgeTokenizer(ChatTokenizer, Protocol):

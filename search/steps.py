@@ -79,6 +79,10 @@ class StepPath:
 
     token_ids: tuple[int, ...] = ()
     steps: tuple[str, ...] = ()
+    # The engine's per-token logprobs and top alternatives, step by step, when the request
+    # asked for them (what the answer's logprobs show).
+    logprobs: tuple[float, ...] = ()
+    top_logprobs: tuple[dict[int, float], ...] = ()
     # One per step scored so far (a new step is unscored until the search's next PRM call).
     scores: tuple[float, ...] = ()
     # None while the response can still be continued.
@@ -118,7 +122,12 @@ class StepPath:
         if finish is None and len(token_ids) >= max_tokens:
             finish = "length"
         return dataclasses.replace(
-            self, token_ids=token_ids, steps=(*self.steps, text), finish_reason=finish
+            self,
+            token_ids=token_ids,
+            steps=(*self.steps, text),
+            logprobs=self.logprobs + (out.logprobs or ()),
+            top_logprobs=self.top_logprobs + (out.top_logprobs or ()),
+            finish_reason=finish,
         )
 
     def scored(self, score: float) -> StepPath:
@@ -129,8 +138,16 @@ class StepPath:
         return aggregate(self.scores, how)
 
     def completion(self) -> Completion:
+        has_logprobs = len(self.logprobs) == len(self.token_ids)
         return Completion(
-            token_ids=self.token_ids, text=self.text, finish_reason=self.finish_reason or "length"
+            token_ids=self.token_ids,
+            text=self.text,
+            finish_reason=self.finish_reason or "length",
+            cumulative_logprob=math.fsum(self.logprobs) if has_logprobs else None,
+            logprobs=self.logprobs if has_logprobs else None,
+            top_logprobs=(
+                self.top_logprobs if len(self.top_logprobs) == len(self.token_ids) else None
+            ),
         )
 
 

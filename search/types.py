@@ -125,3 +125,15 @@ class SearchResult:
 
 
 Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class PromptLogprobs:
+    """A prompt's own tokens scored by the model (vLLM's prompt logprobs): ``logprobs[i]``
+    is log p(token i | the tokens before it), None for the first token (it has no context);
+    ``top_logprobs[i]`` the most likely tokens at position i with theirs (token i itself
+    included, as vLLM returns them), empty for the first."""
+
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float | None, ...]
+    top_logprobs: tuple[dict[int, float], ...]

@@ -31,6 +31,7 @@ from server.reward_assembly import assemble_rewards
 from server.runtime import Runtime, load_runtime
 from server.search_service import SearchService
 from server.settings import Settings
+from server.tokenizer_routes import router as tokenizer_router
 from server.tracing import Tracing
 
 logger = logging.getLogger(__name__)
@@ -157,13 +158,14 @@ def lifespan(
 
 
 def install_routes(app: FastAPI) -> None:
-    """The three search APIs (their keys checked by ApiKeyGate before any body is read),
-    /v1/models, the health routes and /metrics."""
+    """The three search APIs and vLLM's tokenizer routes (their keys checked by
+    ApiKeyGate before any body is read), /v1/models, the health routes and /metrics."""
     settings: Settings = app.state.settings
     metrics: ServerMetrics = app.state.metrics
     app.include_router(chat_router)
     app.include_router(completions_router)
     app.include_router(responses_router)
+    app.include_router(tokenizer_router)
 
     def model_name() -> str:
         rt = app.state.runtime

@@ -3,9 +3,11 @@ whatever matches first, so timing reveals neither a key nor which.
 
 ``ApiKeyGate`` checks the key as ASGI middleware, from the headers alone, so a client
 without a key is refused before its body is read or parsed (a FastAPI dependency would run
-only after the body was buffered and parsed as JSON). Guarded: the /v1 routes, the docs
-(/docs, /redoc, /openapi.json) whenever keys are set, and /health, /ready and /metrics
-with --protect-ops-routes."""
+only after the body was buffered and parsed as JSON). Guarded: the /v1 routes, vLLM's
+tokenizer routes (/tokenize, /detokenize, /tokenizer_info; vLLM leaves them open, so a
+client such as lm-eval must be given the key for them too), the docs (/docs, /redoc,
+/openapi.json) whenever keys are set, and /health, /ready and /metrics with
+--protect-ops-routes."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from server.errors import send_error
 
 DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")
 OPS_PATHS = ("/health", "/ready", "/metrics")
+# vLLM's tokenizer routes (server.tokenizer_routes): API routes outside /v1.
+TOKENIZER_PATHS = ("/tokenize", "/detokenize", "/tokenizer_info")
 UNAUTHORIZED = "missing or invalid API key: send 'Authorization: Bearer <key>'"
 
 
@@ -33,6 +37,8 @@ def key_accepted(authorization: str | None, keys: list[str]) -> bool:
 
 def guarded(path: str, protect_ops_routes: bool) -> bool:
     if path.startswith("/v1/") or path == "/v1" or path.startswith(DOCS_PATHS):
+        return True
+    if path in TOKENIZER_PATHS:
         return True
     return protect_ops_routes and path in OPS_PATHS
 

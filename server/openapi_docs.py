@@ -27,10 +27,28 @@ class AssistantMessage(BaseModel):
     content: str
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    """The chosen answer's tokens as the engine scored them (server.logprobs)."""
+
+    content: list[TokenLogprob] | None
+    refusal: None = None
+
+
 class Choice(BaseModel):
     index: int
     message: AssistantMessage
-    logprobs: None
+    # With logprobs: true; null otherwise (or for an answer the deadline cut).
+    logprobs: ChoiceLogprobs | None
     finish_reason: Literal["stop", "length"]
 
 

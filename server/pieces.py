@@ -38,6 +38,17 @@ MAX_PENDING = 8
 
 def token_pieces(tokenizer: ChatTokenizer, token_ids: Sequence[int], text: str) -> Iterator[str]:
     """Split ``text`` at token boundaries; the pieces join to exactly ``text``."""
+    for piece, _ in token_spans(tokenizer, token_ids, text):
+        yield piece
+
+
+def token_spans(
+    tokenizer: ChatTokenizer, token_ids: Sequence[int], text: str
+) -> Iterator[tuple[str, int]]:
+    """``token_pieces`` with the tokens each piece covers: ``(piece, end)``, where the
+    piece is the text of ``token_ids[previous end:end]``. Tokens after the last end (a
+    cut stop string, the end-of-sequence token) have no text of their own; a stream sends
+    their logprobs with the finish chunk."""
     sent = 0  # characters of text sent so far
     prefix = read = 0  # ids[prefix:read] is the context, already sent
     context = ""  # decode(ids[prefix:read])
@@ -54,12 +65,12 @@ def token_pieces(tokenizer: ChatTokenizer, token_ids: Sequence[int], text: str) 
         if not text.startswith(piece, sent):
             break
         if piece:
-            yield piece
+            yield piece, end
             sent += len(piece)
         prefix, read = read, end
         context = tokenizer.decode(token_ids[prefix:read])
     if sent != len(text):
-        yield text[sent:]
+        yield text[sent:], len(token_ids)
 
 
 def streamed_prefix(chosen: Sequence[Candidate], sent: str) -> int:

@@ -54,9 +54,9 @@ UNSUPPORTED = (
     "functions",
     "function_call",
     "logit_bias",
-    "logprobs",
-    "top_logprobs",
 )
+# Alternatives per token a chat request may ask for (OpenAI's and vLLM's default maximum).
+MAX_TOP_LOGPROBS = 20
 
 
 class ChatCompletionRequest(BaseModel):
@@ -87,6 +87,10 @@ class ChatCompletionRequest(BaseModel):
     tools: Any = None
     tool_choice: Any = None
     parallel_tool_calls: Any = None
+    # The chosen answer's per-token logprobs, and the most likely alternatives at each
+    # token (server.logprobs).
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
     @field_validator("stop")
     @classmethod
@@ -106,6 +110,10 @@ class ChatCompletionRequest(BaseModel):
             value = (self.model_extra or {}).get(name)
             if value not in (None, False, [], {}):
                 raise InvalidRequest(f"{name} is not supported by alignserve", param=name)
+        if self.top_logprobs and not self.logprobs:
+            raise InvalidRequest(
+                "top_logprobs needs logprobs: true (as OpenAI's API)", param="top_logprobs"
+            )
 
     def conversation(self) -> list[Message]:
         return [m.as_message(f"messages.{i}") for i, m in enumerate(self.messages)]
@@ -124,5 +132,6 @@ class ChatCompletionRequest(BaseModel):
             frequency_penalty=self.frequency_penalty or 0.0,
             seed=self.seed,
             stop=stop,
-            logprobs=logprobs,
+            logprobs=logprobs or bool(self.logprobs),
+            top_logprobs=(self.top_logprobs or 0) if self.logprobs else 0,
         )

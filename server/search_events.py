@@ -59,9 +59,16 @@ async def search_events(
     makes the server queue a copy of the prefix per round."""
     committed = asyncio.Event()
     # With several choices there is no single answer to commit to; a tool call is sent
-    # whole, as parsed at the end (server.tool_calls).
+    # whole, as parsed at the end (server.tool_calls); with logprobs, text goes out with
+    # its tokens' logprobs, which only the chosen answer has.
+    request = prepared.request
     tools = prepared.rules is not None and prepared.rules.tools is not None
-    if prepared.request.n == 1 and prepared.serving.stream_committed and not tools:
+    if (
+        request.n == 1
+        and prepared.serving.stream_committed
+        and not tools
+        and not request.logprobs
+    ):
         prepared.context.on_commit = lambda _: committed.set()
     search = asyncio.ensure_future(service.run(prepared))
     search.add_done_callback(lambda _: on_search_end())

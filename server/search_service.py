@@ -185,6 +185,10 @@ class SearchService:
         # The search's worst case, from its options, before any engine work: a 400 naming
         # the limit (while running, the same limits stop it as its deadline would).
         check_worst_case(strategy, sampling.max_tokens, limits)
+        if sampling.top_logprobs:
+            # Every answer-producing engine call returns them, for every candidate.
+            worst = strategy.worst_case(sampling.max_tokens).tokens
+            check_logprob_entries(worst * sampling.top_logprobs, self.settings, "top_logprobs")
         context = SearchContext(
             generator=runtime.generator,
             reward=reward,
@@ -361,6 +365,20 @@ def check_request_chars(chars: int, settings: Settings, *, what: str, param: str
             f"{what} hold {chars} characters; the server accepts at most "
             f"{settings.max_request_chars} (--max-request-chars)",
             limit="request_chars",
+            param=param,
+        )
+
+
+def check_logprob_entries(entries: int, settings: Settings, param: str) -> None:
+    """A 400 (limit ``logprob_entries``) for a request whose top logprobs could pass
+    --max-logprob-entries: what the engine returns and the server holds grows with them."""
+    if entries > settings.max_logprob_entries:
+        raise LimitExceeded(
+            f"{param} asks for up to {entries:,} top logprobs (alternatives per token times "
+            f"the tokens they cover); the server allows {settings.max_logprob_entries:,} "
+            "per request (--max-logprob-entries). Ask for fewer alternatives, a smaller "
+            "search or fewer tokens",
+            limit="logprob_entries",
             param=param,
         )
 

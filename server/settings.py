@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     max_search_reward_items: int = Field(default=65_536, ge=1)
     # Characters of scored text a search keeps for its deadline fallback.
     max_search_kept_chars: int = Field(default=16_000_000, ge=1)
+    # Top logprobs a request may make the engine return: alternatives per token
+    # (top_logprobs, completions' logprobs) times every token its search may generate, or
+    # times its prompts' tokens for echo (server.logprobs).
+    max_logprob_entries: int = Field(default=262_144, ge=1)
     # A user regex (majority's answer_regex) gets this long per search, then 400.
     regex_timeout_s: float = Field(default=0.5, gt=0)
     # Sockets: open streams beyond this are refused with 429; a stream whose client reads

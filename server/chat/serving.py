@@ -10,6 +10,7 @@ from typing import Any
 
 from search.types import SearchResult
 from server.chat.streaming import sse_stream
+from server.logprobs import chat_choice_content, chat_logprobs
 from server.protocol import ChatCompletionRequest
 from server.search_service import Prepared, SearchService, finish_reason
 from server.serving_base import ServingBase
@@ -53,10 +54,11 @@ def chat_completion(
             {
                 "index": i,
                 "message": message,
-                "logprobs": None,
+                "logprobs": None if content is None else chat_logprobs(content),
                 "finish_reason": finish,
             }
-            for i, (message, finish) in enumerate(messages)
+            for i, ((message, finish), c) in enumerate(zip(messages, chosen, strict=True))
+            for content in [chat_choice_content(prepared, c)]
         ],
         "usage": service.usage(prepared, chosen),
         "search": service.report(prepared, result),

@@ -12,7 +12,8 @@ from typing import Any
 
 from search.types import SearchResult
 from server.errors import sse_error
-from server.pieces import streamed_prefix, unsent_pieces
+from server.logprobs import chat_choice_content, chat_logprobs
+from server.pieces import streamed_prefix, token_spans, unsent_pieces
 from server.search_events import Committed, Failed, KeepAlive, chunk, search_events
 from server.search_service import Prepared, SearchService, finish_reason
 from server.tool_calls import chat_message
@@ -41,18 +42,29 @@ async def sse_stream(
 
 
 def text_chunks(
-    prepared: Prepared, text: str, *, first: bool, index: int = 0
+    prepared: Prepared,
+    text: str,
+    *,
+    first: bool,
+    index: int = 0,
+    logprobs: list[dict[str, Any]] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """The role chunk (when ``first``) and then ``text`` as one content delta."""
+    """The role chunk (when ``first``) and then ``text`` as one content delta, with the
+    ``logprobs`` content entries of its tokens."""
 
-    def delta(content: dict[str, str]) -> dict[str, Any]:
-        choice = {"index": index, "delta": content, "logprobs": None, "finish_reason": None}
+    def delta(content: dict[str, str], lp: list[dict[str, Any]] | None) -> dict[str, Any]:
+        choice = {
+            "index": index,
+            "delta": content,
+            "logprobs": None if lp is None else chat_logprobs(lp),
+            "finish_reason": None,
+        }
         return chunk(prepared, [choice])
 
     if first:
-        yield delta({"role": "assistant", "content": ""})
+        yield delta({"role": "assistant", "content": ""}, None)
     if text:
-        yield delta({"content": text})
+        yield delta({"content": text}, logprobs)
 
 
 def answer_chunks(
@@ -62,15 +74,33 @@ def answer_chunks(
     chosen = service.chosen(prepared, result)
     already = streamed_prefix(chosen, sent)
     tools = prepared.rules.tools if prepared.rules is not None else None
+    tokenizer = prepared.context.tokenizer
     for i, cand in enumerate(chosen):
         yield from text_chunks(prepared, "", first=not (i == 0 and sent), index=i)
         message, finish = chat_message(tools, cand.text, finish_reason(cand))
+        content = chat_choice_content(prepared, cand)
+        left: list[dict[str, Any]] | None = None
         if "tool_calls" in message:
             yield from tool_call_chunks(prepared, message, i)
+        elif content is not None and not (i == 0 and already):
+            # One chunk per token piece, with its tokens' entries; the tokens without
+            # text of their own (the end-of-sequence token) ride on the finish chunk.
+            start = 0
+            for piece, end in token_spans(tokenizer, cand.completion.token_ids, cand.text):
+                yield from text_chunks(
+                    prepared, piece, first=False, index=i, logprobs=content[start:end]
+                )
+                start = end
+            left = content[start:]
         else:
-            for rest in unsent_pieces(prepared.context.tokenizer, cand, already if i == 0 else 0):
+            for rest in unsent_pieces(tokenizer, cand, already if i == 0 else 0):
                 yield from text_chunks(prepared, rest, first=False, index=i)
-        choice = {"index": i, "delta": {}, "logprobs": None, "finish_reason": finish}
+        choice = {
+            "index": i,
+            "delta": {},
+            "logprobs": chat_logprobs(left) if left else None,
+            "finish_reason": finish,
+        }
         # The search report rides on the last choice's finish chunk (an extension field):
         # OpenAI's loop ``chunk.choices[0]`` never meets a chunk without choices.
         last = i == len(chosen) - 1

@@ -5,8 +5,9 @@ that the one search path serves (``chat_request``), so each sampling field is va
 by chat's model and reaches the engine exactly as chat's does. The fields below repeat
 chat's types and bounds only so the OpenAPI document describes them; chat's model stays
 the authority (its errors come back as 400s naming the field). What is particular to
-completions is checked here: the four forms of ``prompt``, ``best_of``, and the fields of
-the API that alignserve cannot honour (``echo``, ``logprobs``, ``suffix``,
+completions is checked here: the four forms of ``prompt``, ``best_of``, ``logprobs: k``
+(chat's ``logprobs`` and ``top_logprobs: k``), ``echo`` and ``max_tokens: 0`` (the prompt
+scored, no search), and the fields of the API that alignserve cannot honour (``suffix``,
 ``logit_bias``), which are refused rather than silently dropped.
 """
 
@@ -23,6 +24,8 @@ from server.protocol import ChatCompletionRequest, StreamOptions
 # Prompts one request may send: each is its own search, all under one admission slot,
 # so the count is bounded here rather than by the queue.
 MAX_PROMPTS = 16
+# Most likely tokens per position ``logprobs`` may ask for (OpenAI's maximum).
+MAX_LOGPROBS = 5
 
 TokenIds = list[Annotated[int, Field(ge=0)]]
 # One prompt: its text, or its token ids as the client tokenized it.
@@ -50,7 +53,8 @@ class CompletionRequest(BaseModel):
 
     model: str | None = None
     prompt: str | list[str] | TokenIds | list[TokenIds]
-    max_tokens: int | None = Field(default=None, ge=1)
+    # 0 only with echo: the prompt scored, nothing generated (lm-eval's loglikelihood).
+    max_tokens: int | None = Field(default=None, ge=0)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     top_k: int | None = Field(default=None, ge=-1, le=1_000_000)
@@ -64,9 +68,11 @@ class CompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     search: dict[str, Any] | None = None
-    # Accepted at their defaults only (see reject_unsupported).
+    # The prompt before each answer (with logprobs, the prompt tokens' logprobs first).
     echo: bool | None = None
-    logprobs: int | None = None
+    # The chosen answers' per-token logprobs and the k most likely tokens at each.
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+    # Accepted at their defaults only (see reject_unsupported).
     suffix: str | None = None
     logit_bias: dict[str, float] | None = None
 
@@ -117,8 +123,6 @@ class CompletionRequest(BaseModel):
     def reject_unsupported(self) -> None:
         """400s naming the field, for what alignserve cannot honour or a client mixed up."""
         refused = {
-            "echo": (self.echo, "the answer never repeats the prompt"),
-            "logprobs": (self.logprobs is not None, "token logprobs are not returned"),
             "suffix": (self.suffix is not None, "there is no insertion mode"),
             "logit_bias": (self.logit_bias, "logits are not biased"),
         }
@@ -129,8 +133,8 @@ class CompletionRequest(BaseModel):
             if name in CHAT_ONLY:
                 # Forwarded, it would be honoured; ignored, it would answer something else.
                 raise InvalidRequest(
-                    f"{name} is a chat-completions field; /v1/completions takes prompt "
-                    "and max_tokens",
+                    f"{name} is a chat-completions field; /v1/completions "
+                    + CHAT_ONLY_HINTS.get(name, "takes prompt and max_tokens"),
                     param=name,
                 )
         if self.stream and len(self.prompts()) > 1:
@@ -138,6 +142,7 @@ class CompletionRequest(BaseModel):
                 "a stream answers one prompt; send several prompts without stream",
                 param="stream",
             )
+        self.reject_echo()
         if self.best_of is None:
             return
         if self.n > self.best_of:
@@ -158,9 +163,46 @@ class CompletionRequest(BaseModel):
                 param="best_of",
             )
 
+    @property
+    def scores_only(self) -> bool:
+        """``echo`` with ``max_tokens: 0``: the prompt (and its logprobs) comes back, nothing
+        is generated and no search runs."""
+        return bool(self.echo) and self.max_tokens == 0
+
+    def reject_echo(self) -> None:
+        """What echo and ``max_tokens: 0`` cannot go with."""
+        if self.max_tokens == 0 and not self.echo:
+            raise InvalidRequest(
+                "max_tokens 0 generates nothing; it is allowed with echo: true, which returns "
+                "the prompt (and with logprobs its tokens' logprobs)",
+                param="max_tokens",
+            )
+        if not self.echo:
+            return
+        if self.stream:
+            raise InvalidRequest(
+                "echo is answered without stream: send stream: false", param="echo"
+            )
+        if not self.scores_only:
+            return
+        if self.search is not None or (self.best_of or 1) > 1:
+            raise InvalidRequest(
+                "echo with max_tokens 0 scores the prompt and generates nothing, so there is "
+                "nothing to search: leave out "
+                + ("search" if self.search is not None else "best_of"),
+                param="search" if self.search is not None else "best_of",
+            )
+        if self.n > 1:
+            raise InvalidRequest(
+                "echo with max_tokens 0 returns each prompt once: n must be 1", param="n"
+            )
+
     def search_object(self) -> dict[str, Any] | None:
         """``best_of: k`` (k > 1) is Best-of-N over k samples under the server's reward;
-        ``best_of: 1`` is OpenAI's default, which some clients always send: no change."""
+        ``best_of: 1`` is OpenAI's default, which some clients always send: no change.
+        Scoring a prompt (``scores_only``) is no search."""
+        if self.scores_only:
+            return {"algorithm": "none"}
         if self.best_of is not None and self.best_of > 1:
             return {"algorithm": "bon", "n": self.best_of}
         return self.search
@@ -174,6 +216,10 @@ class CompletionRequest(BaseModel):
         shared = {name: getattr(self, name) for name in SHARED}
         if self.stream_options is not None:
             shared["stream_options"] = self.stream_options.model_dump()
+        if self.scores_only:
+            shared["max_tokens"] = 1  # the search that never runs; nothing is generated
+        if self.logprobs is not None:
+            shared.update(logprobs=True, top_logprobs=self.logprobs)
         data = {
             **(self.model_extra or {}),
             **shared,
@@ -208,13 +254,30 @@ CHAT_ONLY = (
     # Structured outputs: vLLM's completions take them, and so do these (see chat_request).
     - {"response_format", "structured_outputs"}
 )
+# What a chat-only field is called here, where there is one.
+CHAT_ONLY_HINTS = {
+    "top_logprobs": "takes logprobs: k (the k most likely tokens at each position)",
+    "max_completion_tokens": "takes max_tokens",
+}
 
 
 # -- answers, for the OpenAPI document (the router builds the JSON by hand) ---------------
+class TextLogprobs(BaseModel):
+    """Per token of the choice's text (with echo, the prompt's first): its text, its
+    logprob (null for a prompt's first token), the most likely tokens and the chosen one
+    with theirs, and where it starts in the text (server.logprobs)."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
 class TextChoice(BaseModel):
     index: int
     text: str
-    logprobs: None
+    # With logprobs: k; null otherwise (or for an answer the deadline cut).
+    logprobs: TextLogprobs | None
     finish_reason: Literal["stop", "length"]
 
 

@@ -33,14 +33,22 @@ default that some clients always send, changes nothing. ``best_of`` above 1 with
 ``search`` object is a 400 naming ``best_of`` (set ``search.n``): two answers to one
 question, and no silent winner.
 
+``logprobs: k`` (0 to 5) gives each choice the chosen answer's per-token logprobs as the
+engine computed them (``server.logprobs``). ``echo: true`` puts each prompt before its
+answers, and with ``logprobs`` its tokens' logprobs before theirs: the engine scores the
+prompt (a ``PromptScorer``) beside the search. With ``max_tokens: 0`` (echo only) nothing
+is generated and no search runs: each prompt comes back scored (lm-eval's
+loglikelihood requests; lm-eval itself sends ``max_tokens: 1`` at temperature 0, which
+is the prompt scored and one greedy token).
+
 Deliberate differences from OpenAI's and vLLM's completions API:
 
-- ``echo: true``, non-null ``logprobs`` (0 included), a non-null ``suffix`` and a
-  non-empty ``logit_bias`` are 400s naming the field; so are the chat-only fields
-  ``messages`` and ``max_completion_tokens`` (forwarded they would be honoured, ignored
-  they would answer another question). Other unknown fields are logged and ignored, as
-  chat does (vLLM's sampling extensions included); chat's refused extensions
-  (``response_format``, ``tools``, ...) are refused here too.
+- A non-null ``suffix`` and a non-empty ``logit_bias`` are 400s naming the field; so are
+  the chat-only fields ``messages``, ``max_completion_tokens`` and ``top_logprobs``
+  (forwarded they would be honoured, ignored they would answer another question), and
+  ``echo`` with ``stream``. Other unknown fields are logged and ignored, as chat does
+  (vLLM's sampling extensions included); chat's refused extensions (``response_format``,
+  ``tools``, ...) are refused here too.
 - Without ``max_tokens`` the server's --default-max-tokens applies, not OpenAI's 16.
 - Without ``best_of`` or ``search`` the server's default search runs (as in chat);
   ``n`` returns the top ``n`` distinct candidates by reward, not ``n`` samples.
@@ -56,21 +64,26 @@ Deliberate differences from OpenAI's and vLLM's completions API:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from search.budget import SearchLimits, check_request_worst_case
 from search.errors import InvalidRequest
-from search.protocols import VocabListing
-from search.types import SearchResult
+from search.protocols import PromptScorer, ServedTokenizer, VocabListing
+from search.types import Candidate, PromptLogprobs, SearchResult
+from search.types import Completion as Answer
 from server.completions.protocol import CompletionRequest, Prompt
 from server.completions.streaming import completion_stream
+from server.logprobs import text_choice_logprobs
 from server.protocol import ChatCompletionRequest, ChatMessage
 from server.search_service import (
     Prepared,
     SearchService,
+    check_logprob_entries,
     check_request_chars,
     finish_reason,
 )
@@ -89,6 +102,8 @@ class Completion(ServingBase):
         self.body = body
         self.prepared: list[Prepared] = []
         self.results: list[SearchResult] = []
+        # With echo: each prompt's text and, with logprobs, its tokens' logprobs.
+        self.echoes: list[Echo] = []
 
     def convert(self, settings: Settings) -> ChatCompletionRequest:
         self.body.reject_unsupported()
@@ -114,6 +129,20 @@ class Completion(ServingBase):
             self.prepared[0].context.limits or SearchLimits(),
             param="prompt",
         )
+        if self.body.echo:
+            self.echoes = [
+                Echo(await echo_text(service, prompt, p.context.prompt_ids))
+                for prompt, p in zip(self.prompts, self.prepared, strict=True)
+            ]
+            if self.body.logprobs is not None:
+                if not isinstance(service.runtime.generator, PromptScorer):
+                    raise InvalidRequest(
+                        "echo with logprobs needs an engine that scores prompts, and this "
+                        "server's does not",
+                        param="echo",
+                    )
+                tokens = sum(len(p.context.prompt_ids) for p in self.prepared)
+                check_logprob_entries(tokens * self.body.logprobs, service.settings, "logprobs")
         return self.prepared[0]
 
     def searches(self, first: Prepared) -> list[Prepared]:
@@ -123,10 +152,13 @@ class Completion(ServingBase):
         """The searches at once; the first failure cancels the others (aborting their
         engine requests) and is the request's error. Each is counted in the search
         metrics as its own."""
-        if len(self.prepared) == 1:
+        if len(self.prepared) == 1 and not self.body.echo:
             self.results = [await service.run(first)]
             return self.results[0]
-        tasks = [asyncio.ensure_future(service.run(prepared)) for prepared in self.prepared]
+        tasks = [
+            asyncio.ensure_future(self.run_prompt(service, prepared, i))
+            for i, prepared in enumerate(self.prepared)
+        ]
         try:
             self.results = list(await asyncio.gather(*tasks))
         finally:
@@ -135,10 +167,31 @@ class Completion(ServingBase):
             await asyncio.gather(*tasks, return_exceptions=True)
         return self.results[0]
 
+    async def run_prompt(self, service: SearchService, prepared: Prepared, i: int) -> SearchResult:
+        """One prompt's search; with echo and logprobs, its prompt scored beside it
+        (``echoes[i]``). With ``max_tokens: 0`` only the prompt is scored."""
+        body = self.body
+        if not body.echo or body.logprobs is None:
+            return scored_only(prepared) if body.scores_only else await service.run(prepared)
+        budget = prepared.context.budget
+        scoring = asyncio.ensure_future(score_prompt(service, prepared, body.logprobs))
+        search = asyncio.ensure_future(service.run(prepared)) if not body.scores_only else None
+        try:
+            await asyncio.gather(scoring, *([search] if search else []))
+        finally:
+            for task in (scoring, search):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(scoring, *([search] if search else []), return_exceptions=True)
+        self.echoes[i] = dataclasses.replace(self.echoes[i], logprobs=scoring.result())
+        budget.engine_calls += 1  # the prompt's scoring, in the report
+        return search.result() if search is not None else scored_only(prepared)
+
     def respond(
         self, service: SearchService, _first: Prepared, _result: SearchResult
     ) -> dict[str, Any]:
-        return completion(service, list(zip(self.prepared, self.results, strict=True)))
+        searches = list(zip(self.prepared, self.results, strict=True))
+        return completion(service, searches, self.body.logprobs, self.echoes or None)
 
     def stream(
         self, service: SearchService, prepared: Prepared, on_search_end: Callable[[], None]
@@ -180,9 +233,62 @@ async def prepare_prompt(
     try:
         return await service.prepare(request, prompt_ids=ids, id_prefix="cmpl-")
     except InvalidRequest as exc:
-        if exc.param == "messages":  # chat's name for what completions calls the prompt
-            exc.param = "prompt"
+        exc.param = completions_param(exc.param, body)
         raise
+
+
+def completions_param(param: str | None, body: CompletionRequest) -> str | None:
+    """A chat error's field as this request names it: chat's messages are the prompt,
+    its top_logprobs are logprobs, and a search the client asked for with best_of is
+    best_of (not a search object it never sent)."""
+    if param == "messages":
+        return "prompt"
+    if param == "top_logprobs":
+        return "logprobs"
+    if param and param.startswith("search") and body.search is None and (body.best_of or 1) > 1:
+        return "best_of"
+    return param
+
+
+@dataclass(frozen=True)
+class Echo:
+    """What ``echo`` puts before a prompt's answers: its text, and with logprobs its
+    tokens' logprobs (once the prompt was scored)."""
+
+    text: str
+    logprobs: PromptLogprobs | None = None
+
+
+async def echo_text(service: SearchService, prompt: Prompt, ids: Sequence[int]) -> str:
+    """The prompt as echo repeats it: the client's text, or its token ids' text with
+    special tokens kept (vLLM's)."""
+    if isinstance(prompt, str):
+        return prompt
+    tokenizer = service.runtime.tokenizer
+    if isinstance(tokenizer, ServedTokenizer):
+        return str(await off_loop(service, tokenizer.detokenize, ids))
+    return str(await off_loop(service, tokenizer.decode, ids))
+
+
+async def score_prompt(service: SearchService, prepared: Prepared, top: int) -> PromptLogprobs:
+    """The prompt's own tokens scored by the engine (a PromptScorer: checked when the
+    request was prepared)."""
+    generator = service.runtime.generator
+    assert isinstance(generator, PromptScorer)
+    with prepared.context.budget.phase("score_prompt"):
+        return await generator.prompt_logprobs(prepared.context.prompt_ids, top)
+
+
+def scored_only(prepared: Prepared) -> SearchResult:
+    """The answer of ``max_tokens: 0`` (echo): no search ran and nothing was generated;
+    one empty answer, cut at its length of 0."""
+    empty = Answer(token_ids=(), text="", finish_reason="length", logprobs=(), top_logprobs=())
+    candidate = Candidate(empty, 0.0)
+    budget = prepared.context.budget
+    budget.phase_seconds["total"] = sum(budget.phase_seconds.values())
+    result = SearchResult(ranked=[candidate], candidates=[candidate], budget=budget)
+    prepared.result = result
+    return result
 
 
 async def off_loop(service: SearchService, function: Callable[..., Any], *args: Any) -> Any:
@@ -207,20 +313,28 @@ async def vocab_size(service: SearchService) -> int | None:
 
 
 def completion(
-    service: SearchService, searches: Sequence[tuple[Prepared, SearchResult]]
+    service: SearchService,
+    searches: Sequence[tuple[Prepared, SearchResult]],
+    logprobs: int | None = None,
+    echoes: Sequence[Echo] | None = None,
 ) -> dict[str, Any]:
-    """A ``text_completion``: each prompt's top ``n`` distinct candidates, prompt-major."""
+    """A ``text_completion``: each prompt's top ``n`` distinct candidates, prompt-major;
+    with ``logprobs`` (k) their tokens' logprobs, with ``echoes`` each prompt before its
+    answers."""
     first = searches[0][0]
     choices: list[dict[str, Any]] = []
     usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     for i, (prepared, result) in enumerate(searches):
         chosen = service.chosen(prepared, result)
+        echo = None if echoes is None else echoes[i]
         for j, cand in enumerate(chosen):
             choices.append(
                 {
                     "index": i * prepared.request.n + j,
-                    "text": cand.text,
-                    "logprobs": None,
+                    "text": cand.text if echo is None else echo.text + cand.text,
+                    "logprobs": text_choice_logprobs(
+                        prepared, cand, logprobs, None if echo is None else echo.logprobs
+                    ),
                     "finish_reason": finish_reason(cand),
                 }
             )

@@ -18,7 +18,8 @@ from typing import Any
 
 from search.types import SearchResult
 from server.errors import sse_error
-from server.pieces import streamed_prefix, unsent_pieces
+from server.logprobs import sliced, text_choice_logprobs
+from server.pieces import streamed_prefix, token_spans, unsent_pieces
 from server.search_events import Committed, Failed, KeepAlive, chunk, search_events
 from server.search_service import Prepared, SearchService, finish_reason
 
@@ -50,9 +51,13 @@ def chunk_of(prepared: Prepared, choices: list[dict[str, Any]], **extra: Any) ->
 
 
 def text_chunk(
-    prepared: Prepared, index: int, text: str, finish: str | None = None
+    prepared: Prepared,
+    index: int,
+    text: str,
+    finish: str | None = None,
+    logprobs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
+    choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
     return chunk_of(prepared, [choice])
 
 
@@ -64,10 +69,26 @@ def answer_chunks(
     asked for."""
     chosen = service.chosen(prepared, result)
     already = streamed_prefix(chosen, sent)
+    tokenizer = prepared.context.tokenizer
+    # The completions request's logprobs (k), as chat's request carries them.
+    k = (prepared.request.top_logprobs or 0) if prepared.request.logprobs else None
     for i, cand in enumerate(chosen):
-        for rest in unsent_pieces(prepared.context.tokenizer, cand, already if i == 0 else 0):
-            yield text_chunk(prepared, i, rest)
-        finish = text_chunk(prepared, i, "", finish_reason(cand))
+        whole = text_choice_logprobs(prepared, cand, k)
+        left = None
+        if whole is not None and not (i == 0 and already):
+            # One chunk per token piece with its tokens' logprobs; the tokens without text
+            # of their own (the end-of-sequence token) ride on the finish chunk.
+            start = 0
+            for piece, end in token_spans(tokenizer, cand.completion.token_ids, cand.text):
+                yield text_chunk(prepared, i, piece, logprobs=sliced(whole, start, end))
+                start = end
+            left = sliced(whole, start, cand.completion.num_tokens)
+        else:
+            for rest in unsent_pieces(tokenizer, cand, already if i == 0 else 0):
+                yield text_chunk(prepared, i, rest)
+        finish = text_chunk(
+            prepared, i, "", finish_reason(cand), left if left and left["tokens"] else None
+        )
         if i == len(chosen) - 1:
             finish["search"] = service.report(prepared, result)
         yield finish

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
+from typing import Any
+
+import pytest
 
 from engines.tokenizer import HFChatTokenizer
-from search.protocols import Generator
+from search.protocols import Generator, PromptScorer
 from search.types import SamplingConfig
 
 QUESTION = "Compose an engaging travel blog post about a recent trip to Hawaii."
@@ -84,6 +87,28 @@ async def check_logprobs(gen: Generator, tok: HFChatTokenizer) -> None:
     steps = top[0].top_logprobs
     assert steps is not None and len(steps) == 1
     assert len(steps[0]) >= 5 and all(isinstance(k, int) for k in steps[0])
+
+
+async def check_prompt_logprobs(gen: Any, tok: HFChatTokenizer) -> None:
+    """A prompt's own tokens scored: none for the first, then each token's with the top
+    alternatives (itself among them); the scores of an answer's tokens, with the prompt
+    before them, are the logprobs the engine gave them when it sampled them."""
+    assert isinstance(gen, PromptScorer)
+    ids = prompt(tok)
+    scored = await gen.prompt_logprobs(ids, 3)
+    assert scored.token_ids == tuple(ids)
+    assert scored.logprobs[0] is None and scored.top_logprobs[0] == {}
+    assert all(lp is not None and lp <= 0.0 for lp in scored.logprobs[1:])
+    for tok_id, lp, top in zip(ids[1:], scored.logprobs[1:], scored.top_logprobs[1:], strict=True):
+        assert top[tok_id] == lp and 3 <= len(top) <= 4
+        assert max(top.values()) >= lp
+    (answer,) = await gen.generate(
+        ids, SamplingConfig(max_tokens=8, temperature=0.0, logprobs=True)
+    )
+    assert answer.logprobs is not None
+    again = await gen.prompt_logprobs([*ids, *answer.token_ids], 0)
+    tail = again.logprobs[len(ids) :]
+    assert list(tail) == pytest.approx(list(answer.logprobs), abs=2e-3)
 
 
 async def check_cancel_aborts(

@@ -17,7 +17,14 @@ import pytest
 import schemathesis
 from schemathesis.python import asgi
 
-from search.fakes import CharTokenizer, TablePRM, TableReward, WordOverlapUtility, stepped
+from search.fakes import (
+    CharTokenizer,
+    LogprobGenerator,
+    TablePRM,
+    TableReward,
+    WordOverlapUtility,
+    stepped,
+)
 from search.registry import STRATEGIES
 from search.types import Completion, SamplingConfig
 from server.app import create_app
@@ -70,7 +77,8 @@ class VocabCharTokenizer(CharTokenizer):
 def app_client() -> Iterator[tuple[Any, Any]]:
     """(the schema, an in-process client of the app): one app, its lifespan run once."""
     runtime = Runtime(
-        generator=AnyPromptGenerator(),
+        # The logprobs each call asks for, and prompts scored (echo with logprobs).
+        generator=LogprobGenerator(AnyPromptGenerator()),
         tokenizer=VocabCharTokenizer(),
         reward=TableReward({text: 0.1 * i for i, text in enumerate(TEXTS)}, default=0.5),
         model_name="m",

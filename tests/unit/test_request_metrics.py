@@ -82,8 +82,8 @@ async def test_refusals_before_the_search_is_parsed_have_no_algorithm(serve_app:
             await client.post(CHAT, content=b"{not json"),
             # another model
             await client.post(CHAT, json={"messages": USER, "model": "gpt-9"}),
-            # the completions API's own refusals (echo), and its schema's
-            await client.post(COMPLETIONS, json={"prompt": "hi", "echo": True}),
+            # the completions API's own refusals (suffix), and its schema's
+            await client.post(COMPLETIONS, json={"prompt": "hi", "suffix": "end"}),
             await client.post(COMPLETIONS, json={"prompt": []}),
             await client.post(RESPONSES, json={"input": "hi", "previous_response_id": "r"}),
         ]

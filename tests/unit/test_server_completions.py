@@ -178,6 +178,15 @@ async def test_greedy_and_n_refusals_name_the_fields_sent(
     assert "search.n" not in error["message"], error
 
 
+async def test_a_best_of_over_a_search_limit_names_best_of(serve_app: Any) -> None:
+    """The search the server runs for best_of is over a limit: the client reads about the
+    best_of it sent, not about a search object it never sent."""
+    async with serve_app(settings=Settings(max_search_tokens=100)) as client:
+        r = await client.post(URL, json=body(best_of=4, max_tokens=50))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "best_of"
+
+
 # -- several prompts -----------------------------------------------------------------------
 
 TABLE = {"a": ["a1", "a22", "a1"], "bb": ["b1", "b333", "b22"]}
@@ -387,9 +396,14 @@ async def test_stream_error_is_an_error_event(
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
-        ({"echo": True}, "echo"),
-        ({"logprobs": 0}, "logprobs"),
-        ({"logprobs": 5}, "logprobs"),
+        ({"echo": True, "stream": True}, "echo"),
+        ({"logprobs": 6}, "logprobs"),  # OpenAI's most: 5
+        ({"logprobs": -1}, "logprobs"),
+        ({"logprobs": True}, "logprobs"),
+        ({"top_logprobs": 2}, "top_logprobs"),  # chat's; here logprobs: k
+        ({"echo": True, "max_tokens": 0, "best_of": 2}, "best_of"),
+        ({"echo": True, "max_tokens": 0, "search": {"n": 2}}, "search"),
+        ({"echo": True, "max_tokens": 0, "n": 2}, "n"),
         ({"suffix": "end"}, "suffix"),
         ({"logit_bias": {"50256": -100}}, "logit_bias"),
         ({"messages": [{"role": "user", "content": "hi"}]}, "messages"),

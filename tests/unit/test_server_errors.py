@@ -62,7 +62,9 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str | None, str | None]] = [
     ("n above search.n", {**GOOD, "n": 5, "search": {"n": 4}}, "n", "search.n (4)"),
     ("n above default search.n", {**GOOD, "n": 5}, "n", None),
     ("tools", {**GOOD, "tools": [{"type": "retrieval"}]}, "tools.0.type", None),
-    ("logprobs", {**GOOD, "logprobs": True}, "logprobs", None),
+    ("logprobs a number", {**GOOD, "logprobs": 1}, "logprobs", None),
+    ("top_logprobs without logprobs", {**GOOD, "top_logprobs": 2}, "top_logprobs", "logprobs"),
+    ("top_logprobs over 20", {**GOOD, "logprobs": True, "top_logprobs": 21}, "top_logprobs", None),
     (
         "response_format",
         {**GOOD, "response_format": {"type": "xml"}},

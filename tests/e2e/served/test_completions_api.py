@@ -97,7 +97,7 @@ def test_several_prompts_answer_prompt_major(client: openai.OpenAI) -> None:
 
 @pytest.mark.parametrize(
     ("fields", "param"),
-    [({"echo": True}, "echo"), ({"best_of": 2, "n": 3}, "best_of")],
+    [({"suffix": "end"}, "suffix"), ({"best_of": 2, "n": 3}, "best_of")],
 )
 def test_refusals_come_back_as_bad_requests(
     client: openai.OpenAI, fields: dict[str, object], param: str

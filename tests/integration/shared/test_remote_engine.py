@@ -50,6 +50,19 @@ async def test_logprobs(remote, tokenizer) -> None:
     await checks.check_logprobs(remote, tokenizer)
 
 
+async def test_prompt_logprobs(remote, tokenizer) -> None:
+    await checks.check_prompt_logprobs(remote, tokenizer)
+
+
+async def test_prompt_logprobs_as_the_in_process_engine_scores(remote, engine, tokenizer) -> None:
+    ids = checks.prompt(tokenizer)
+    far = await remote.prompt_logprobs(ids, 2)
+    local = await engine.prompt_logprobs(ids, 2)
+    assert far.logprobs[0] is None and local.logprobs[0] is None
+    assert list(far.logprobs[1:]) == pytest.approx(list(local.logprobs[1:]), abs=2e-3)
+    assert all(2 <= len(t) <= 3 for t in far.top_logprobs[1:])
+
+
 async def test_cancel_aborts_remote_requests(remote, tokenizer, vllm_server: str) -> None:
     await checks.check_cancel_aborts(remote, tokenizer, lambda: engine_requests(vllm_server))
 

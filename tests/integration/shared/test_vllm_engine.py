@@ -35,6 +35,10 @@ async def test_logprobs(engine, tokenizer) -> None:
     await checks.check_logprobs(engine, tokenizer)
 
 
+async def test_prompt_logprobs(engine, tokenizer) -> None:
+    await checks.check_prompt_logprobs(engine, tokenizer)
+
+
 async def test_cancel_aborts_engine_requests(engine, tokenizer) -> None:
     await checks.check_cancel_aborts(engine, tokenizer, engine.num_unfinished_requests)
 
