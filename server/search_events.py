@@ -63,12 +63,7 @@ async def search_events(
     # its tokens' logprobs, which only the chosen answer has.
     request = prepared.request
     tools = prepared.rules is not None and prepared.rules.tools is not None
-    if (
-        request.n == 1
-        and prepared.serving.stream_committed
-        and not tools
-        and not request.logprobs
-    ):
+    if request.n == 1 and prepared.serving.stream_committed and not tools and not request.logprobs:
         prepared.context.on_commit = lambda _: committed.set()
     search = asyncio.ensure_future(service.run(prepared))
     search.add_done_callback(lambda _: on_search_end())
