@@ -76,8 +76,10 @@ def test_parse_under_treebon(client: openai.OpenAI) -> None:
         model=MODEL,
         messages=[{"role": "user", "content": "Invent a person: name and age, as JSON."}],
         response_format=Person,
-        max_tokens=40,
-        extra_body={"search": {"algorithm": "treebon", "n": 2, "layers": 2}},
+        # Segments of 8 tokens: no object with both keys fits in one (it takes 9 or
+        # more), so the answer was continued under the grammar at least once.
+        max_tokens=32,
+        extra_body={"search": {"algorithm": "treebon", "n": 2, "layers": 4}},
     )
     assert isinstance(completion.choices[0].message.parsed, Person)
     report = completion.model_extra["search"]
