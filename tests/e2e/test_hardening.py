@@ -159,12 +159,29 @@ def wait_idle(url: str, timeout_s: float = 120) -> None:
         time.sleep(0.2)
 
 
+# One client for every poll: a new one per poll loads its TLS context (tens of ms of
+# the test process's CPU), which on a loaded machine showed up as server latency.
+HEALTH_CLIENT = httpx.Client()
+
+
 def timed_health(url: str, timeout: float = 10) -> float:
     start = time.perf_counter()
-    reply = httpx.get(f"{url}/health", timeout=timeout)
+    reply = HEALTH_CLIENT.get(f"{url}/health", timeout=timeout)
     elapsed = time.perf_counter() - start
     assert reply.status_code == 200, reply.text
     return elapsed
+
+
+def loop_answers(health: list[float]) -> None:
+    """/health kept answering while the hostile work ran. On the old code a ReDoS pattern held the
+    loop until the client gave up: every poll from then on ran into its 5 s timeout. The
+    bounds sit well above a busy 2-core machine's noise (the engine, the test and the
+    server share it): CI runs saw a single 2.0 s probe among fast ones, once a median
+    of 0.84 s over four polls with the slowest at 2.9 s, and during the flood of huge
+    bodies (0.11 s at the slowest on a quiet machine) a median near 0.7 s and 2.7 s at
+    the slowest while another worker ran a benchmark."""
+    assert sorted(health)[len(health) // 2] < 1.5, health
+    assert max(health) < 4.0, health
 
 
 def strict_json(text: str) -> Any:
@@ -399,7 +416,7 @@ def test_m6_a_body_that_never_arrives_is_cut_off_and_health_stays_fast(hardened:
     data = outcome["data"]
     assert data == b"" or data.startswith(b"HTTP/1.1 408"), data[:200]
     assert outcome["after"] < SOCKET_TIMEOUT_S + 5
-    assert max(health) < 1.0
+    loop_answers(health)
     assert socket_timeouts(hardened.url) == timeouts_before + 1
 
 
@@ -476,7 +493,7 @@ def test_flood_of_huge_and_slow_bodies_leaves_health_and_service_up(hardened: Se
     print(f"/health: {len(health)} polls, slowest {max(health):.3f} s")
     assert huge_statuses, "no huge body was answered within the flood"
     assert all(400 <= s < 500 for s in huge_statuses), huge_statuses
-    assert max(health) < 2.0
+    loop_answers(health)
     assert "reply" in normal, "the normal request did not finish"
     assert normal["reply"].status_code == 200, normal["reply"].text[:300]
 
@@ -585,16 +602,6 @@ def redos(url: str, pattern: str) -> tuple[httpx.Response, float, list[float]]:
     )
     assert reply is not None, outcome
     return reply, outcome["after"], health
-
-
-def loop_answers(health: list[float]) -> None:
-    """/health kept answering while the pattern ran. On the old code a pattern held the
-    loop until the client gave up: every poll from then on ran into its 5 s timeout. The
-    bounds sit well above a busy 2-core machine's noise (the engine, the test and the
-    server share it): CI runs saw a single 2.0 s probe among fast ones, and once a median
-    of 0.84 s over four polls with the slowest at 2.9 s."""
-    assert sorted(health)[len(health) // 2] < 1.5, health
-    assert max(health) < 4.0, health
 
 
 def test_h1_redos_regex_does_not_stop_health(hardened: Server) -> None:
