@@ -11,8 +11,7 @@ fills in the ones that differ (``server.chat.serving``, ``server.completions.ser
     run       ``run`` (default ``SearchService.run``) under an admission slot, cancelled
               (aborting its engine requests) when the client disconnects
     respond   ``respond``: the JSON answer; or, for ``stream: true``, ``stream``: its SSE
-              events (``refusal``: the events of a stream refused after its headers went
-              out, when the queue filled or draining began meanwhile)
+              events, sent once the search has its admission slot
 
 Around the steps, the base refuses early when the server is full (``Admission.check``,
 before paying for rendering and tokenization), counts every request whose search was
@@ -35,16 +34,13 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from search.errors import (
     AlignserveError,
-    DeadlineExceeded,
     EngineUnavailable,
     LimitExceeded,
-    Overloaded,
     ShuttingDown,
 )
 from search.registry import STRATEGIES
 from search.types import SearchResult
 from server.admission import Admission
-from server.errors import sse_error
 from server.metrics import ServerMetrics
 from server.observed import Observed
 from server.protocol import ChatCompletionRequest
@@ -141,10 +137,6 @@ class ServingBase(ABC):
         completions request of several prompts)."""
         return [prepared]
 
-    def refusal(self, exc: AlignserveError) -> list[str]:
-        """A stream's error event and its end, for a search refused after the headers."""
-        return [sse_error(exc), "data: [DONE]\n\n"]
-
     async def handle(self, raw: Request) -> Response:
         metrics: ServerMetrics = raw.app.state.metrics
         try:
@@ -170,18 +162,31 @@ class ServingBase(ABC):
             observed.on_prepared(prepared, self.searches(prepared))
             if body.stream:
                 admission.check(stream=True)
+            # The slot before any header (N7): a stream refused while queued (the queue
+            # filled, draining began, its deadline passed) gets its 429, 503 or 504 as a
+            # status that clients and proxies act on, not as an event after a 200.
+            release = await cancel_on_disconnect(
+                raw, service.admitted(admission.enter(), prepared), admission
+            )
+            if body.stream:
                 status = 200
-                return StreamingResponse(
+                return AdmittedStream(
+                    release,
                     counted_stream(
-                        self, service, prepared, metrics, start, admission, observed, api=api
+                        self,
+                        service,
+                        prepared,
+                        metrics,
+                        start,
+                        admission,
+                        release,
+                        observed,
+                        api=api,
                     ),
                     media_type="text/event-stream",
                     # nginx buffers a proxied response unless told not to.
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                 )
-            release = await cancel_on_disconnect(
-                raw, service.admitted(admission.enter(), prepared), admission
-            )
             try:
                 result = await cancel_on_disconnect(raw, self.run(service, prepared), admission)
             finally:
@@ -210,6 +215,21 @@ class ServingBase(ABC):
                 observed.finish(algorithm, status)
 
 
+class AdmittedStream(StreamingResponse):
+    """A stream that holds an admission slot: given back when the response ends, also
+    when the client left before its first byte and the body never started."""
+
+    def __init__(self, release: Callable[[], None], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()  # harmless when the stream gave it back already
+
+
 async def counted_stream(
     handler: ServingBase,
     service: SearchService,
@@ -217,29 +237,22 @@ async def counted_stream(
     metrics: ServerMetrics,
     start: float,
     admission: Admission,
+    release: Callable[[], None],
     observed: Observed | None = None,
     *,
     api: str,
 ) -> AsyncIterator[str]:
+    """The search's events under the slot the request was admitted with, counted in the
+    metrics and the log when the stream ends."""
     status = 499  # unless the stream runs to its end, the client left
-    release = None
     admission.open_streams += 1
     try:
-        release = await service.admitted(admission.enter(), prepared)
         async for event in handler.stream(service, prepared, release):
             yield event
         status = prepared.stream_error_status or 200
-    # The queue filled, or draining began, since check; or the deadline passed in the queue.
-    except (Overloaded, ShuttingDown, DeadlineExceeded) as exc:
-        status = exc.status_code
-        if observed is not None:
-            observed.error = exc
-        for event in handler.refusal(exc):
-            yield event
     finally:
         admission.open_streams -= 1
-        if release is not None:
-            release()
+        release()
         if status == 499:
             metrics.cancellations.inc()
         metrics.record_request(api, prepared.algorithm, status, time.perf_counter() - start)

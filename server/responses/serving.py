@@ -50,12 +50,12 @@ import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from search.errors import AlignserveError, InvalidRequest
+from search.errors import InvalidRequest
 from search.types import SearchResult
 from server.protocol import ChatCompletionRequest
 from server.responses.objects import finished_object
 from server.responses.protocol import PARAMS, ResponsesRequest
-from server.responses.streaming import refusal_events, response_stream
+from server.responses.streaming import response_stream
 from server.search_service import Prepared, SearchService, log_unknown_fields
 from server.serving_base import ServingBase
 from server.settings import Settings
@@ -63,11 +63,10 @@ from server.settings import Settings
 
 class Turn(ServingBase):
     """One Responses request on chat's path: it keeps what the answer echoes (the
-    request) and, once prepared, what a refused stream needs to name its response."""
+    request)."""
 
     def __init__(self, request: ResponsesRequest) -> None:
         self.request = request
-        self.prepared: Prepared | None = None
 
     def convert(self, settings: Settings) -> ChatCompletionRequest:
         self.chat = self.request.to_chat(settings.max_messages)
@@ -77,10 +76,10 @@ class Turn(ServingBase):
         log_unknown_fields(self.request.unknown_fields())
         self.request.reject_unsupported()
         try:
-            self.prepared = await service.prepare(self.chat, id_prefix="resp_")
+            prepared = await service.prepare(self.chat, id_prefix="resp_")
         except InvalidRequest as exc:
             raise renamed(exc) from None
-        return self.prepared
+        return prepared
 
     def respond(
         self, service: SearchService, prepared: Prepared, result: SearchResult
@@ -91,10 +90,6 @@ class Turn(ServingBase):
         self, service: SearchService, prepared: Prepared, on_search_end: Callable[[], None]
     ) -> AsyncIterator[str]:
         return response_stream(self.request, service, prepared, on_search_end)
-
-    def refusal(self, exc: AlignserveError) -> list[str]:
-        assert self.prepared is not None, "a stream is refused only after it was prepared"
-        return refusal_events(self.request, self.prepared, exc)
 
 
 def renamed(exc: InvalidRequest) -> InvalidRequest:

@@ -213,12 +213,3 @@ def rest_pieces(
     chosen = service.chosen(prepared, result)
     already = streamed_prefix(chosen, sent)
     return unsent_pieces(prepared.context.tokenizer, chosen[0], already)
-
-
-def refusal_events(
-    request: ResponsesRequest, prepared: Prepared, exc: AlignserveError
-) -> list[str]:
-    """A stream whose search is refused after its headers went out (the queue filled, or
-    draining began): created, then failed, so a client sees one response that failed."""
-    writer = EventWriter(request, prepared)
-    return [*writer.opening(), writer.failed(exc, None)]

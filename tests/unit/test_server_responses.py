@@ -346,7 +346,7 @@ async def app_client(
         yield app, client
 
 
-async def test_a_stream_refused_after_its_headers_is_a_failed_response() -> None:
+async def test_n7_a_stream_refused_while_queued_is_a_503_not_a_200() -> None:
     async with app_client() as (app, client):
         admission = app.state.admission
 
@@ -356,13 +356,15 @@ async def test_a_stream_refused_after_its_headers_is_a_failed_response() -> None
 
         admission.enter = draining
         r = await client.post(URL, json=body(stream=True))
-    assert r.status_code == 200
-    events = typed_events(r.text)
-    assert kinds(events) == ["response.created", "response.in_progress", "response.failed"]
-    assert [e["sequence_number"] for e in events] == [0, 1, 2]
-    assert events[0]["response"]["id"] == events[-1]["response"]["id"]
-    assert events[-1]["response"]["error"]["code"] == "server_error"
-    assert events[-1]["response"]["error"]["message"] == "the server is shutting down"
+        chat = await client.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}], "stream": True},
+        )
+    # The refusal is the status, before any header of a stream: what clients retry on.
+    for reply in (r, chat):
+        assert reply.status_code == 503, reply.text
+        assert reply.headers["content-type"].startswith("application/json")
+        assert reply.json()["error"]["message"] == "the server is shutting down"
 
 
 # -- refusals ------------------------------------------------------------------------------
