@@ -35,6 +35,7 @@ from server.tokenizer_routes import router as tokenizer_router
 from server.tracing import Tracing
 
 logger = logging.getLogger(__name__)
+MB = 1024 * 1024
 
 RuntimeLoader = Callable[[Settings], Awaitable[Runtime]]
 
@@ -68,7 +69,9 @@ def create_app(
     app.state.recorder = (
         Recorder(
             settings.record,
-            max_shard_bytes=settings.record_shard_mb * 1024 * 1024,
+            max_shard_bytes=settings.record_shard_mb * MB,
+            max_queued_bytes=settings.record_queue_mb * MB,
+            max_total_bytes=settings.record_max_total_mb * MB or None,
             dropped=metrics.records_dropped,
         )
         if settings.record

@@ -93,6 +93,7 @@ async def search_events(
             prepared.stream_error_status = error.status_code
             yield Failed(error)
             return
+        await service.recorded(prepared)  # the slot is back already (on_search_end)
         yield Finished(result, sent)
     finally:
         if commit is not None:

@@ -19,11 +19,11 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from rewards.choice import RequestReward, reward_report
+from rewards.choice import reward_report
 from search.budget import SearchLimits, check_worst_case
 from search.context import SearchContext
 from search.deadline import run_with_deadline
@@ -43,6 +43,7 @@ from server.protocol import ChatCompletionRequest
 from server.recording import Recorder
 from server.runtime import Runtime
 from server.search_options import ServingOptions, process_reward, search_options
+from server.search_record import finish_reason, index_of, search_record
 from server.settings import Settings
 from server.structured import OutputRules, check_strategy, output_rules, rank_valid
 from server.tool_calls import parse_tools, with_tools_prompt
@@ -65,6 +66,8 @@ class Prepared:
     stream_error_status: int | None = None
     # The search's result once it ran (a stream's request log line and span read it).
     result: SearchResult | None = None
+    # Done when its record (--record) is written or dropped.
+    record_written: Future[None] | None = None
     # Structured outputs and tools: the grammar, the tools, the validity check.
     rules: OutputRules | None = None
     # When the request was prepared (time.monotonic): its deadline counts from here, so
@@ -266,21 +269,23 @@ class SearchService:
         self.metrics.record_search(prepared.algorithm, result)
         prepared.result = result
         if prepared.record and self.recorder is not None:
-            await self.save_record(prepared, result)
+            try:
+                prepared.record_written = self.recorder.submit(search_record(prepared, result))
+            except Exception:
+                logger.exception("could not record the search")
         return result
 
-    async def save_record(self, prepared: Prepared, result: SearchResult) -> None:
-        """Hand the record to the writer thread and wait (a fraction of a millisecond
-        normally) until it is written, so an answered request is a recorded one; a slow
-        disk delays the answer by at most RECORD_WAIT_S. Never fails the request."""
-        assert self.recorder is not None
+    async def recorded(self, prepared: Prepared) -> None:
+        """Wait (a fraction of a millisecond normally) until the search's record is
+        written, so an answered request is a recorded one; called after the admission
+        slot is given back (M7), so a slow disk delays this answer by at most
+        RECORD_WAIT_S and never the next search. Never fails the request."""
+        if prepared.record_written is None:
+            return
         try:
-            written = self.recorder.submit(search_record(prepared, result))
-            await asyncio.wait_for(asyncio.wrap_future(written), RECORD_WAIT_S)
+            await asyncio.wait_for(asyncio.wrap_future(prepared.record_written), RECORD_WAIT_S)
         except TimeoutError:
             logger.warning("the record of %s is not written yet; answering", prepared.completion_id)
-        except Exception:
-            logger.exception("could not record the search")
 
     # -- report -----------------------------------------------------------------------
     def report(self, prepared: Prepared, result: SearchResult) -> dict[str, Any]:
@@ -326,37 +331,6 @@ class SearchService:
         }
 
 
-def search_record(prepared: Prepared, result: SearchResult) -> dict[str, Any]:
-    """One search as training data (see server.recording and ``alignserve export``)."""
-    budget = result.budget
-    reward = prepared.context.reward
-    return {
-        "id": prepared.completion_id,
-        "created": prepared.created,
-        "model": prepared.model,
-        "algorithm": prepared.algorithm,
-        "options": prepared.strategy.model_dump(),
-        # The request's reward choice ({name: weight}); null: the server's default reward.
-        "reward": reward.weights if isinstance(reward, RequestReward) else None,
-        "conversation": [dict(m) for m in prepared.context.conversation],
-        "candidates": [
-            {
-                "text": c.text,
-                "token_ids": list(c.completion.token_ids),
-                "logprobs": None if c.completion.logprobs is None else list(c.completion.logprobs),
-                "reward": c.reward,
-                "finish_reason": finish_reason(c),
-            }
-            for c in result.candidates
-        ],
-        "chosen_index": index_of(result.candidates, result.best),
-        # False when no reward model was called (mbr, plain majority): rewards are 0 then.
-        "rewarded": budget.reward_calls > 0,
-        "deadline_hit": bool(result.details.get("deadline_hit")),
-        "generated_tokens": budget.generated_tokens,
-    }
-
-
 def check_request_chars(chars: int, settings: Settings, *, what: str, param: str) -> None:
     """A 400 (limit ``request_chars``) for a request whose text, ``chars`` characters of
     ``what``, is over --max-request-chars: checked before anything tokenizes it."""
@@ -394,11 +368,3 @@ def log_unknown_fields(unknown: Sequence[str]) -> None:
 def internal_error(exc: Exception) -> AlignserveError:
     logger.error("search failed", exc_info=exc)
     return AlignserveError("internal server error")
-
-
-def finish_reason(candidate: Candidate) -> str:
-    return "length" if candidate.completion.finish_reason == "length" else "stop"
-
-
-def index_of(candidates: Sequence[Candidate], target: Candidate) -> int:
-    return next(i for i, c in enumerate(candidates) if c is target)

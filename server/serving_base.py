@@ -191,6 +191,8 @@ class ServingBase(ABC):
                 result = await cancel_on_disconnect(raw, self.run(service, prepared), admission)
             finally:
                 release()
+            for search in self.searches(prepared):  # out of the slot (M7)
+                await service.recorded(search)
             observed.result = result
             response = JSONResponse(self.respond(service, prepared, result))
             status = 200  # after rendering: a body that fails to render is counted as the 500 it is

@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     # the choice) to rotated JSONL shards in this directory, for `alignserve export`.
     record: str | None = None
     record_shard_mb: int = Field(default=64, ge=1)
+    # Records queued for the writer, in MB (estimated); past it a record is dropped, counted.
+    record_queue_mb: int = Field(default=256, ge=1)
+    # Retention: the oldest shards of the directory are deleted past this many MB (0: keep all).
+    record_max_total_mb: int = Field(default=0, ge=0)
 
     default_algorithm: str = "bon"
     default_n: int = Field(default=4, ge=1)

@@ -3,13 +3,19 @@ rotation, a cut-off last line, the per-request switch, and the three training se
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import os
+import stat
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from server import search_service
 from server.recording import ReadReport, Recorder, read_records
 from server.settings import Settings
 from tests.unit.conftest import USER, make_runtime
@@ -84,6 +90,83 @@ async def test_the_server_records_each_search(serve_app: Any, tmp_path: Path) ->
     assert first["token_ids"] == [ord(ch) for ch in "one"]
     assert first["logprobs"] == pytest.approx([-0.1] * 3)  # asked of the engine for the record
     assert only["chosen_index"] == 1 and only["rewarded"] is True
+
+
+def test_m7_records_are_private_to_the_server_user(tmp_path: Path) -> None:
+    directory = tmp_path / "records"
+    old = os.umask(0o022)  # the usual umask made them 0644 in a 0755 directory
+    try:
+        recorder = Recorder(directory)
+        recorder.submit(record(0, [0.1]))
+        recorder.close()
+    finally:
+        os.umask(old)
+    (shard,) = directory.glob("*.jsonl")
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE(shard.stat().st_mode) == 0o600
+
+
+def test_m7_the_queue_is_bounded_by_bytes(tmp_path: Path) -> None:
+    recorder = Recorder(tmp_path, max_queued_bytes=4096)
+    big = record(0, [0.1])
+    big["candidates"][0]["token_ids"] = list(range(1000))  # ~30 kB estimated: over the bound
+    recorder.submit(big).result(5)
+    recorder.submit(record(1, [0.2])).result(5)
+    recorder.close()
+    assert (recorder.dropped, recorder.written) == (1, 1)
+    assert [r["id"] for r in read_records(tmp_path)] == ["r1"]
+
+
+def test_m7_retention_deletes_the_oldest_shards(tmp_path: Path) -> None:
+    recorder = Recorder(tmp_path, max_shard_bytes=300, max_total_bytes=900)
+    for i in range(30):
+        recorder.submit(record(i, [0.1, 0.9]))
+    recorder.close()
+    shards = sorted(tmp_path.glob("*.jsonl"))
+    assert sum(s.stat().st_size for s in shards) <= 900 + 300  # the quota and the open shard
+    kept = [r["id"] for r in read_records(tmp_path)]
+    assert kept and kept[-1] == "r29" and "r0" not in kept  # the newest stay
+    assert kept == [f"r{i}" for i in range(30 - len(kept), 30)]
+
+
+def test_m7_non_finite_rewards_are_written_as_null(tmp_path: Path) -> None:
+    recorder = Recorder(tmp_path)
+    recorder.submit(record(0, [math.inf, math.nan, 0.5]))
+    recorder.close()
+    (shard,) = tmp_path.glob("*.jsonl")
+    assert "Infinity" not in shard.read_text() and "NaN" not in shard.read_text()
+    (back,) = read_records(tmp_path)
+    assert [c["reward"] for c in back["candidates"]] == [None, None, 0.5]
+
+
+async def test_m7_a_slow_disk_does_not_hold_the_admission_slot(
+    serve_app: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One slot. The first search's record takes 2 s to write; the second search must
+    # not wait for it (on the old code it waited inside the first one's slot).
+    settings = Settings(record=str(tmp_path), max_concurrent_searches=1)
+    written = threading.Event()
+    real_write = Recorder._write
+
+    def slow_write(self: Recorder, line: str) -> None:
+        if not written.is_set():
+            written.set()
+            time.sleep(2.0)
+        real_write(self, line)
+
+    monkeypatch.setattr(Recorder, "_write", slow_write)
+    monkeypatch.setattr(search_service, "RECORD_WAIT_S", 5.0)  # the first waits for its record
+    async with serve_app(make_runtime(), settings) as client:
+        first = asyncio.ensure_future(client.post(URL, json=GOOD))
+        while not written.is_set():
+            await asyncio.sleep(0.01)
+        start = time.perf_counter()
+        second = await client.post(URL, json={**GOOD, "search": {"n": 4, "record": False}})
+        waited = time.perf_counter() - start
+        assert second.status_code == 200 and (await first).status_code == 200
+    assert waited < 1.5, waited
+    (only,) = list(read_records(tmp_path))
+    assert only["id"] == (await first).json()["id"]  # answered after its record was written
 
 
 async def test_record_on_a_server_that_does_not_record_is_400(serve_app: Any) -> None:
