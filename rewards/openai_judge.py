@@ -59,6 +59,7 @@ from rewards.judge import SCORE_PREFIX, SCORES, TOP_LOGPROBS, digit_score, judge
 from search.errors import RewardUnavailable
 from search.protocols import AsyncClosable
 from search.types import Message
+from transport.health import answers_get
 from transport.retry import post_with_retries
 
 logger = logging.getLogger(__name__)
@@ -189,6 +190,11 @@ class OpenAIJudgeReward(AsyncClosable):
     @property
     def name(self) -> str:
         return f"openai-judge {self.model or self.base_url}"
+
+    async def check_health(self) -> None:
+        """``GET /models``: what every OpenAI-compatible server answers (hosted ones have
+        no ``/health``), with the key, so a revoked key shows too."""
+        await answers_get(self._client, f"{self.base_url}/models", "the judge's")
 
     async def start(self) -> str:
         """The judge model's name, asked of ``GET /models`` the first time when not given."""

@@ -50,6 +50,7 @@ from rewards.prm_format import DEFAULT_SEPARATOR, clean_steps, positive_probabil
 from search.errors import RewardUnavailable
 from search.protocols import AsyncClosable
 from search.types import Message
+from transport.health import answers_get
 from transport.retry import RETRYABLE_STATUS, retry_delay
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,10 @@ class RemotePRM(AsyncClosable):
         self._client = client or httpx.AsyncClient(
             base_url=base, headers=headers, timeout=timeout_s
         )
+
+    async def check_health(self) -> None:
+        """vLLM's ``GET /health`` on the PRM's pooling server (``server.health`` polls it)."""
+        await answers_get(self._client, "/health", "the remote PRM's")
 
     async def score_last_steps(
         self,

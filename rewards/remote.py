@@ -25,6 +25,7 @@ from rewards.values import as_float
 from search.errors import RewardUnavailable
 from search.protocols import AsyncClosable
 from search.types import Message
+from transport.health import answers_get
 from transport.retry import post_with_retries
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,10 @@ class RemoteReward(AsyncClosable):
         self._client = client or httpx.AsyncClient(
             base_url=base, headers=headers, timeout=timeout_s
         )
+
+    async def check_health(self) -> None:
+        """vLLM's ``GET /health`` on the pooling server (``server.health`` polls it)."""
+        await answers_get(self._client, "/health", "the remote reward model's")
 
     async def score(
         self,

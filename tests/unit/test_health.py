@@ -12,6 +12,7 @@ import textwrap
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import httpx
@@ -20,6 +21,9 @@ from fastapi import FastAPI
 
 from rewards.batcher import MicroBatcher
 from rewards.guard import TimedReward
+from rewards.openai_judge import OpenAIJudgeReward
+from rewards.prm_remote import RemotePRM
+from rewards.remote import RemoteReward
 from search.fakes import ScriptedGenerator
 from search.protocols import AsyncClosable, DeathWatched, HealthChecked, Wrapping
 from server.app import create_app
@@ -175,6 +179,43 @@ async def test_a_hanging_reward_check_is_not_ready_within_the_timeout(runtime_of
     )
     assert (health.status_code, health_s < 0.1) == (200, True)
     assert exits == []  # a reward outage is not fatal: the orchestrator must not restart
+
+
+def remote_kinds(answer: Callable[[httpx.Request], httpx.Response]) -> list[Any]:
+    """Each remote reward kind over one fake upstream (``answer``)."""
+    client = partial(httpx.AsyncClient, transport=httpx.MockTransport(answer))
+    base = "http://rm.test"
+    return [
+        RemoteReward(base, client=client(base_url=base)),
+        RemotePRM(base, client=client(base_url=base)),
+        OpenAIJudgeReward(base, model="j", client=client()),
+    ]
+
+
+@pytest.mark.parametrize("kind", [0, 1, 2], ids=["remote", "remote_prm", "openai_judge"])
+async def test_m3_a_remote_reward_outage_turns_ready_503(runtime_of: Any, kind: int) -> None:
+    # The review's server B: its reward answered 503 and /ready stayed 200; the reward
+    # server got no health GET at all.
+    status = {"code": 503}
+    asked: list[str] = []
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        return httpx.Response(status["code"], json={"data": [{"id": "j"}]})
+
+    reward = remote_kinds(upstream)[kind]
+    async with running(runtime_of(reward=reward)) as (app, client, exits):
+        failed = app.state.health.failed
+        await eventually(lambda: "reward:judge" in failed, timeout_s=10)
+        ready = await client.get("/ready")
+        assert ready.json()["error"]["message"] == (
+            "not ready: reward:judge failed its health check"
+        )
+        assert_no_leak(ready)
+        status["code"] = 200
+        await eventually(lambda: "reward:judge" not in failed, timeout_s=10)
+        assert (await client.get("/ready")).status_code == 200
+    assert set(asked) <= {"/health", "/v1/models"} and exits == []
 
 
 async def test_a_failing_reward_then_recovering(runtime_of: Any) -> None:
