@@ -80,14 +80,18 @@ def engine_check(name: str, engine: object, run: Callable[[], Awaitable[None]] |
 
 
 def checks_of(runtime: Any) -> list[Check]:
-    """What readiness covers for a runtime: the policy engine, each named reward with a
-    health check, and each DPO scorer that is not the policy engine itself."""
+    """What readiness covers for a runtime: the policy engine, each named reward and PRM
+    with a health check, and each DPO scorer that is not the policy engine itself."""
     checks = [engine_check("engine", runtime.generator, runtime.health_check)]
     if runtime.rewards is not None:
         for name, model in runtime.rewards.models.items():
             run = health_check_of(model)
             if run is not None:
                 checks.append(Check(f"reward:{name}", run=run))
+    for name, prm in getattr(runtime, "prms", {}).items():  # a remote PRM (--prm)
+        run = health_check_of(prm)
+        if run is not None:
+            checks.append(Check(f"prm:{name}", run=run))
     for role, scorer in (("dpo", runtime.dpo), ("reference", runtime.reference)):
         if scorer is not None and scorer is not runtime.generator:
             run = scorer.check_health if isinstance(scorer, HealthChecked) else None

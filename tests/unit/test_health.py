@@ -203,17 +203,21 @@ async def test_m3_a_remote_reward_outage_turns_ready_503(runtime_of: Any, kind: 
         asked.append(request.url.path)
         return httpx.Response(status["code"], json={"data": [{"id": "j"}]})
 
-    reward = remote_kinds(upstream)[kind]
-    async with running(runtime_of(reward=reward)) as (app, client, exits):
+    model = remote_kinds(upstream)[kind]
+    # A PRM is named with --prm, the others with --reward.
+    component, runtime = (
+        ("prm:steps", runtime_of(prms={"steps": model}, default_prm="steps"))
+        if isinstance(model, RemotePRM)
+        else ("reward:judge", runtime_of(reward=model))
+    )
+    async with running(runtime) as (app, client, exits):
         failed = app.state.health.failed
-        await eventually(lambda: "reward:judge" in failed, timeout_s=10)
+        await eventually(lambda: component in failed, timeout_s=10)
         ready = await client.get("/ready")
-        assert ready.json()["error"]["message"] == (
-            "not ready: reward:judge failed its health check"
-        )
+        assert ready.json()["error"]["message"] == f"not ready: {component} failed its health check"
         assert_no_leak(ready)
         status["code"] = 200
-        await eventually(lambda: "reward:judge" not in failed, timeout_s=10)
+        await eventually(lambda: component not in failed, timeout_s=10)
         assert (await client.get("/ready")).status_code == 200
     assert set(asked) <= {"/health", "/v1/models"} and exits == []
 
