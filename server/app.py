@@ -15,6 +15,7 @@ from fastapi.responses import PlainTextResponse, Response
 
 from engines.default_model import DEFAULT_MODEL_NAME
 from server.admission import Admission
+from server.allowed_hosts import HostAllowlist
 from server.auth import ApiKeyGate
 from server.body_limit import BodyLimit
 from server.chat.router import router as chat_router
@@ -88,8 +89,8 @@ def create_app(
         install(app, runtime)
     install_error_handlers(app)
     # Outermost last: the requests counted (server.request_metrics), ids on every
-    # response, then the key from headers alone (before any body is read), then the
-    # body's size and pace.
+    # response, then the Host, then the key from headers alone (before any body is
+    # read), then the body's size and pace.
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
@@ -99,6 +100,7 @@ def create_app(
     app.add_middleware(
         ApiKeyGate, keys=settings.api_key, protect_ops_routes=settings.protect_ops_routes
     )
+    app.add_middleware(HostAllowlist, hosts=settings.allowed_hosts)
     app.add_middleware(RequestIdMiddleware)
     # Around the key gate and the body limits: their refusals are counted too.
     app.add_middleware(RequestCounter, metrics=metrics)

@@ -78,6 +78,26 @@ def serve_parser(parser: argparse.ArgumentParser) -> None:
                 help="accept this Bearer key on the /v1 routes; repeatable "
                 "(env ALIGNSERVE_API_KEY, comma-separated)",
             )
+        elif name == "allowed_hosts":
+            parser.add_argument(
+                "--allowed-hosts",
+                dest=name,
+                default=None,
+                metavar="HOST[,HOST...]",
+                help="answer only requests whose Host header is one of these (a name, an "
+                "address, or *.domain; the port is not compared); default: any host "
+                "(env ALIGNSERVE_ALLOWED_HOSTS)",
+            )
+        elif name == "api_key_file":
+            parser.add_argument(
+                "--api-key-file",
+                dest=name,
+                default=None,
+                metavar="PATH",
+                help="accept the Bearer keys in this file, one per line (# comments), as "
+                "well as --api-key's; unlike --api-key, not visible in ps "
+                "(env ALIGNSERVE_API_KEY_FILE)",
+            )
         elif kind is bool:
             parser.add_argument(
                 flag, dest=name, action=argparse.BooleanOptionalAction, default=None

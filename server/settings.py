@@ -80,7 +80,12 @@ class Settings(BaseSettings):
     # Auth: Bearer keys accepted on the /v1 routes (none: open). With protect_ops_routes
     # /health, /ready and /metrics need a key too.
     api_key: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Keys from a file, one per line (# comments and blank lines skipped): unlike
+    # --api-key, not visible in `ps` (finding L6). Added to --api-key's.
+    api_key_file: str | None = None
     protect_ops_routes: bool = False
+    # The Host headers answered (server.allowed_hosts); empty: any.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Admission control and per-request limits.
     max_concurrent_searches: int = Field(default=16, ge=1)
@@ -176,6 +181,19 @@ class Settings(BaseSettings):
             return [k.strip() for k in keys]
         return value
 
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _hosts_comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _keys_from_file(self) -> Settings:
+        if self.api_key_file is not None:
+            self.api_key = [*self.api_key, *read_key_file(self.api_key_file)]
+        return self
+
     @field_validator("reward", "prm", mode="before")
     @classmethod
     def _reward_specs(cls, value: Any) -> Any:
@@ -201,6 +219,20 @@ class Settings(BaseSettings):
         if error:
             raise ValueError(error)
         return self
+
+
+def read_key_file(path: str) -> list[str]:
+    """The keys of an --api-key-file; refuses to start on a file that cannot be read or
+    holds none (the server would otherwise be open while it looks protected)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise ValueError(f"--api-key-file {path}: {exc.strerror or exc}") from None
+    keys = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not keys:
+        raise ValueError(f"--api-key-file {path} holds no key")
+    return keys
 
 
 POLICY = "policy"

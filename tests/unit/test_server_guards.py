@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -67,6 +68,49 @@ def test_keys_from_env_comma_separated_and_repeated_flags(
     assert Settings().api_key == ["a", "b", "c"]
     args = build_parser().parse_args(["serve", "--api-key", "x", "--api-key", "y"])
     assert settings_from_args(args).api_key == ["x", "y"]
+
+
+async def test_l6_keys_from_a_file_not_from_the_command_line(
+    serve_app: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "keys"
+    path.write_text("# the team's keys\nk-file-1\n\n  k-file-2  \n")
+    args = build_parser().parse_args(["serve", "--api-key-file", str(path), "--api-key", "k3"])
+    settings = settings_from_args(args)
+    assert settings.api_key == ["k3", "k-file-1", "k-file-2"]
+    async with serve_app(settings=settings) as client:
+        assert (await client.post(URL, json=GOOD)).status_code == 401
+        ok = await client.post(URL, json=GOOD, headers={"Authorization": "Bearer k-file-2"})
+        assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("text", [None, "", "# only a comment\n\n"])
+def test_l6_a_missing_or_empty_key_file_refuses_to_start(tmp_path: Path, text: str | None) -> None:
+    path = tmp_path / "keys"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ValueError, match="api-key-file"):
+        Settings(api_key_file=str(path))
+
+
+async def test_l11_only_the_allowed_hosts_are_answered(serve_app: Any) -> None:
+    settings = settings_from_args(
+        build_parser().parse_args(["serve", "--allowed-hosts", "api.example.com,*.svc.local"])
+    )
+    async with serve_app(settings=settings) as client:
+        for host, status in [
+            ("api.example.com", 200),
+            ("API.example.com:8000", 200),
+            ("alignserve.ns.svc.local", 200),
+            ("evil.example", 400),  # a DNS-rebinding page's own name
+            ("127.0.0.1:8000", 400),
+            ("svc.local.evil.example", 400),
+        ]:
+            r = await client.get("/health", headers={"Host": host})
+            assert r.status_code == status, (host, r.text)
+        refused = await client.post(URL, json=GOOD, headers={"Host": "evil.example"})
+        assert_error(refused, 400, "invalid_request_error", None)
+        assert "--allowed-hosts" in refused.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("env", ["", " , ", "a,,b", "a,"])
