@@ -22,8 +22,15 @@
   clients arrive in milliseconds, so the cap only meets a client that sends slowly, or a
   proxy carrying many such (raise it there: docs/configuration.md).
 
+- **Header size** (finding N9): a request's head (request line and headers) may take
+  at most ``max_header_bytes`` and ``max_header_count`` headers, else 431 and the
+  connection closed. httptools has no limit: a 1 MB header line and 5,000 headers were
+  parsed and held. The bytes are counted as they are fed to the parser, so the parser
+  holds at most the limit plus one read (as vLLM bounds h11 with
+  ``h11_max_incomplete_event_size`` and ``h11_max_header_count``).
+
 ``on_cut(label)`` is told of every cut, with the metric label: ``headers_timeout``,
-``body_timeout``, ``write_timeout``, ``uploads_per_client``.
+``body_timeout``, ``write_timeout``, ``uploads_per_client``, ``headers_too_large``.
 """
 
 from __future__ import annotations
@@ -40,6 +47,12 @@ logger = logging.getLogger(__name__)
 REQUEST_TIMEOUT = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
     b"content-length: 0\r\nconnection: close\r\n\r\n"
+)
+
+
+HEADERS_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; "
+    b"charset=utf-8\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 )
 
 
@@ -75,6 +88,8 @@ def guarded_protocol(
     *,
     body_timeout_s: float = 60.0,
     max_uploads: int = 16,
+    max_header_bytes: int = 64 * 1024,
+    max_header_count: int = 256,
 ) -> type[HttpToolsProtocol]:
     """The protocol class for ``uvicorn.Config(http=...)``: one per server, since the
     uploads per client are counted in it."""
@@ -86,10 +101,28 @@ def guarded_protocol(
         _body_timer: asyncio.TimerHandle | None = None
         # The client address whose upload count this connection's body holds.
         _uploading: str | None = None
+        # Bytes of the current request's head fed to the parser; None once it is in.
+        _head_bytes: int | None = 0
+        _header_count = 0
+        _refused = False  # too many headers: the request is never handed to the app
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self._arm_header_timer()
+
+        def data_received(self, data: bytes) -> None:
+            if self._head_bytes is not None:
+                self._head_bytes += len(data)
+            super().data_received(data)
+            # Still in the head after this read (or too many headers in it): cut.
+            over = self._head_bytes is not None and self._head_bytes > max_header_bytes
+            if (over or self._refused) and not self.transport.is_closing():
+                self._headers_too_large()
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._header_count += 1
+            if self._header_count <= max_header_count:
+                super().on_header(name, value)
 
         def on_message_begin(self) -> None:
             # The first byte of a request (also the next one on a keep-alive connection,
@@ -99,6 +132,10 @@ def guarded_protocol(
 
         def on_headers_complete(self) -> None:
             self._cancel("_header_timer")
+            if self._header_count > max_header_count:
+                self._refused = True  # data_received cuts the connection: no app call
+                return
+            self._head_bytes = None
             if not has_body(self.headers):
                 super().on_headers_complete()
                 return
@@ -119,7 +156,10 @@ def guarded_protocol(
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
+            if self._refused:
+                return
             self._upload_done()
+            self._head_bytes, self._header_count = 0, 0  # the next request's head
             super().on_message_complete()
 
         def pause_writing(self) -> None:
@@ -175,6 +215,12 @@ def guarded_protocol(
                 return
             on_cut("headers_timeout")
             self.transport.write(REQUEST_TIMEOUT)
+            self.transport.close()
+
+        def _headers_too_large(self) -> None:
+            self._cancel("_header_timer")
+            on_cut("headers_too_large")
+            self.transport.write(HEADERS_TOO_LARGE)
             self.transport.close()
 
         def _write_timed_out(self) -> None:

@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     # connection (server.http_timeouts).
     http_body_timeout_s: float = Field(default=60.0, gt=0)
     max_uploads_per_client: int = Field(default=16, ge=1)
+    # A request's head (request line and headers): at most this many bytes and headers,
+    # else 431 (server.http_timeouts; httptools itself has no limit).
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_header_count: int = Field(default=256, ge=8)
     # Health: how often the engine, reward and scorer checks run in the background, and how
     # long each may take; an in-process engine that died ends the process.
     health_interval_s: float = Field(default=5.0, gt=0)

@@ -93,6 +93,8 @@ def run_draining(app: object, *, host: str, port: int, log_level: str, grace_s: 
             cut,
             body_timeout_s=settings.http_body_timeout_s,
             max_uploads=settings.max_uploads_per_client,
+            max_header_bytes=settings.max_header_bytes,
+            max_header_count=settings.max_header_count,
         ),
         limit_concurrency=settings.max_connections,
     )

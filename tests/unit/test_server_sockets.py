@@ -4,6 +4,7 @@ of this: it buffers whole requests and responses."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -43,6 +44,8 @@ def running(settings: Settings, runtime: Any = None) -> Iterator[tuple[str, Any]
             cuts.append,
             body_timeout_s=settings.http_body_timeout_s,
             max_uploads=settings.max_uploads_per_client,
+            max_header_bytes=settings.max_header_bytes,
+            max_header_count=settings.max_header_count,
         ),
         limit_concurrency=settings.max_connections,
     )
@@ -109,6 +112,30 @@ def test_m6_headers_that_trickle_get_408_and_the_socket_is_closed() -> None:
         assert reply.startswith(b"HTTP/1.1 408"), reply[:80]
         assert 0.9 < time.perf_counter() - start < 3
         assert app.state.cuts == ["headers_timeout"]
+
+
+def test_n9_a_huge_header_line_or_too_many_headers_get_431() -> None:
+    with running(Settings()) as (url, app):
+        for head in (
+            b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1_000_000 + b"\r\n\r\n",
+            b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-H: 1\r\n" * 5000 + b"\r\n",
+        ):
+            s = raw(url)
+            # Cut off while still sending: the reply is already there.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                s.sendall(head)
+            reply = first_reply(s, 5)
+            assert reply.startswith(b"HTTP/1.1 431"), reply[:80]
+            s.close()
+        assert app.state.cuts == ["headers_too_large", "headers_too_large"]
+        # Within the limits, two requests on one keep-alive connection: the count starts
+        # again for the second head, and a 3 MB body is not a head.
+        with httpx.Client() as client:
+            for _ in range(2):
+                headers = {f"x-h{i}": "v" * 100 for i in range(100)}
+                assert client.get(f"{url}/health", headers=headers).status_code == 200
+            big = client.post(f"{url}/v1/chat/completions", content=b"{" + b" " * 3_000_000)
+            assert big.status_code == 400, big.text[:200]
 
 
 def test_m6_a_body_that_stops_arriving_gets_408() -> None:
