@@ -43,7 +43,8 @@ from typing import Any
 import jsonschema
 
 from search.constraint import OutputConstraint
-from search.errors import InvalidRequest
+from search.errors import InvalidRequest, LimitExceeded
+from search.regex_check import refusal
 from search.strategy import SearchStrategy
 from search.types import Candidate, SearchResult
 from server.continuation import Continuation
@@ -183,6 +184,11 @@ def vllm_constraint(fields: Any) -> OutputConstraint:
     else:
         if not isinstance(value, str) or not value:
             raise InvalidRequest(f"{at} must be a non-empty string", param=at)
+        # Compiled by text_check on the event loop: refused first when its compile could
+        # blow up (verbose mode, counted repeats multiplying past a bound: finding N1).
+        why = refusal(value) if kind == "regex" else None
+        if why is not None:
+            raise LimitExceeded(f"{at} {why}", limit="regex_compile", param=at)
         args[kind] = value
     return OutputConstraint(**args)
 
