@@ -60,7 +60,7 @@ from search.errors import RewardUnavailable
 from search.protocols import AsyncClosable
 from search.types import Message
 from transport.health import answers_get
-from transport.retry import post_with_retries
+from transport.retry import RetryBudget, post_with_retries
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +175,8 @@ class OpenAIJudgeReward(AsyncClosable):
         else:
             client.headers.update(auth)
         self._client = client
+        # Retries stop while most attempts fail, so an outage is not multiplied (L4).
+        self._retries = RetryBudget()
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._model_lock = asyncio.Lock()
         # mode "auto" only: set for good by the first reply without logprobs.
@@ -315,7 +317,7 @@ class OpenAIJudgeReward(AsyncClosable):
         """The first choice of a chat completion; every failure to get one is "error"."""
         url = f"{self.base_url}/chat/completions"
         try:
-            reply = await post_with_retries(self._client, url, body)
+            reply = await post_with_retries(self._client, url, body, budget=self._retries)
         except httpx.HTTPError as exc:
             raise self._error(
                 f"the judge failed ({type(exc).__name__})", f"POST {url}: {exc!r}"

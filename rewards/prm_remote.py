@@ -51,7 +51,7 @@ from search.errors import RewardUnavailable
 from search.protocols import AsyncClosable
 from search.types import Message
 from transport.health import answers_get
-from transport.retry import RETRYABLE_STATUS, retry_delay
+from transport.retry import RETRYABLE_STATUS, RetryBudget, retry_delay
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class RemotePRM(AsyncClosable):
         self._client = client or httpx.AsyncClient(
             base_url=base, headers=headers, timeout=timeout_s
         )
+        self._retries = RetryBudget()
 
     async def check_health(self) -> None:
         """vLLM's ``GET /health`` on the PRM's pooling server (``server.health`` polls it)."""
@@ -146,15 +147,21 @@ class RemotePRM(AsyncClosable):
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
         """The JSON reply of a successful POST, read up to MAX_REPLY_BYTES, with retries."""
         for attempt in range(ATTEMPTS):
+            # The last attempt, or a retry the budget forbids (L4: an outage not multiplied).
             last = attempt == ATTEMPTS - 1
             delay = BACKOFF_S * 2**attempt
             try:
                 async with self._client.stream("POST", path, json=body) as reply:
-                    if reply.status_code not in RETRYABLE_STATUS or last:
+                    if reply.status_code not in RETRYABLE_STATUS:
+                        self._retries.succeeded()
+                        return self._parse(path, reply.status_code, await self._read(reply))
+                    self._retries.failed()
+                    if last or not self._retries.allows_retry():
                         return self._parse(path, reply.status_code, await self._read(reply))
                     delay = retry_delay(reply, delay)
             except httpx.TransportError as exc:
-                if last:
+                self._retries.failed()
+                if last or not self._retries.allows_retry():
                     logger.warning("remote PRM %s%s failed: %r", self._base, path, exc)
                     raise RewardUnavailable(
                         f"the remote process reward model failed ({type(exc).__name__})"

@@ -26,7 +26,7 @@ from search.errors import RewardUnavailable
 from search.protocols import AsyncClosable
 from search.types import Message
 from transport.health import answers_get
-from transport.retry import post_with_retries
+from transport.retry import RetryBudget, post_with_retries
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ class RemoteReward(AsyncClosable):
         self._client = client or httpx.AsyncClient(
             base_url=base, headers=headers, timeout=timeout_s
         )
+        # Retries stop while most attempts fail, so an outage is not multiplied (L4).
+        self._retries = RetryBudget()
 
     async def check_health(self) -> None:
         """vLLM's ``GET /health`` on the pooling server (``server.health`` polls it)."""
@@ -96,7 +98,7 @@ class RemoteReward(AsyncClosable):
             "use_activation": False,
         }
         try:
-            reply = await post_with_retries(self._client, self.endpoint, body)
+            reply = await post_with_retries(self._client, self.endpoint, body, budget=self._retries)
             reply.raise_for_status()
             item = reply.json()["data"][0]
             return first_float(item["probs"] if self.endpoint == "/classify" else item["data"])

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest
 
+from rewards import prm_remote
+from rewards.openai_judge import OpenAIJudgeReward
+from rewards.prm_remote import RemotePRM
 from rewards.remote import RemoteReward, first_float
 from rewards.spec import RewardSpec, build_reward
 from search.errors import RewardUnavailable
@@ -223,3 +227,37 @@ def test_m1_the_judge_is_built_with_the_engine_context() -> None:
     assert isinstance(given, JudgeReward) and given.max_prompt_tokens == 99
     assert isinstance(known, JudgeReward) and known.max_prompt_tokens == 511
     assert isinstance(unknown, JudgeReward) and unknown.max_prompt_tokens is None
+
+
+# -- L4: retries within a budget ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["remote", "openai_judge", "remote_prm"])
+async def test_l4_a_remote_reward_outage_is_not_multiplied_by_retries(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The review: one request with n 2 made 12 POSTs to a reward answering 503. With a
+    # retry budget, a sustained outage costs about one POST per call once it is spent.
+    monkeypatch.setattr(prm_remote, "BACKOFF_S", 0.0)
+    posts: list[str] = []
+
+    def down(request: httpx.Request) -> httpx.Response:
+        posts.append(request.url.path)
+        return httpx.Response(503, json={"error": "overloaded"})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(down), base_url="http://x")
+    score: Callable[[], Awaitable[Any]]
+    if kind == "remote":
+        remote = RemoteReward("http://x", client=client)
+        score = partial(remote.score, CONV, ["a"])
+    elif kind == "openai_judge":
+        judge = OpenAIJudgeReward("http://x", model="j", client=client)
+        score = partial(judge.score, CONV, ["a"])
+    else:
+        prm = RemotePRM("http://x", client=client)
+        score = partial(prm.score_last_steps, CONV, [["a\n\n"]])
+    calls = 10
+    for _ in range(calls):
+        with pytest.raises(RewardUnavailable):
+            await score()
+    assert len(posts) <= calls + 5, len(posts)  # without a budget: 3 attempts, 30 POSTs
