@@ -124,13 +124,18 @@ def serve(settings: Settings, app: Any = None) -> int:
     ``server.shutdown``. The exit status: 1 when the model failed to load or the engine
     died (see ``server.health``), so a supervisor restarts it or reports the failure."""
     from server.app import create_app
+    from server.reaper import adopt_orphans, reap_descendants
     from server.shutdown import run_draining
 
     setup_logging(settings.log_level, settings.log_format)
-    return run_draining(
-        app if app is not None else create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        grace_s=settings.shutdown_grace_s,
-    )
+    adopt_orphans()  # before the engine starts: its orphans come back here (server.reaper)
+    try:
+        return run_draining(
+            app if app is not None else create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            grace_s=settings.shutdown_grace_s,
+        )
+    finally:
+        reap_descendants()  # N10: no engine process outlives the server
