@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -43,7 +44,7 @@ from server.protocol import ChatCompletionRequest
 from server.recording import Recorder
 from server.runtime import Runtime
 from server.search_options import ServingOptions, process_reward, search_options
-from server.search_record import finish_reason, index_of, search_record
+from server.search_record import finish_reason, index_of, request_rubric, search_record
 from server.settings import Settings
 from server.structured import OutputRules, check_strategy, output_rules, rank_valid
 from server.tool_calls import parse_tools, with_tools_prompt
@@ -178,16 +179,28 @@ class SearchService:
                 f"exceeds the model's context length ({runtime.max_model_len})",
                 param="max_tokens" if len(prompt_ids) < runtime.max_model_len else "messages",
             )
+        # A rubric is re-read by the judge with every response it scores (N6): each
+        # scored response counts as more than one reward item.
+        item_weight = rubric_weight(request_rubric(reward), sampling.max_tokens)
         limits = SearchLimits(
             tokens=self.settings.max_search_tokens,
             engine_calls=self.settings.max_search_engine_calls,
-            reward_items=self.settings.max_search_reward_items,
+            reward_items=max(1, self.settings.max_search_reward_items // item_weight),
             kept_chars=self.settings.max_search_kept_chars,
             regex_seconds=self.settings.regex_timeout_s,
         )
         # The search's worst case, from its options, before any engine work: a 400 naming
         # the limit (while running, the same limits stop it as its deadline would).
-        check_worst_case(strategy, sampling.max_tokens, limits)
+        try:
+            check_worst_case(strategy, sampling.max_tokens, limits)
+        except LimitExceeded as exc:
+            if exc.limit == "search_reward_items" and item_weight > 1:
+                exc.message = (
+                    f"{exc.message}; with this rubric each scored response counts as "
+                    f"{item_weight} (the judge re-reads it every time): shorten the rubric"
+                )
+                exc.args = (exc.message,)
+            raise
         if sampling.top_logprobs:
             # Every answer-producing engine call returns them, for every candidate.
             worst = strategy.worst_case(sampling.max_tokens).tokens
@@ -368,3 +381,12 @@ def log_unknown_fields(unknown: Sequence[str]) -> None:
 def internal_error(exc: Exception) -> AlignserveError:
     logger.error("search failed", exc_info=exc)
     return AlignserveError("internal server error")
+
+
+def rubric_weight(rubric: str | None, max_tokens: int) -> int:
+    """How many reward items one scored response counts as with ``rubric``: one, plus the
+    rubric's length (about 4 characters a token) in units of a response's (max_tokens,
+    at least 64 tokens), which the judge reads again with every response."""
+    if not rubric:
+        return 1
+    return 1 + math.ceil(len(rubric) / 4 / max(max_tokens, 64))

@@ -17,6 +17,7 @@ from search.fakes import TableReward
 from search.types import Message
 from server.settings import Settings
 from tests.unit.conftest import USER, make_runtime, scripted
+from tests.unit.test_server_errors import assert_error
 
 URL = "/v1/chat/completions"
 TEXTS = ["Hello, world", "hello world", "HELLO, there", "hi there friend"]
@@ -267,3 +268,17 @@ async def test_n3_an_overflowing_combined_reward_is_a_503_naming_the_reward(
     assert "Infinity" not in streamed.text and "not finite" in streamed.text
     assert 'status="503"' in text
     assert not re.search(r'alignserve_requests_total\{[^}]*status="500"', text)
+
+
+async def test_n6_a_rubric_counts_against_the_reward_items_it_costs(serve_app: Any) -> None:
+    # The judge re-reads a rubric with every response: with 2,000 characters and 16-token
+    # responses each scored response counts as 9 items, so Best-of-4 needs 36 (> 16).
+    settings = Settings(max_search_reward_items=16)
+    search = {"n": 4, "reward": "judge", "rubric": "Be concise. " * 166}
+    body = {"messages": USER, "max_tokens": 16, "search": search}
+    async with serve_app(runtime(), settings) as client:
+        refused = await client.post(URL, json=body)
+        short = await client.post(URL, json={**body, "search": {**search, "rubric": "Be brief."}})
+    assert_error(refused, 400, "invalid_request_error", "search")
+    assert "with this rubric each scored response counts as 9" in refused.json()["error"]["message"]
+    assert short.status_code == 200, short.text
