@@ -55,11 +55,11 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from rewards.batcher import gather_or_cancel
+from rewards.health_get import answers_get
 from rewards.judge import SCORE_PREFIX, SCORES, TOP_LOGPROBS, digit_score, judge_messages
 from search.errors import RewardUnavailable
 from search.protocols import AsyncClosable
 from search.types import Message
-from transport.health import answers_get
 from transport.retry import RetryBudget, post_with_retries
 
 logger = logging.getLogger(__name__)

@@ -46,11 +46,11 @@ from typing import Any
 import httpx
 
 from rewards.batcher import gather_or_cancel
+from rewards.health_get import answers_get
 from rewards.prm_format import DEFAULT_SEPARATOR, clean_steps, positive_probability, prm_messages
 from search.errors import RewardUnavailable
 from search.protocols import AsyncClosable
 from search.types import Message
-from transport.health import answers_get
 from transport.retry import RETRYABLE_STATUS, RetryBudget, retry_delay
 
 logger = logging.getLogger(__name__)

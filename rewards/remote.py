@@ -21,11 +21,11 @@ from typing import Any
 import httpx
 
 from rewards.batcher import ScoreItem, gather_or_cancel
+from rewards.health_get import answers_get
 from rewards.values import as_float
 from search.errors import RewardUnavailable
 from search.protocols import AsyncClosable
 from search.types import Message
-from transport.health import answers_get
 from transport.retry import RetryBudget, post_with_retries
 
 logger = logging.getLogger(__name__)
