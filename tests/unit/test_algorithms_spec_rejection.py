@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
@@ -12,7 +12,7 @@ from search.errors import InvalidRequest
 from search.fakes import PromptTableGenerator, TableReward
 from search.registry import parse_strategy
 from search.spec_rejection import SpeculativeRejection, next_decision, survivors_count
-from tests.unit.prefix_fakes import ROOTS, P, context
+from tests.unit.prefix_fakes import ROOTS, P, TwoRubricReward, context
 
 
 def test_survivors_round_halves_to_even_and_keep_at_least_one() -> None:
@@ -84,17 +84,6 @@ async def test_finished_response_is_scored_once_per_rubric_not_rejudged_every_ro
     assert ("bb113344", True) not in scored
     assert [c.text for c in result.candidates] == ["c", "bb113344"]
     assert result.best.text == "c" and result.best.reward == 0.6
-
-
-@dataclass
-class TwoRubricReward(TableReward):
-    """A judge whose two rubrics differ in level: ``partial_table`` for partial=True."""
-
-    partial_table: Mapping[str, float] = field(default_factory=dict)
-
-    async def score(self, conversation, responses, *, partial=False, rubric=None, token_ids=None):  # type: ignore[no-untyped-def]
-        complete = await super().score(conversation, responses, partial=partial)
-        return [self.partial_table[r] for r in responses] if partial else complete
 
 
 async def test_a_cut_ranks_live_and_finished_responses_on_one_rubric() -> None:
