@@ -127,7 +127,9 @@ def test_treebon_spends_at_most_best_of_n_tokens(client: openai.OpenAI) -> None:
     assert report["generated_tokens"] <= 4 * MAX_TOKENS
     assert report["chosen_index"] == argmax([c["reward"] for c in cands])
     details = report["details"]
+    # The e2e server has no DPO scorers: auto ran the RM ablation, and the report says so.
     assert details["partial_score"] == "reward"
+    assert "RM-TreeBoN" in details["partial_score_why"]
     for layer in details["layers"]:
         assert layer["live"] + layer["finished"] == 4
         assert len(layer["parents"]) == math.ceil(layer["live"] / 2)
