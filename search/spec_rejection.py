@@ -54,7 +54,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 
 from search.budget import Work, check_segments
 from search.context import SearchContext, gather_all
@@ -139,6 +139,9 @@ class SpeculativeRejection(SearchStrategy):
         description="fraction rejected at each decision point",
     )
 
+    # The room the server leaves for live candidates (fit_live_limit): bounds the default.
+    _live_room: int = PrivateAttr(default=MAX_DEFAULT_INITIAL)
+
     @field_validator("n_initial")
     @classmethod
     def _at_least_n(cls, n_initial: int | None, info: ValidationInfo) -> int | None:
@@ -150,7 +153,12 @@ class SpeculativeRejection(SearchStrategy):
     def initial(self) -> int:
         if self.n_initial is not None:
             return self.n_initial
-        return max(self.n, min(INITIAL_PER_N * self.n, MAX_DEFAULT_INITIAL))
+        return max(self.n, min(INITIAL_PER_N * self.n, MAX_DEFAULT_INITIAL, self._live_room))
+
+    def fit_live_limit(self, max_live: int) -> None:
+        # Only ever lowered: a completions request fits each prompt's share after the
+        # server fitted the whole limit.
+        self._live_room = min(self._live_room, max_live)
 
     def peak_candidates(self) -> int:
         return self.initial()

@@ -163,6 +163,19 @@ async def test_spec_rejection_defaults_follow_n_and_max_tokens() -> None:
     assert SpeculativeRejection(n=1, n_initial=64).step(1024) == 16
 
 
+def test_the_default_start_fits_the_servers_live_limit_and_an_option_does_not() -> None:
+    strategy = SpeculativeRejection(n=2)
+    strategy.fit_live_limit(5)
+    assert strategy.initial() == 5
+    strategy.fit_live_limit(9)  # only ever lowered
+    assert strategy.initial() == 5 and strategy.step(40) == 16  # 2 x 40 // 5
+    strategy.fit_live_limit(1)  # never below n: the server's check then names the limit
+    assert strategy.initial() == 2
+    chosen = SpeculativeRejection(n=2, n_initial=12)
+    chosen.fit_live_limit(4)
+    assert chosen.initial() == 12
+
+
 def test_spec_rejection_many_started_for_one_answer() -> None:
     strategy = parse_strategy(
         {"algorithm": "spec_rejection", "n": 1, "n_initial": 64, "decision_tokens": 16}
