@@ -20,7 +20,8 @@ once per rubric when it finishes (its rank score only when a cut may still follo
 never judged again.
 
 Defaults, the paper's regime scaled to the request: the "memory" is Best-of-n's, n x
-max_tokens generated tokens. ``n_initial`` is 8n (at most 256) and the first cut falls
+max_tokens generated tokens. ``n_initial`` is 8n (at most 256 and the server's live
+limit, at least n) and the first cut falls
 where that batch fills the memory: ``decision_tokens`` n x max_tokens / n_initial
 (max_tokens / 8 at the default), at least 8 tokens. Each later segment spends that
 memory again, so at alpha 0.5 the cuts fall at max_tokens / 8, / 4 and / 2, and n
@@ -38,7 +39,9 @@ Where this differs from the paper and the reference (docs/algorithms.md has each
   memory; its README runs it on the GPU where Best-of-120 runs batches of 120, about 8x
   fewer. Hence 8n started and the 8-token floor. 256 is the server's default
   ``--max-live-candidates``, so a default request is admitted at every n up to
-  ``--max-n``; a larger start is the client's ``n_initial``.
+  ``--max-n``; a server with a lower limit lowers the default to it
+  (``fit_live_limit``; a completions request's prompts share it). A larger start is the
+  client's ``n_initial``, never changed.
 - A ``decision_tokens`` floor between cuts (a cut that rejects nobody would otherwise
   leave one-token segments).
 - The answer is chosen among every finished response, and a cut keeps at least one.
