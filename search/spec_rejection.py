@@ -21,9 +21,9 @@ never judged again.
 
 Defaults, the paper's regime scaled to the request: the "memory" is Best-of-n's, n x
 max_tokens generated tokens. ``n_initial`` is 8n (at most 256 and the server's live
-limit, at least n) and the first cut falls
-where that batch fills the memory: ``decision_tokens`` n x max_tokens / n_initial
-(max_tokens / 8 at the default), at least 8 tokens. Each later segment spends that
+limit, at least n) and the first cut falls where that batch fills the memory:
+``decision_tokens`` n x max_tokens / n_initial (max_tokens / 8 at the default), at least
+8 tokens. Each later segment spends that
 memory again, so at alpha 0.5 the cuts fall at max_tokens / 8, / 4 and / 2, and n
 responses run to the end. ``alpha`` 0.5 (at least 0.05). At most 512 decision points.
 
@@ -46,9 +46,11 @@ Where this differs from the paper and the reference (docs/algorithms.md has each
   leave one-token segments).
 - The answer is chosen among every finished response, and a cut keeps at least one.
 - The reference scores every text with one reward model and no hint; a judge here has
-  two rubrics that differ in level, so a cut ranks by the partial one only, and the
-  complete one (finished responses) picks the answer. A finished response costs one
-  more reward item than in the reference.
+  two rubrics that differ in level (the complete one read 0.15 higher on the same
+  finished responses, and a cut that mixed them kept every finished response:
+  docs/benchmarks/2026-12-07-judge-rubric-levels.md), so a cut ranks by the partial one
+  only, and the complete one (finished responses) picks the answer. A finished response
+  costs one more reward item than in the reference.
 - The client's sampling (the reference: temperature 1, top-k 50); token-id continuations.
 """
 
