@@ -12,25 +12,32 @@ temperature 0.7, top-k 40, up to ``rewrite_tokens``); one beam answers each vari
 ``replacement_period`` tokens all beams are scored against the ORIGINAL conversation
 (after ``look_ahead`` more tokens, then dropped), the top_k positions count a hit, and
 every other live beam takes a random top-k beam's response and continues it under its own
-variant. The two positions with the most hits offer their variant with its final reward;
-one that beats the picked instruction joins the archive, and the picked one leaves when
-beaten. The answer is the best of the seed output and every cycle's final responses.
+variant. At a period live beams are judged on the partial rubric and finished ones on the
+complete rubric, each finished text once per cycle (the reference re-scores it every
+period with one reward model: with a deterministic reward the same number); those
+complete scores are the cycle's final rewards. The two positions with the most hits
+offer their variant with its final reward; one that beats the picked instruction joins
+the archive, and the picked one leaves when beaten. The answer is the best of the seed
+output and every cycle's final responses.
 
 Options: ``mutations`` 1, ``replacement_period`` 40, ``top_k`` 3 (below 5 x mutations),
 ``cycles`` 3, ``rewrite_tokens`` 1024, ``look_ahead`` 0, ``replacement`` true (false: the
 no-replacement ablation), ``seed``. ``search.n`` is replaced by 5 x mutations.
 
 Budget: engine calls 1 + per cycle one rewrite call + one per live beam per period (twice
-with look-ahead); tokens include rewrites and look-ahead; reward calls: the seed, one per
-period, one per cycle's final beams. Bounds: cycles and mutations at most 16, at most 512
-periods per cycle, rewrite_tokens and look_ahead at most 4096.
+with look-ahead); tokens include rewrites and look-ahead; reward calls: the seed, one or
+two per period (live, newly finished), and without replacement one per cycle's beams.
+Bounds: cycles and mutations at most 16, at most 512 periods per cycle, rewrite_tokens
+and look_ahead at most 4096.
 
 Deviations from the reference (docs/algorithms.md has each reason): answer calls use the
 client's sampling; responses continue on token ids; a short rewrite prompt whose missing
-variants are copies of the picked instruction (``rewrites_parsed``); the judge's partial
-rubric at each period and its separate layout for the beams; look-ahead never passes
-max_tokens; the no-replacement ablation counts its final top_k as hits (the reference's
-fails at its archive update); one seeded ``random.Random`` per request.
+variants are copies of the picked instruction (``rewrites_parsed``); two judge rubrics
+where the reference has one reward model (partial for live beams, complete for finished
+ones, so a finished beam is rated as the answer it is) and the judge's separate layout
+for the beams; look-ahead never passes max_tokens; the no-replacement ablation counts its
+final top_k as hits (the reference's fails at its archive update); one seeded
+``random.Random`` per request.
 """
 
 from __future__ import annotations
@@ -223,22 +230,41 @@ class Darwin(SearchStrategy):
         return out
 
     async def step_scores(
-        self, ctx: SearchContext, prompts: list[list[int]], beams: list[Partial]
+        self,
+        ctx: SearchContext,
+        prompts: list[list[int]],
+        beams: list[Partial],
+        complete: dict[str, float],
     ) -> list[float]:
+        """Every beam's score at a period: a live one on the partial rubric (after the
+        look-ahead), a finished one on the complete rubric, once (``complete``, by text:
+        the reference re-scores it every period, with a deterministic reward the same)."""
         texts = [b.text for b in beams]
         if self.look_ahead and any(not b.finished for b in beams):
             # The reference scores a peek further ahead but keeps only the step's tokens.
             with ctx.budget.phase("look_ahead"):
                 ahead = await self.extend(ctx, prompts, beams, self.look_ahead)
             texts = [t + (a.text if a else "") for t, a in zip(texts, ahead, strict=True)]
+        live = [k for k, b in enumerate(beams) if not b.finished]
+        done = list(dict.fromkeys(b.text for b in beams if b.finished and b.text not in complete))
         with ctx.budget.phase("score_partial"):
-            return await ctx.score(texts, partial=True)
+            live_scores, done_scores = await gather_all(
+                [ctx.score([texts[k] for k in live], partial=True), ctx.score(done, partial=False)]
+            )
+        complete.update(zip(done, done_scores, strict=True))
+        scores = dict(zip(live, live_scores, strict=True))
+        return [scores[k] if k in scores else complete[b.text] for k, b in enumerate(beams)]
 
     async def search(
-        self, ctx: SearchContext, variants: list[str], rng: random.Random
+        self,
+        ctx: SearchContext,
+        variants: list[str],
+        rng: random.Random,
+        complete: dict[str, float],
     ) -> tuple[list[Partial], Counter[int], int]:
         """One beam per variant until all finish; returns the beams (position k answers
-        variant k), the top-k hits per position and the number of steps."""
+        variant k), the top-k hits per position and the number of steps. ``complete``
+        gathers the complete scores of the finished beams' texts."""
         max_tokens = ctx.sampling.max_tokens
         period = self.replacement_period if self.replacement else max_tokens
         prompts = [
@@ -257,7 +283,7 @@ class Darwin(SearchStrategy):
             steps += 1
             if not self.replacement:
                 continue  # one step of max_tokens finished every beam
-            top = top_indices(await self.step_scores(ctx, prompts, beams), self.top_k)
+            top = top_indices(await self.step_scores(ctx, prompts, beams, complete), self.top_k)
             hits.update(top)
             for k, beam in enumerate(beams):
                 if k not in top and not beam.finished:
@@ -285,9 +311,16 @@ class Darwin(SearchStrategy):
             picked = rng.choice(list(archive))
             picked_reward = archive[picked]
             variants, parsed = await self.mutate(ctx, picked)
-            beams, hits, steps = await self.search(ctx, variants, rng)
+            complete: dict[str, float] = {}  # finished texts' complete scores, this cycle
+            beams, hits, steps = await self.search(ctx, variants, rng, complete)
+            # Final rewards: the last period judged every beam complete (all had finished);
+            # only the no-replacement ablation, which has no periods, scores them here.
+            unscored = list(dict.fromkeys(b.text for b in beams if b.text not in complete))
             with ctx.budget.phase("score"):
-                rewards = await ctx.score([b.text for b in beams], partial=False)
+                complete.update(
+                    zip(unscored, await ctx.score(unscored, partial=False), strict=True)
+                )
+            rewards = [complete[b.text] for b in beams]
             if not self.replacement:
                 hits = Counter(top_indices(rewards, self.top_k))
             candidates += as_candidates(beams, rewards)

@@ -5,10 +5,9 @@ finishes, while the others still decode, and the search waits only for the last 
 count) through ``SearchContext.generate_stream``. The samples one engine step finished
 come together; each such group is turned into the responses to score (``grow``: a sample
 as it is, or a tree's parent extended by it) and sent to the reward model at once, in a
-task of its own: as complete answers, or with ``partial`` the unfinished ones as prefixes
-(two calls that go out together). Responses that finished before (``ready``) are scored
-from the start. A failed score fails the search and cancels the decoding still running; a
-cancelled search cancels both.
+task of its own: as complete answers, or by the search's own ``score_group``. Responses
+that finished before (``ready``) are scored from the start. A failed score fails the
+search and cancels the decoding still running; a cancelled search cancels both.
 
 Best-of-N and the searches built on it (``sample_and_score``), TreeBoN's last layer and
 speculative rejection's segments use it. Phases in the report: ``generate`` until the last
@@ -20,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -45,30 +44,17 @@ class Scored(Generic[G]):
     reward: float
 
 
-async def score_mixed(
-    ctx: SearchContext, responses: Sequence[G], partial: Callable[[G], bool]
-) -> list[float]:
-    """Each response scored once: the unfinished ones (``partial``) as prefixes, the others
-    as complete answers. The two reward calls go out together (the judge batches them)."""
-    live = [r for r in responses if partial(r)]
-    done = [r for r in responses if not partial(r)]
-    live_rewards, done_rewards = await gather_all(
-        [ctx.score_generated(live, partial=True), ctx.score_generated(done, partial=False)]
-    )
-    rewards = {True: iter(live_rewards), False: iter(done_rewards)}
-    return [next(rewards[partial(r)]) for r in responses]
-
-
 async def score_as_finished(
     ctx: SearchContext,
     requests: Sequence[Request],
     grow: Callable[[int, int, Completion], G],
     ready: Sequence[G] = (),
-    partial: Callable[[G], bool] | None = None,
+    score_group: Callable[[list[G]], Awaitable[list[float]]] | None = None,
 ) -> tuple[list[Scored[G]], list[list[Scored[G]]]]:
     """``ready`` scored, and every request's samples (``grow(request index, sample index,
-    sample)``) in sample order, each scored as soon as it finished: as a complete answer,
-    or as a prefix where ``partial`` says so."""
+    sample)``) in sample order, each scored as soon as it finished: as complete answers,
+    or by ``score_group`` (a search's own scoring of a group, e.g. speculative
+    rejection's rank scores of prefixes and finished responses)."""
     grown: list[dict[int, G]] = [{} for _ in requests]
     rewards: dict[tuple[int, int], float] = {}  # (request, sample) -> reward; -1: ready
     scoring: list[asyncio.Task[None]] = []
@@ -77,10 +63,10 @@ async def score_as_finished(
 
     async def score(keys: list[tuple[int, int]], responses: list[G]) -> None:
         try:
-            if partial is None:
+            if score_group is None:
                 got = await ctx.score_generated(responses, partial=False)
             else:
-                got = await score_mixed(ctx, responses, partial)
+                got = await score_group(responses)
         except Exception as exc:
             failures.append(exc)
             sampling.cancel()  # the search has failed: stop the samples still decoding

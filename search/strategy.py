@@ -68,6 +68,12 @@ class SearchStrategy(BaseModel):
             reward_items=peak,
         )
 
+    def fit_live_limit(self, max_live: int) -> None:
+        """Lower a default that would use all the room there is (speculative rejection's
+        n_initial) to the server's ``max_live`` live candidates, so a request that left it
+        out is admitted; an option the client set is never changed. Called by the server
+        before it checks peak_candidates."""
+
     async def preflight(self) -> None:
         """Checks too costly for the request's validation (which runs on the event loop
         before admission): the server awaits it inside the search's slot and deadline,

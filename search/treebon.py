@@ -16,7 +16,10 @@ Partial scores (``partial_score``): ``dpo`` is the paper's weighted implicit DPO
 sum_k (1/k) (log pi_dpo(y_k | x, y_<k) - log pi_ref(y_k | x, y_<k)), from the prompt
 logprobs of ``--dpo-model`` and ``--reference-model`` on the same token ids; ``reward`` is
 the reward model on the partial text (the paper's weaker RM-TreeBoN ablation); ``auto``
-(default) is ``dpo`` when the server has both scorers, else ``reward``.
+(default) is ``dpo`` when the server has both scorers, else ``reward``. That fallback is
+not the paper's method, so it is never silent: the server logs it once at start-up
+(``AUTO_WITHOUT_SCORERS``), and the report's ``details.partial_score`` names the score
+used, ``details.partial_score_why`` why.
 
 Options: ``layers`` 2, ``branching`` 2 (must divide N), ``partial_score`` auto. The defaults
 are CPU-tuned, not the paper's: each extra layer is one more sequential scoring pass.
@@ -51,6 +54,21 @@ from search.types import Completion, SearchResult
 
 # Most layers a search may have: see "Bounds" in the module docstring.
 MAX_LAYERS = 64
+# What ``auto`` does on a server without both DPO scorers: logged once at start-up.
+AUTO_WITHOUT_SCORERS = (
+    "TreeBoN's partial_score 'auto' scores partial responses with the reward model (the "
+    "paper's weaker RM-TreeBoN ablation): this server has no --dpo-model and "
+    "--reference-model for the paper's implicit DPO reward"
+)
+WHY = {
+    ("auto", "dpo"): "auto: the server has --dpo-model and --reference-model",
+    ("auto", "reward"): (
+        "auto: the server has no --dpo-model and --reference-model, so the reward model "
+        "scored the partial responses (RM-TreeBoN, the paper's weaker ablation)"
+    ),
+    ("dpo", "dpo"): "requested",
+    ("reward", "reward"): "requested",
+}
 
 
 def implicit_dpo_reward(dpo: Sequence[float], reference: Sequence[float]) -> float:
@@ -204,5 +222,9 @@ class TreeBoN(SearchStrategy):
         if rewards is None:
             with ctx.budget.phase("score"):
                 rewards = await ctx.score_generated(pool, partial=False)
-        details = {"partial_score": scorer, "layers": report}
+        details = {
+            "partial_score": scorer,
+            "partial_score_why": WHY[self.partial_score, scorer],
+            "layers": report,
+        }
         return finish(ctx, as_candidates(pool, rewards), details)

@@ -20,6 +20,7 @@ from search.protocols import (
     TokenScorer,
     Utility,
 )
+from search.treebon import AUTO_WITHOUT_SCORERS
 from server.settings import POLICY, Settings, same_model_error, scorer_identity
 
 logger = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ async def _build_runtime(settings: Settings, closers: list[Callable[[], Any]]) -
         dpo, reference = await asyncio.to_thread(
             start_scorers, settings, model, in_process, tokenizer, closers
         )
+    note_treebon_partial_score(dpo is not None and reference is not None)
     from rewards.utility import build_utilities
 
     return Runtime(
@@ -164,6 +166,13 @@ async def _build_runtime(settings: Settings, closers: list[Callable[[], Any]]) -
         default_prm=default_prm,
         closers=closers,
     )
+
+
+def note_treebon_partial_score(has_scorers: bool) -> None:
+    """Say once, at start-up, that TreeBoN's default partial score is not the paper's
+    here (its report says so per request too)."""
+    if not has_scorers:
+        logger.warning(AUTO_WITHOUT_SCORERS)
 
 
 @dataclass

@@ -62,6 +62,7 @@ def search_options(
     serving = ServingOptions.pop_from(options)
     reward = RewardOptions.pop_from(options)
     strategy = parse_strategy(options)
+    strategy.fit_live_limit(settings.max_live_candidates)
     if strategy.n > settings.max_n:
         raise InvalidRequest(f"search.n must be at most {settings.max_n}", param="search.n")
     if strategy.peak_candidates() > settings.max_live_candidates:

@@ -115,6 +115,11 @@ class Completion(ServingBase):
         self.prepared = [
             await prepare_prompt(service, self.body, self.chat, prompt) for prompt in self.prompts
         ]
+        # The prompts' searches share the live-candidate limit: a default that would take
+        # all of it (speculative rejection's n_initial) gets an equal share.
+        share = max(1, service.settings.max_live_candidates // len(self.prepared))
+        for p in self.prepared:
+            p.strategy.fit_live_limit(share)
         live = sum(p.strategy.peak_candidates() for p in self.prepared)
         if live > service.settings.max_live_candidates:
             raise InvalidRequest(

@@ -15,7 +15,7 @@ from search.errors import InvalidRequest
 from search.fakes import PromptTableGenerator, TableReward, completion_of, fake_context
 from search.registry import parse_strategy
 from search.types import Completion, SamplingConfig
-from tests.unit.prefix_fakes import P, context
+from tests.unit.prefix_fakes import P, TwoRubricReward, context
 
 REWRITE = "1. A\n2. B\n3. C\n4. D\n5. E"
 
@@ -105,12 +105,14 @@ async def test_darwin_keeps_each_beams_instruction_and_archives_the_top_two_by_h
     assert result.details["archive"] == [{"instruction": "B", "reward": 0.9}]
     # Every score is against the user's real conversation, never a mutated one.
     assert all(c == [{"role": "user", "content": "hi"}] for c in reward.conversations)
-    finals = ["bbAA", "bbBB", "c", "ddDD", "ddEE"]
+    # Each period judges the live beams on the partial rubric and the finished ones on
+    # the complete rubric, once each: step 2 finished every beam, so its complete scores
+    # are the final rewards ("c" kept its step-1 score) and no final pass is needed.
     assert reward.calls == [
         (["ok"], False),
-        (["aa", "bb", "c", "dd", "ee"], True),
-        (finals, True),
-        (finals, False),
+        (["aa", "bb", "dd", "ee"], True),
+        (["c"], False),
+        (["bbAA", "bbBB", "ddDD", "ddEE"], False),
     ]
     step2 = [
         f"<user>{v}<assistant>{state}"
@@ -120,6 +122,32 @@ async def test_darwin_keeps_each_beams_instruction_and_archives_the_top_two_by_h
     b = result.budget
     assert (b.engine_calls, b.reward_calls) == (1 + 1 + 5 + 4, 4)
     assert b.generated_tokens == 2 + len(REWRITE) + (2 + 2 + 1 + 2 + 2) + 4 * 2
+
+
+async def test_darwin_judges_finished_beams_on_the_complete_rubric() -> None:
+    # The complete rubric reads higher than the partial one. Step 1: the live beams aa .1,
+    # bb .6, dd .5, ee .3 on the partial rubric; the finished "c" .9 on the complete one
+    # (.1 on the partial). top_k 1 -> c: every live beam takes c's response and the cycle
+    # ends. Judged as unfinished (the old rule), c would rank last and bb win the period.
+    gen = EngineLikeTable(
+        {
+            P: ["ok"],
+            **{f"<user>{v}<assistant>": [f"{v.lower() * 2}XX"] for v in "ABDE"},
+            "<user>C<assistant>": ["c"],
+        },
+        fallback=rewrite_of("hi", REWRITE),
+    )
+    partial = {"aa": 0.1, "bb": 0.6, "c": 0.1, "dd": 0.5, "ee": 0.3}
+    reward = TwoRubricReward({"ok": 0.5, "c": 0.9}, partial_table=partial)
+    result = await Darwin(top_k=1, replacement_period=2, cycles=1).run(
+        client_context(gen, reward, max_tokens=4)
+    )
+    (cycle,) = result.details["cycles"]
+    assert (cycle["topk_hits"], cycle["steps"]) == ([0, 0, 1, 0, 0], 1)
+    assert [b["response_from"] for b in cycle["beams"]] == [2] * 5
+    assert [b["reward"] for b in cycle["beams"]] == [0.9] * 5
+    assert reward.calls == [(["ok"], False), (["aa", "bb", "dd", "ee"], True), (["c"], False)]
+    assert result.best.text == "c" and result.best.reward == 0.9
 
 
 async def test_darwin_rewrite_ignores_the_clients_stop_strings_and_penalties() -> None:
@@ -203,7 +231,10 @@ async def test_darwin_look_ahead_scores_a_peek_and_drops_it() -> None:
     result = await darwin.run(context(gen, reward, max_tokens=5))
     beam_calls = [(p.removeprefix(P), m) for p, m, _, _ in gen.calls[2:]]
     assert beam_calls == [("", 2)] * 5 + [("aa", 3)] * 5 + [("aa", 2)] * 5 + [("aaxy", 1)] * 10
-    assert [texts[0] for texts, _ in reward.calls[1:]] == ["aaxyZ", "aaxy!", "aaxy!", "aaxy!"]
+    # Step 3's finished beams are judged complete once (five copies of one text), and
+    # those scores are the final rewards.
+    calls = [(texts, partial) for texts, partial in reward.calls[1:]]
+    assert calls == [(["aaxyZ"] * 5, True), (["aaxy!"] * 5, True), (["aaxy!"], False)]
     assert [c.text for c in result.candidates[1:]] == ["aaxy!"] * 5
     assert result.details["cycles"][0]["steps"] == 3
 

@@ -12,7 +12,7 @@ from search.errors import InvalidRequest
 from search.fakes import PromptTableGenerator, TableReward
 from search.registry import parse_strategy
 from search.spec_rejection import SpeculativeRejection, next_decision, survivors_count
-from tests.unit.prefix_fakes import ROOTS, P, context
+from tests.unit.prefix_fakes import ROOTS, P, TwoRubricReward, context
 
 
 def test_survivors_round_halves_to_even_and_keep_at_least_one() -> None:
@@ -32,42 +32,85 @@ def test_next_decision_spends_the_first_batchs_tokens_at_least_a_step_apart() ->
 
 
 async def test_spec_rejection_cuts_live_and_finished_together() -> None:
-    # n 2 -> 4 started, first cut at 2 tokens. aa .1, bb .9, dd .5 are judged as prefixes,
-    # "c" (finished) as a complete answer .6. keep round(0.5 * 4) = 2 -> bb and c. bb alone
-    # is live: 4 x 2 tokens of memory let it run to 8, capped at max_tokens 4: "bb11".
+    # 4 started, first cut at 2 tokens. aa .1, bb .9, dd .5 and the finished "c" .6 are
+    # ranked on the partial rubric; "c" is also judged complete (its candidate reward).
+    # keep round(0.5 * 4) = 2 -> bb and c. bb alone is live: 4 x 2 tokens of memory let
+    # it run to 8, capped at max_tokens 4: "bb11", with no cut after it, judged complete.
     gen = PromptTableGenerator({**ROOTS, P + "bb": ["11"]})
     reward = TableReward({"aa": 0.1, "bb": 0.9, "c": 0.6, "dd": 0.5, "bb11": 0.4})
-    result = await SpeculativeRejection(n=2, decision_tokens=2).run(
+    result = await SpeculativeRejection(n=2, n_initial=4, decision_tokens=2).run(
         context(gen, reward, max_tokens=4)
     )
     assert [c.text for c in result.candidates] == ["c", "bb11"]  # every finished response
     assert result.best.text == "c"
     assert [(p, m, n) for p, m, _, n in gen.calls] == [(P, 2, 4), (P + "bb", 2, 1)]
-    assert reward.calls == [(["aa", "bb", "dd"], True), (["c"], False), (["bb11"], False)]
-    assert result.details["rounds"] == [
-        {"tokens": 2, "pool": 4, "kept": 2, "continued": 1, "rewards": [0.9, 0.6, 0.5, 0.1]}
+    assert reward.calls == [
+        (["aa", "bb", "c", "dd"], True),
+        (["c"], False),
+        (["bb11"], False),
     ]
+    assert result.details == {
+        "rank_score": "partial",
+        "rounds": [
+            {
+                "tokens": 2,
+                "pool": 4,
+                "kept": 2,
+                "continued": 1,
+                "rank_scores": [0.9, 0.6, 0.5, 0.1],
+            }
+        ],
+    }
     b = result.budget
     assert (b.generated_tokens, b.engine_calls, b.reward_calls) == (7 + 2, 2, 3)
 
 
-async def test_finished_response_is_scored_once_not_rejudged_every_round() -> None:
-    # Regression: the old loop re-scored every pool member (finished "c" included, with
-    # the partial rubric) at each decision point, then the survivors again at the end.
+async def test_finished_response_is_scored_once_per_rubric_not_rejudged_every_round() -> None:
+    # Regression: the old loop re-scored every pool member (finished "c" included) at
+    # each decision point, then the survivors again at the end.
     # alpha 0.25: 4 -> keep 3 (bb, c, dd); bb11 .7, dd22 .3, c .6 -> keep 2 (bb11, c);
-    # bb11 runs to 8. "c" stays in the pool for two cuts but is judged once, as complete.
+    # bb11 runs to 8. "c" stays in the pool for two cuts but is judged once per rubric.
     table = {**ROOTS, P + "bb": ["11X"], P + "dd": ["22X"], P + "bb11": ["3344"]}
     rewards = {"aa": 0.1, "bb": 0.9, "c": 0.6, "dd": 0.5, "bb11": 0.7, "dd22": 0.3}
     reward = TableReward({**rewards, "bb113344": 0.5})
-    result = await SpeculativeRejection(n=2, decision_tokens=2, alpha=0.25).run(
+    result = await SpeculativeRejection(n=2, n_initial=4, decision_tokens=2, alpha=0.25).run(
         context(PromptTableGenerator(table), reward, max_tokens=8)
     )
     assert [r["pool"] for r in result.details["rounds"]] == [4, 3]
-    scored = Counter(text for texts, _ in reward.calls for text in texts)
-    assert scored["c"] == 1 and set(scored.values()) == {1}
-    assert ("c", False) in [(t, partial) for texts, partial in reward.calls for t in texts]
+    scored = Counter((t, partial) for texts, partial in reward.calls for t in texts)
+    assert set(scored.values()) == {1}
+    assert scored[("c", True)] == scored[("c", False)] == 1
+    # bb113344 finished in the last segment, with no cut after it: judged complete only.
+    assert ("bb113344", True) not in scored
     assert [c.text for c in result.candidates] == ["c", "bb113344"]
     assert result.best.text == "c" and result.best.reward == 0.6
+
+
+async def test_a_cut_ranks_live_and_finished_responses_on_one_rubric() -> None:
+    # The complete rubric reads higher than the partial one: "c" (finished) scores .9
+    # complete and .4 partial. alpha 0.75 keeps round(0.25 x 4) = 1 of aa .1, bb .5,
+    # c .4, dd .3 on the partial rubric: bb, which runs on. Ranked with c's complete .9
+    # among the prefixes' partial scores (the old mixed cut), c alone would have survived
+    # and the search stopped after 2 tokens. c stays a candidate with its complete .9.
+    gen = PromptTableGenerator({**ROOTS, P + "bb": ["11"]})
+    reward = TwoRubricReward(
+        {"c": 0.9, "bb11": 0.3}, partial_table={"aa": 0.1, "bb": 0.5, "c": 0.4, "dd": 0.3}
+    )
+    result = await SpeculativeRejection(n=1, n_initial=4, decision_tokens=2, alpha=0.75).run(
+        context(gen, reward, max_tokens=4)
+    )
+    (cut,) = result.details["rounds"]
+    assert result.details["rank_score"] == "partial"
+    assert (cut["kept"], cut["continued"], cut["rank_scores"]) == (1, 1, [0.5, 0.4, 0.3, 0.1])
+    assert [(p, m) for p, m, _, _ in gen.calls] == [(P, 2), (P + "bb", 2)]
+    # Candidates carry complete scores only; the answer is picked on them.
+    assert [(c.text, c.reward) for c in result.candidates] == [("c", 0.9), ("bb11", 0.3)]
+    assert result.best.text == "c"
+    assert reward.calls == [
+        (["aa", "bb", "c", "dd"], True),
+        (["c"], False),
+        (["bb11"], False),
+    ]
 
 
 # max 6, first cut at 2: 4 roots -> keep 2 (bb, dd) -> both to 4 (8 // 2) -> keep 1
@@ -83,7 +126,7 @@ REPEATS_REWARDS = {"bb": 0.9, "dd": 0.8, "bb11": 0.2, "dd33": 0.7, "dd3344": 0.5
 
 async def test_spec_rejection_repeats_until_every_survivor_finishes() -> None:
     reward = TableReward(REPEATS_REWARDS)
-    result = await SpeculativeRejection(n=2, decision_tokens=2).run(
+    result = await SpeculativeRejection(n=2, n_initial=4, decision_tokens=2).run(
         context(PromptTableGenerator(REPEATS), reward, max_tokens=6)
     )
     assert [c.text for c in result.candidates] == ["dd3344"]
@@ -99,15 +142,38 @@ async def test_spec_rejection_commits_the_text_of_its_last_survivor() -> None:
     ctx = context(PromptTableGenerator(REPEATS), TableReward(REPEATS_REWARDS), max_tokens=6)
     commits: list[str] = []
     ctx.on_commit = commits.append
-    result = await SpeculativeRejection(n=2, decision_tokens=2).run(ctx)
+    result = await SpeculativeRejection(n=2, n_initial=4, decision_tokens=2).run(ctx)
     assert commits == ["dd33", "dd3344"] and result.best.text == "dd3344"
 
 
 async def test_spec_rejection_defaults_follow_n_and_max_tokens() -> None:
+    # 8n started, cut first where they hold Best-of-n's n x max_tokens tokens: at
+    # max_tokens / 8, but never before 8 tokens nor after max_tokens.
     strategy = SpeculativeRejection(n=3)
-    assert (strategy.initial(), strategy.step(256), strategy.step(3)) == (6, 64, 1)
+    assert (strategy.initial(), strategy.step(256), strategy.step(40), strategy.step(3)) == (
+        24,
+        32,
+        8,
+        3,
+    )
     # The first call samples n_initial at once: the server's greedy guard must see that.
-    assert strategy.samples_per_call() == strategy.peak_candidates() == 6
+    assert strategy.samples_per_call() == strategy.peak_candidates() == 24
+    # At most 256 by default; a client's n_initial sets the first cut the same way.
+    assert SpeculativeRejection(n=64).initial() == 256
+    assert SpeculativeRejection(n=1, n_initial=64).step(1024) == 16
+
+
+def test_the_default_start_fits_the_servers_live_limit_and_an_option_does_not() -> None:
+    strategy = SpeculativeRejection(n=2)
+    strategy.fit_live_limit(5)
+    assert strategy.initial() == 5
+    strategy.fit_live_limit(9)  # only ever lowered
+    assert strategy.initial() == 5 and strategy.step(40) == 16  # 2 x 40 // 5
+    strategy.fit_live_limit(1)  # never below n: the server's check then names the limit
+    assert strategy.initial() == 2
+    chosen = SpeculativeRejection(n=2, n_initial=12)
+    chosen.fit_live_limit(4)
+    assert chosen.initial() == 12
 
 
 def test_spec_rejection_many_started_for_one_answer() -> None:
@@ -237,9 +303,11 @@ async def test_spec_rejection_conforms_to_the_reference_rule() -> None:
     assert [r["kept"] for r in result.details["rounds"]] == ref.cuts[:-1]
     # Same live survivors continued, in the same order, to the same decision points.
     assert [(prompt[len(P) :], m) for prompt, m, _, _ in gen.calls[1:]] == ref.continued
-    # Same texts scored, each once: "f" sits in two rankings and is judged once.
-    assert sorted(t for texts, _ in reward.calls for t in texts) == sorted(ref.scored)
-    assert len(set(ref.scored)) == len(ref.scored)
+    # Same texts scored, each once per rubric: "f" sits in two rankings and is judged
+    # once as a prefix (its rank score) and once as complete.
+    scored = Counter((t, partial) for texts, partial in reward.calls for t in texts)
+    assert sorted({t for t, _ in scored}) == sorted(ref.scored)
+    assert len(set(ref.scored)) == len(ref.scored) and set(scored.values()) == {1}
     assert result.best.text == ref.choice == "bb1"
 
 
@@ -256,7 +324,7 @@ async def test_spec_rejection_keeps_a_finished_response_the_reference_loses() ->
     rewards = {"aa": 0.9, "b": 0.7, "cc": 0.8, "dd": 0.1, "aa11": 0.3, "cc22": 0.2}
     rewards["aa1133"] = 0.4
     ref = reference_rule(table, rewards, 4, 0.5, 8, 6)
-    result = await SpeculativeRejection(n=2, decision_tokens=2).run(
+    result = await SpeculativeRejection(n=2, n_initial=4, decision_tokens=2).run(
         context(PromptTableGenerator(table), TableReward(rewards), max_tokens=6)
     )
     assert ref.choice == "aa1133"

@@ -3,6 +3,8 @@ prefix_fakes.py for how the fakes read)."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from search.context import call_seed
@@ -70,6 +72,9 @@ async def test_treebon_keeps_finished_and_expands_the_best_parents() -> None:
     assert budget.scored_responses == 3 + 4
     assert result.details == {
         "partial_score": "reward",
+        "partial_score_why": "auto: the server has no --dpo-model and --reference-model, so "
+        "the reward model scored the partial responses (RM-TreeBoN, the paper's weaker "
+        "ablation)",
         "layers": [
             {
                 "segment_tokens": 2,
@@ -96,6 +101,7 @@ async def test_treebon_dpo_scores_with_the_dpo_model_over_its_reference() -> Non
     )
     layer = result.details["layers"][0]
     assert result.details["partial_score"] == "dpo"
+    assert result.details["partial_score_why"].startswith("auto: the server has --dpo-model")
     assert layer["partial_scores"] == pytest.approx([0.45, -0.45, 0.3])
     assert layer["parents"] == [0, 3]
     assert result.best.text == "dd33"
@@ -132,7 +138,26 @@ async def test_treebon_auto_without_both_scorers_scores_with_the_reward() -> Non
     ctx = context(gen, reward, max_tokens=4, dpo=TokenTableReference({}))
     result = await TreeBoN(n=4).run(ctx)
     assert result.details["partial_score"] == "reward"
+    assert "RM-TreeBoN" in result.details["partial_score_why"]
     assert result.details["layers"][0]["partial_scores"] == [0.9, 0.5, 0.0]
+    # Asked for by name, the report says so.
+    ctx = context(gen, TableReward({}), max_tokens=4)
+    result = await TreeBoN(n=4, partial_score="reward").run(ctx)
+    assert result.details["partial_score_why"] == "requested"
+
+
+def test_the_server_says_at_start_up_when_treebon_auto_runs_the_rm_ablation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from server.runtime import note_treebon_partial_score
+
+    with caplog.at_level(logging.WARNING, logger="server.runtime"):
+        note_treebon_partial_score(has_scorers=True)
+        assert caplog.records == []
+        note_treebon_partial_score(has_scorers=False)
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "RM-TreeBoN" in record.getMessage() and "--dpo-model" in record.getMessage()
 
 
 # -- conformance: TreeBoN against the paper's rule, stated here on its own ---------------

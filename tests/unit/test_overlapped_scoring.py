@@ -222,9 +222,10 @@ async def test_spec_rejection_judges_a_response_that_stopped_early_before_the_cu
     reward = ClockedReward(delay_s=0.01)
     ctx = context(gen, reward)
     ctx.sampling = SamplingConfig(max_tokens=8, seed=3)
-    result = await SpeculativeRejection(n=2, n_initial=4).run(ctx)
-    first_at, first = reward.calls[0]
-    assert first == [" 9"] and first_at < gen.cut_at
+    result = await SpeculativeRejection(n=2, n_initial=4, decision_tokens=2).run(ctx)
+    # " 9" is judged at once, on both rubrics (its rank score and its complete score).
+    assert [texts for _, texts in reward.calls[:2]] == [[" 9"], [" 9"]]
+    assert all(at < gen.cut_at for at, _ in reward.calls[:2])
     # The live ones at the cut go out as prefixes, after it.
-    assert reward.calls[1][1] == [" 1", " 2", " 3"] and reward.calls[1][0] >= gen.cut_at
+    assert reward.calls[2][1] == [" 1", " 2", " 3"] and reward.calls[2][0] >= gen.cut_at
     assert result.best.text == " 9"

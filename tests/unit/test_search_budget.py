@@ -126,10 +126,12 @@ def test_one_shot_worst_case_is_n_responses_in_one_call() -> None:
 
 def test_spec_rejection_worst_case_follows_the_cuts() -> None:
     # 4 started, cuts every 2 of 6 tokens: at most 2 continuations. Pools 4 -> 2 -> 1.
-    assert SpeculativeRejection(n=2, decision_tokens=2).worst_case(6) == Work(24, 4, 7)
+    # Scored: 4 + 2 + 1 segments, and each of the 4 responses once more when it finishes.
+    worst = SpeculativeRejection(n=2, n_initial=4, decision_tokens=2).worst_case(6)
+    assert worst == Work(24, 4, 4 + 3 + 4)
     # alpha 0.05: a pool of 10 keeps round(9.5) = 10, so each of the 4 cuts continues 10.
-    worst = SpeculativeRejection(n=5, n_initial=10, alpha=0.05, decision_tokens=1)
-    assert worst.worst_case(5) == Work(50, 1 + 4 * 10, 10 + 4 * 10)
+    worst = SpeculativeRejection(n=5, n_initial=10, alpha=0.05, decision_tokens=1).worst_case(5)
+    assert worst == Work(50, 1 + 4 * 10, 10 + 4 * 10 + 10)
 
 
 def test_round_searches_count_their_rounds() -> None:
@@ -347,3 +349,21 @@ async def test_l3_srbon_with_the_largest_beta_and_rewards_above_one_answers() ->
     result = await StochasticRBoN(n=2, beta=1e6).run(ctx)
     assert result.details["probabilities"] == [1.0, 0.0] and result.best.text == "low"
     json.dumps(result.details, allow_nan=False)  # what the server's JSON response needs
+
+
+def test_a_default_spec_rejection_is_admitted_under_the_servers_default_limits() -> None:
+    # Its defaults start 8n responses (at most 256): every n the server allows, at every
+    # max_tokens it allows, passes the live-candidate check and the worst-case limits.
+    from server.settings import Settings
+
+    settings = Settings()
+    limits = SearchLimits(
+        tokens=settings.max_search_tokens,
+        engine_calls=settings.max_search_engine_calls,
+        reward_items=settings.max_search_reward_items,
+    )
+    for n in range(1, settings.max_n + 1):
+        strategy = parse_strategy({"algorithm": "spec_rejection", "n": n})
+        assert strategy.peak_candidates() <= settings.max_live_candidates
+        for max_tokens in (1, 7, 8, settings.default_max_tokens, settings.max_tokens_limit):
+            check_worst_case(strategy, max_tokens, limits)

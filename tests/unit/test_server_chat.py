@@ -235,7 +235,7 @@ async def test_stream_sends_committed_text_while_the_search_runs(
     }
     rewards = {"bb": 0.9, "dd": 0.8, "bb11": 0.2, "dd33": 0.7, "dd3344": 0.5}
     runtime = make_runtime(PromptTableGenerator(table), TableReward(rewards))
-    search = {"algorithm": "spec_rejection", "n": 2, "decision_tokens": 2}
+    search = {"algorithm": "spec_rejection", "n": 2, "n_initial": 4, "decision_tokens": 2}
     async with serve_app(runtime) as client:
         r = await client.post(URL, json=body(stream=True, max_tokens=6, search=search))
     chunks = parse_sse(r.text)[:-1]
@@ -390,3 +390,18 @@ async def test_algorithm_none_is_one_response_of_n_1(serve_app: Any) -> None:
         bad = await client.post(URL, json=body(search={"algorithm": "none", "n": 2}))
     assert r.status_code == 200 and r.json()["search"]["candidates_generated"] == 1
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "search.n"
+
+
+async def test_a_default_spec_rejection_start_fits_a_lowered_live_limit(serve_app: Any) -> None:
+    # 8n = 16 by default, but this server keeps at most 4 alive: the default takes 4; a
+    # client's own n_initial above the limit is still a 400.
+    gen = PromptTableGenerator({}, fallback=lambda _: ["abcdef"] * 16)
+    settings = Settings(max_live_candidates=4)
+    search = {"algorithm": "spec_rejection", "n": 2}
+    async with serve_app(make_runtime(gen), settings) as client:
+        ok = await client.post(URL, json=body(max_tokens=4, search=search))
+        own = {**search, "n_initial": 8}
+        over = await client.post(URL, json=body(max_tokens=4, search=own))
+    assert ok.status_code == 200, ok.text
+    assert gen.calls[0][3] == 4
+    assert over.status_code == 400 and over.json()["error"]["param"] == "search"

@@ -267,6 +267,24 @@ async def test_several_prompts_share_the_live_candidate_limit(serve_app: Any) ->
     assert "12 candidates" in over.json()["error"]["message"]
 
 
+async def test_a_default_start_takes_each_prompts_share_of_the_live_limit(
+    serve_app: Any,
+) -> None:
+    # spec_rejection's default start, 8n = 16, is fitted to the server's 8 live candidates
+    # and then to each prompt's share, 4: two prompts fit; a client's own n_initial is
+    # never lowered, so 2 x 8 is refused.
+    gen = PromptTableGenerator({}, fallback=lambda _: ["abcdef"] * 16)
+    settings = Settings(max_live_candidates=8)
+    default = {"algorithm": "spec_rejection", "n": 2}
+    async with serve_app(make_runtime(gen), settings) as client:
+        ok = await client.post(URL, json=body(prompt=["a", "b"], max_tokens=4, search=default))
+        own = {**default, "n_initial": 8}
+        over = await client.post(URL, json=body(prompt=["a", "b"], max_tokens=4, search=own))
+    assert ok.status_code == 200, ok.text
+    assert sorted(n for prompt, _, _, n in gen.calls if prompt in ("a", "b")) == [4, 4]
+    assert over.status_code == 400 and "16 candidates" in over.json()["error"]["message"]
+
+
 class FailsOn:
     """Fails the prompt ``bad``; the others wait until cancelled, which is recorded."""
 
@@ -364,7 +382,7 @@ async def test_stream_sends_committed_text_while_the_search_runs(
     }
     rewards = {"bb": 0.9, "dd": 0.8, "bb11": 0.2, "dd33": 0.7, "dd3344": 0.5}
     runtime = make_runtime(PromptTableGenerator(table), TableReward(rewards))
-    search = {"algorithm": "spec_rejection", "n": 2, "decision_tokens": 2}
+    search = {"algorithm": "spec_rejection", "n": 2, "n_initial": 4, "decision_tokens": 2}
     async with serve_app(runtime) as client:
         r = await client.post(URL, json=body(stream=True, max_tokens=6, search=search))
     choices = [ch for c in parse_sse(r.text)[:-1] for ch in c["choices"]]

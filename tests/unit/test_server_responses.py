@@ -276,7 +276,7 @@ async def test_stream_sends_committed_text_while_the_search_runs(serve_app: Any)
     }
     rewards = {"bb": 0.9, "dd": 0.8, "bb11": 0.2, "dd33": 0.7, "dd3344": 0.5}
     runtime = make_runtime(PromptTableGenerator(table), TableReward(rewards))
-    search = {"algorithm": "spec_rejection", "n": 2, "decision_tokens": 2}
+    search = {"algorithm": "spec_rejection", "n": 2, "n_initial": 4, "decision_tokens": 2}
     async with serve_app(runtime) as client:
         r = await client.post(URL, json=body(stream=True, max_output_tokens=6, search=search))
     events = typed_events(r.text)

@@ -127,7 +127,9 @@ def test_treebon_spends_at_most_best_of_n_tokens(client: openai.OpenAI) -> None:
     assert report["generated_tokens"] <= 4 * MAX_TOKENS
     assert report["chosen_index"] == argmax([c["reward"] for c in cands])
     details = report["details"]
+    # The e2e server has no DPO scorers: auto ran the RM ablation, and the report says so.
     assert details["partial_score"] == "reward"
+    assert "RM-TreeBoN" in details["partial_score_why"]
     for layer in details["layers"]:
         assert layer["live"] + layer["finished"] == 4
         assert len(layer["parents"]) == math.ceil(layer["live"] / 2)
@@ -145,22 +147,29 @@ def test_treebon_dpo_without_scorers_is_a_400(client: openai.OpenAI) -> None:
 
 
 def test_spec_rejection_cuts_half_at_each_decision(client: openai.OpenAI) -> None:
-    search = {"algorithm": "spec_rejection", "n": 2, "decision_tokens": 8}
+    # The defaults: 8n = 16 started, cut first where they hold Best-of-2's 2 x 24 tokens,
+    # 48 / 16 = 3, raised to the 8-token floor.
+    search = {"algorithm": "spec_rejection", "n": 2}
     _, report, cands, _ = ask(client, search, 7)
-    assert report["generated_tokens"] <= 4 * MAX_TOKENS
-    rounds = report["details"]["rounds"]
-    assert rounds and rounds[0]["pool"] == 4
+    assert report["generated_tokens"] <= 16 * MAX_TOKENS
+    details = report["details"]
+    assert details["rank_score"] == "partial"
+    rounds = details["rounds"]
+    assert rounds and rounds[0]["pool"] == 16
     for before, after in itertools.pairwise(rounds):
         assert after["pool"] == before["kept"]
     assert all(r["kept"] == survivors_count(r["pool"], 0.5) for r in rounds)
-    # First cut at 8 tokens; 4 x 8 tokens of "memory" let 2 live survivors run to 16.
+    assert all(len(r["rank_scores"]) == r["pool"] for r in rounds)
+    # First cut at 8 tokens; 16 x 8 tokens of "memory" let 8 live survivors run to 16.
     assert rounds[0]["tokens"] == 8
-    if len(rounds) > 1 and rounds[0]["continued"] == 2:
+    if len(rounds) > 1 and rounds[0]["continued"] == 8:
         assert rounds[1]["tokens"] == 16
-    # The candidates are the finished responses, each judged once as complete: a segment
-    # costs at most two reward calls (prefixes, newly finished), and there is no final pass.
+    # The candidates are the finished responses, each judged as complete once (and, when a
+    # cut could follow, on the partial rubric too, in the same group): at most two reward
+    # calls per group of samples that ended together, none at the end.
     assert all(c["finish_reason"] == "stop" or c["tokens"] == MAX_TOKENS for c in cands)
-    assert report["reward_calls"] <= 2 * (len(rounds) + 1)
+    segments = 16 + sum(r["continued"] for r in rounds)
+    assert report["reward_calls"] <= 2 * segments
     assert report["chosen_index"] == argmax([c["reward"] for c in cands])
 
 

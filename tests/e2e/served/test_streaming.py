@@ -29,6 +29,7 @@ def stream(client: openai.OpenAI, committed: bool) -> tuple[float, float, str, d
             "search": {
                 "algorithm": "spec_rejection",
                 "n": 2,
+                "n_initial": 4,
                 "decision_tokens": 16,
                 "return_candidates": True,
                 "stream_committed": committed,
