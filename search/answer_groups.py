@@ -15,7 +15,7 @@ canonicalises every answer (with sympy, falling back to a stripped string).
 The bound. math-verify's parsing and comparison are sympy work, and short hostile answers
 take seconds to minutes (search.answer_canon), so none of it runs in the server's process:
 a child process (search.answer_canon) does it, started on first use and kept, one request
-at a time, from a worker thread, so the event loop never waits on it. A vote gets
+at a time, from a thread of its own, so the event loop never waits on it. A vote gets
 ``GROUPING_BUDGET_S`` (waiting for the child included); the child stops comparing at the
 budget, and is killed ``KILL_MARGIN_S`` after it if it has not answered (the next vote
 starts a new one; a start, about 1.2 s, is not counted in the budget and may take up to
@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -80,6 +81,9 @@ class AnswerGrouper:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # Its own thread: votes waiting for the child queue here, not in the loop's default
+        # executor, which the server's other blocking work (tokenizing) shares.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="answer-groups")
         self._child: subprocess.Popen[str] | None = None
         # The token of the request the child is serving, so a caller that gave up kills
         # the child only while it is still serving that caller.
@@ -91,7 +95,10 @@ class AnswerGrouper:
         compared; every answer its own group when the child fails or overruns."""
         token = object()
         deadline = time.monotonic() + budget_s
-        exchange = asyncio.to_thread(self._exchange, list(answers), budget_s, deadline, token)
+        loop = asyncio.get_running_loop()
+        exchange = loop.run_in_executor(
+            self._executor, self._exchange, list(answers), budget_s, deadline, token
+        )
         try:
             # The thread kills an overrunning child itself; this is the bound's backstop.
             found = await asyncio.wait_for(
