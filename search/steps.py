@@ -24,9 +24,11 @@ so every response a search answers with is complete.
 
 The answer (``choose``): the best aggregated score, or with ``answer_regex`` the
 PRM-weighted majority vote of search-and-learn's weighted best-of-N: each response's answer
-(extracted as search.majority does) gets its score as the weight (search.majority's
-``vote_weights``: a bounded PRM's score mapped to [0, 1], an unbounded one's softmax), the
-answer with the largest sum wins and the reply is its best-scored response.
+(extracted as search.majority does, math answers grouped by value as search-and-learn's
+``find_answer_with_largest_sum`` groups them by canonical form: search.answer_groups) gets
+its score as the weight (search.majority's ``vote_weights``: a bounded PRM's score mapped
+to [0, 1], an unbounded one's sigmoid), the answer with the largest sum wins and the reply
+is its best-scored response.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from search.answer_groups import group_answers
 from search.context import SearchContext, gather_all
 from search.majority import (
     REGEX_TIMEOUT_S,
@@ -315,10 +318,19 @@ async def choose(
     answers = await asyncio.to_thread(voter.answers, texts, budget_s)
     bounds = None if ctx.prm is None else ctx.prm.bounds
     weights = vote_weights([c.reward for c in candidates], bounds)
-    tally = tally_votes(answers, weights)
-    order = vote_order(answers, tally, [c.reward for c in candidates])
-    winner = answers[order[0]] if tally else None
-    votes = {"votes": tally, "answers": answers, "weights": weights, "winner": winner}
+    grouping = await group_answers(answers)
+    groups = grouping.names
+    tally = tally_votes(groups, weights)
+    order = vote_order(groups, tally, [c.reward for c in candidates])
+    winner = groups[order[0]] if tally else None
+    votes = {
+        "votes": tally,
+        "answers": answers,
+        "groups": groups,
+        "weights": weights,
+        "winner": winner,
+        "grouping": "math" if grouping.complete else "partial",
+    }
     return SearchResult(
         ranked=[candidates[i] for i in order],
         candidates=candidates,

@@ -23,7 +23,8 @@ class SearchStrategy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: ClassVar[str]
-    # Strategies that need per-token logprobs from the engine set this.
+    # Strategies that need per-token logprobs from the engine set this (or override
+    # ``wants_logprobs`` when only some of their options need them).
     needs_logprobs: ClassVar[bool] = False
     # Whether the server's --default-n applies when a request names no n (false for a
     # strategy whose n is fixed).
@@ -43,6 +44,10 @@ class SearchStrategy(BaseModel):
     continues_constraints: ClassVar[bool] = False
 
     n: int = Field(default=4, ge=1, strict=True, description="number of candidate responses")
+
+    def wants_logprobs(self) -> bool:
+        """Whether this search, with these options, reads the samples' logprobs."""
+        return self.needs_logprobs
 
     def peak_candidates(self) -> int:
         """The most responses this search keeps alive at once (for the server's limit)."""

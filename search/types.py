@@ -21,6 +21,9 @@ class SamplingConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = -1
+    # ε-sampling (Hewitt et al. 2022; the RBoN, SRBoN and MBR papers' sampler): tokens whose
+    # probability is below epsilon are never sampled; 0.0 is off (engines.epsilon).
+    epsilon: float = 0.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     seed: int | None = None

@@ -71,6 +71,9 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     # Bounded so no client value can overflow the engine's integer types.
     top_k: int | None = Field(default=None, ge=-1, le=1_000_000)
+    # ε-sampling (alignserve's extension; engines.epsilon): tokens under this probability
+    # are never sampled, the sampler of the RBoN, SRBoN and MBR papers.
+    epsilon: float | None = Field(default=None, ge=0.0, lt=1.0)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     n: int = Field(default=1, ge=1, strict=True)
@@ -128,6 +131,7 @@ class ChatCompletionRequest(BaseModel):
             temperature=1.0 if self.temperature is None else self.temperature,
             top_p=1.0 if self.top_p is None else self.top_p,
             top_k=-1 if self.top_k is None else self.top_k,
+            epsilon=self.epsilon or 0.0,
             presence_penalty=self.presence_penalty or 0.0,
             frequency_penalty=self.frequency_penalty or 0.0,
             seed=self.seed,

@@ -164,7 +164,7 @@ class SearchService:
             prompt_ids = await self.tokenize(runtime.tokenizer.render_chat, conversation)
         # A record keeps every candidate's per-token logprobs.
         sampling = request.sampling_config(
-            self.settings.default_max_tokens, logprobs=strategy.needs_logprobs or record
+            self.settings.default_max_tokens, logprobs=strategy.wants_logprobs() or record
         )
         if rules is not None and rules.constraint is not None:
             sampling = dataclasses.replace(sampling, constraint=rules.constraint)

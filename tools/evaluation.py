@@ -250,7 +250,7 @@ async def run_one(
         max_tokens=config.max_tokens,
         temperature=config.temperature,
         seed=seed,
-        logprobs=strategy.needs_logprobs,
+        logprobs=strategy.wants_logprobs(),
     )
     search_reward = reward_for(runtime, config.search_reward, prompt)
     context = SearchContext(

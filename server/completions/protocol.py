@@ -58,6 +58,7 @@ class CompletionRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     top_k: int | None = Field(default=None, ge=-1, le=1_000_000)
+    epsilon: float | None = Field(default=None, ge=0.0, lt=1.0)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     n: int = Field(default=1, ge=1)
@@ -240,6 +241,7 @@ SHARED = (
     "temperature",
     "top_p",
     "top_k",
+    "epsilon",
     "presence_penalty",
     "frequency_penalty",
     "n",

@@ -114,6 +114,7 @@ class ResponsesRequest(BaseModel):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     # vLLM's extensions of the Responses API, as chat has them.
     top_k: int | None = Field(default=None, ge=-1, le=1_000_000)
+    epsilon: float | None = Field(default=None, ge=0.0, lt=1.0)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     stream: bool = False
@@ -263,6 +264,7 @@ class ResponsesRequest(BaseModel):
                 "temperature": self.temperature,
                 "top_p": self.top_p,
                 "top_k": self.top_k,
+                "epsilon": self.epsilon,
                 "presence_penalty": self.presence_penalty,
                 "frequency_penalty": self.frequency_penalty,
                 "stream": self.stream,

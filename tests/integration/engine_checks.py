@@ -49,6 +49,18 @@ async def check_greedy_and_sampling_params(gen: Generator, tok: HFChatTokenizer)
     assert {c.token_ids for c in top1} == {greedy[0].token_ids}
 
 
+async def check_epsilon(gen: Generator, tok: HFChatTokenizer) -> None:
+    """epsilon reaches the sampler: at 0.99 only the likeliest token can stay (no other has
+    p >= 0.99), so temperature 1.5 samples the greedy answer; at 0 they differ."""
+    ids = prompt(tok)
+    greedy = await gen.generate(ids, SamplingConfig(max_tokens=10, temperature=0.0))
+    hot = SamplingConfig(max_tokens=10, temperature=1.5, seed=3, epsilon=0.99)
+    cut = await gen.generate(ids, hot, n=3)
+    assert {c.token_ids for c in cut} == {greedy[0].token_ids}
+    free = await gen.generate(ids, SamplingConfig(max_tokens=10, temperature=1.5, seed=3), n=3)
+    assert {c.token_ids for c in free} != {greedy[0].token_ids}
+
+
 async def check_stop(gen: Generator, tok: HFChatTokenizer) -> None:
     ids = prompt(tok)
     free = await gen.generate(ids, SamplingConfig(max_tokens=24, temperature=0.0))

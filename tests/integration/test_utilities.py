@@ -50,6 +50,25 @@ async def test_embedding_matches_a_plain_encode(embedding: EmbeddingUtility) -> 
     assert await embedding.matrix([]) == []
 
 
+async def test_embedding_warns_when_it_cuts_a_long_response(
+    embedding: EmbeddingUtility, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 256 word pieces (the model's max_seq_length, [CLS] and [SEP] included): a response
+    # that differs only after them is the same response to the utility, and says so.
+    model: Any = embedding.load()
+    assert model.max_seq_length == 256
+    long = " ".join(["paris"] * 300)
+    embedding._warned_at = None
+    with caplog.at_level("WARNING", logger="rewards.utility"):
+        u = await embedding.matrix([long, long + " but not London", PARIS])
+        await embedding.matrix([long, PARIS])  # within the minute: counted, not logged
+    assert u[0][1] == pytest.approx(1.0, abs=1e-5)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1
+    assert "reads 256 word pieces" in warnings[0] and "2 text(s)" in warnings[0]
+    assert embedding._cut_since_warning == 1
+
+
 async def test_embedding_concurrent_first_calls_load_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

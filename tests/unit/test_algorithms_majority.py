@@ -117,28 +117,38 @@ def test_votes_weighted_by_reward() -> None:
     assert MajorityVote(weighting="none").votes(cands) == {"4": 2.0, "9": 1.0}
 
 
-def test_unbounded_rewards_weigh_by_their_softmax() -> None:
-    rewards = [0.2, 0.3, 0.9, 1.0]
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def test_unbounded_rewards_weigh_by_their_sigmoid() -> None:
     cands = [cand("a 4", 0.2), cand("b 4", 0.3), cand("c 9", 0.9), cand("none", 1.0)]
-    total = sum(math.exp(r) for r in rewards)
-    expected = {"4": (math.exp(0.2) + math.exp(0.3)) / total, "9": math.exp(0.9) / total}
+    expected = {"4": sigmoid(0.2) + sigmoid(0.3), "9": sigmoid(0.9)}
     assert MajorityVote(weighting="reward").votes(cands) == pytest.approx(expected)
-    # Shifting every reward changes nothing.
-    shifted = [cand(c.text, c.reward - 100.0) for c in cands]
-    assert MajorityVote(weighting="reward").votes(shifted) == pytest.approx(expected)
+    # Huge logits of either sign neither overflow nor go negative.
+    far = [cand("a 1", 800.0), cand("b 2", -800.0)]
+    assert MajorityVote(weighting="reward").votes(far) == pytest.approx({"1": 1.0, "2": 0.0})
+
+
+async def test_softmax_weights_no_longer_make_the_vote_an_argmax() -> None:
+    # Regression (review 2026-12-07, item 18): softmax weights [0.71, 0.10, 0.10, 0.10]
+    # elected A, the one well-rewarded answer, over three fair votes for B. The verifier's
+    # probability, sigmoid, counts each vote at most once: A 0.88, B 3 x 0.5 = 1.5.
+    sampled = ["so 1", "so 2", "thus 2", "hence 2"]
+    logits = {"so 1": 2.0, "so 2": 0.0, "thus 2": 0.0, "hence 2": 0.0}
+    result, _ = await vote(MajorityVote(n=4, weighting="reward"), sampled, logits, None)
+    assert result.details["winner"] == "2"
+    assert result.details["votes"] == pytest.approx({"1": sigmoid(2.0), "2": 1.5})
 
 
 async def test_negative_classifier_logits_no_longer_subtract_votes() -> None:
     # Regression: raw sums gave "4" -0.5 - 0.5 = -1.0 against "9"'s 0.1, so one vote beat
-    # two nearly as good. As strengths, 2 e^-0.5 = 1.21 > e^0.1 = 1.11: "4" wins.
+    # two nearly as good. As probabilities, 2 x 0.38 = 0.75 > 0.52: "4" wins.
     sampled = ["x 4", "y 4", "z 9"]
     logits = {"x 4": -0.5, "y 4": -0.5, "z 9": 0.1}
     result, _ = await vote(MajorityVote(n=3, weighting="reward"), sampled, logits, None)
     assert result.details["winner"] == "4"
-    assert result.details["weights"] == pytest.approx(
-        [math.exp(-0.5) / (2 * math.exp(-0.5) + math.exp(0.1))] * 2
-        + [math.exp(0.1) / (2 * math.exp(-0.5) + math.exp(0.1))]
-    )
+    assert result.details["weights"] == pytest.approx([sigmoid(-0.5)] * 2 + [sigmoid(0.1)])
 
 
 async def test_majority_picks_the_most_common_answer() -> None:
@@ -211,6 +221,30 @@ async def test_boxed_answers_vote_together_with_plain_numbers() -> None:
     result, _ = await vote(MajorityVote(n=3), sampled)
     assert result.best.text == "so \\boxed{1,200}"
     assert MajorityVote().votes(result.candidates) == {"1200": 2.0, "12": 1.0}
+
+
+async def test_math_answers_vote_by_value_s5() -> None:
+    # Finding S5: "0.5" and "\\frac{1}{2}" were two answers, so "3" (two votes) beat the
+    # three votes for one half. Grouped by value (math-verify), one half wins, named by its
+    # first spelling, and the reply is that group's first response.
+    sampled = ["so 3", "\\boxed{0.5}", "so 3", "\\boxed{\\frac{1}{2}}", "\\boxed{\\dfrac12}"]
+    result, _ = await vote(MajorityVote(n=5), sampled)
+    assert result.details["answers"] == ["3", "0.5", "3", "\\frac{1}{2}", "\\dfrac12"]
+    assert result.details["groups"] == ["3", "0.5", "3", "0.5", "0.5"]
+    assert result.details["votes"] == {"3": 2.0, "0.5": 3.0}
+    assert result.details["winner"] == "0.5"
+    assert result.details["grouping"] == "math"
+    assert result.best.text == "\\boxed{0.5}"
+
+
+async def test_words_and_labels_keep_exact_grouping() -> None:
+    # math-verify would read "(A)" and "A" as one symbol, and "no 1" words as a product of
+    # letters: answers that are not math are compared as strings.
+    strategy = MajorityVote(n=4, answer_regex=r"Answer: (.+)")
+    sampled = ["Answer: (A)", "Answer: A", "Answer: one half", "Answer: half one"]
+    result, _ = await vote(strategy, sampled)
+    assert result.details["groups"] == ["(A)", "A", "one half", "half one"]
+    assert result.details["votes"] == {"(A)": 1.0, "A": 1.0, "one half": 1.0, "half one": 1.0}
 
 
 async def test_no_answer_falls_back_to_the_first_unweighted() -> None:
@@ -388,7 +422,8 @@ async def test_http_majority_answers_with_the_vote(
 async def test_http_majority_weighted_and_bad_regex(
     serve_app: Any, runtime_of: Any, script: Any
 ) -> None:
-    reward = TableReward({"so 5": 0.9, "so 4": 0.1})
+    # Unbounded: sigmoid weights, 5 has 0.71 against 4's 2 x 0.05 and 6's 0.5.
+    reward = TableReward({"so 5": 0.9, "so 4": -3.0})
     runtime = runtime_of(script(["so 5", "so 4", "so 4", "so 6"]), reward)
     async with serve_app(runtime) as client:
         weighted = await client.post(URL, json=body(algorithm="majority", weighting="reward"))

@@ -5,9 +5,11 @@ The fake utility is WordOverlapUtility: U = |words_i & words_j| / |words_i | wor
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,7 +17,13 @@ import pytest
 from search.bon import BestOfN
 from search.context import SearchContext
 from search.errors import EngineUnavailable, InvalidRequest
-from search.fakes import ScriptedGenerator, TableReward, WordOverlapUtility, fake_context
+from search.fakes import (
+    FixedGenerator,
+    ScriptedGenerator,
+    TableReward,
+    WordOverlapUtility,
+    fake_context,
+)
 from search.mbr import MinimumBayesRisk
 from search.protocols import Utility
 from search.rbon_wd import RegularizedBoNWD, mean_utility
@@ -248,7 +256,7 @@ async def test_mbr_single_sample_skips_the_utility() -> None:
     utility = WordOverlapUtility()
     result = await run_texts(MinimumBayesRisk(n=1), ["only"], None, {"embedding": utility})
     assert texts(result.ranked) == ["only"]
-    assert result.details == {"utility": "embedding", "mbr_scores": [0.0]}
+    assert result.details == {"utility": "embedding", "weights": "uniform", "mbr_scores": [0.0]}
     assert utility.calls == []
     assert "utility" not in result.budget.phase_seconds
 
@@ -258,6 +266,77 @@ async def test_mbr_empty_responses_do_not_crash() -> None:
     result = await run_texts(MinimumBayesRisk(n=3), ["a", "", ""])
     assert texts(result.ranked) == ["", "", "a"]
     assert result.details["mbr_scores"] == [0.0, 0.5, 0.5]
+
+
+# Model-based MBR (Jinnai et al. 2023): P over the distinct samples, self included.
+#   texts  M = "cats meow" (drawn twice), P = "cats purr", D = "dogs bark"
+#   p(y|x) M 0.1, P 0.6, D 0.3 (sum 1: P(y) is p itself; the repeat of M counts once)
+#   U(M, P) = |{cats}| / |{cats, meow, purr}| = 1/3, U(., D) = 0, U(y, y) = 1
+#   score_M = 0.1 + 0.6/3 = 0.3, score_P = 0.1/3 + 0.6 = 19/30, score_D = 0.3
+# The uniform estimate, self left out, picks the sample drawn twice: M (1/3 + 1)/3 = 4/9
+# against P (1/3 + 1/3)/3 = 2/9. The model-based one picks the likelier P.
+M, P = "cats meow", "cats purr"
+DRAWN = [(M, 2, math.log(0.1)), (P, 2, math.log(0.6)), (D, 2, math.log(0.3)), (M, 2, math.log(0.1))]
+
+
+async def test_mbr_logprob_weights_are_the_model_based_expectation() -> None:
+    utilities = {"embedding": WordOverlapUtility()}
+    strategy = MinimumBayesRisk(n=4, weights="logprob")
+    result = await strategy.run(context(FixedGenerator(DRAWN), TableReward({}), utilities))
+    assert result.details["probabilities"] == pytest.approx([0.1, 0.6, 0.3, 0.0])
+    assert result.details["mbr_scores"] == pytest.approx([0.3, 19 / 30, 0.3, 0.3])
+    assert result.details["weights"] == "logprob"
+    assert result.best.text == P
+    uniform = await MinimumBayesRisk(n=4).run(
+        context(FixedGenerator(DRAWN), TableReward({}), utilities)
+    )
+    assert uniform.details["mbr_scores"] == pytest.approx([4 / 9, 2 / 9, 0.0, 4 / 9])
+    assert uniform.best.text == M
+
+
+async def test_mbr_logprob_weights_survive_long_responses() -> None:
+    # Summed logprobs of -5000 and -5001 underflow exp(); shifted, they weigh e : 1.
+    rows = [("a b", 2, -5000.0), ("a c", 2, -5001.0)]
+    strategy = MinimumBayesRisk(n=2, weights="logprob")
+    utilities = {"embedding": WordOverlapUtility()}
+    result = await strategy.run(context(FixedGenerator(rows), TableReward({}), utilities))
+    e = math.e
+    assert result.details["probabilities"] == pytest.approx([e / (e + 1), 1 / (e + 1)])
+
+
+async def test_mbr_logprob_weights_need_the_engines_logprobs() -> None:
+    assert MinimumBayesRisk(weights="logprob").wants_logprobs()
+    assert not MinimumBayesRisk().wants_logprobs()
+    # An engine that returned none is a server fault (503), as for rbon_kl.
+    rows = [("a", 1, 0.0), ("b", 1, 0.0)]
+    gen = FixedGenerator(rows)
+
+    async def without(prompt_ids: Sequence[int], params: SamplingConfig, n: int = 1) -> Any:
+        return [
+            dataclasses.replace(c, cumulative_logprob=None)
+            for c in await gen.generate(prompt_ids, params, n)
+        ]
+
+    bare = SimpleNamespace(generate=without)
+    with pytest.raises(EngineUnavailable):
+        await MinimumBayesRisk(n=2, weights="logprob").run(context(bare, TableReward({})))
+
+
+async def test_http_mbr_logprob_asks_the_engine_for_logprobs(
+    serve_app: Any, runtime_of: Any
+) -> None:
+    gen = ScriptedGenerator([[M, P, D, M], [M, P, D, M]])
+    runtime = runtime_of(gen, TableReward({}), utilities={"embedding": WordOverlapUtility()})
+    async with serve_app(runtime) as client:
+        for weights in ("logprob", "uniform"):
+            search = {"algorithm": "mbr", "n": 4, "weights": weights}
+            r = await client.post(
+                "/v1/chat/completions",
+                json={"messages": [{"role": "user", "content": "hi"}], "search": search},
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["search"]["details"]["weights"] == weights
+    assert [params.logprobs for _, params, _ in gen.calls] == [True, False]
 
 
 async def test_mbr_missing_utility_fails_before_the_engine_runs() -> None:

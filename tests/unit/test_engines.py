@@ -22,6 +22,7 @@ from engines.remote import (
 )
 from engines.tokenizer import HFChatTokenizer
 from engines.vllm_local import (
+    EPSILON_PROCESSOR,
     EngineConfig,
     VLLMGenerator,
     apply_cpu_environment,
@@ -412,6 +413,7 @@ def test_engine_kwargs_gpu_defaults() -> None:
     assert engine_kwargs(EngineConfig(model="m"), on_cpu=False) == {
         "model": "m",
         "enable_prefix_caching": True,
+        "logits_processors": [EPSILON_PROCESSOR],
     }
 
 
@@ -419,6 +421,7 @@ def test_engine_kwargs_cpu_defaults() -> None:
     assert engine_kwargs(EngineConfig(model="m"), on_cpu=True) == {
         "model": "m",
         "enable_prefix_caching": True,
+        "logits_processors": [EPSILON_PROCESSOR],
         "dtype": "float32",
         "enforce_eager": True,
         "block_size": 32,
@@ -440,6 +443,7 @@ def test_engine_kwargs_explicit_settings_win() -> None:
     assert engine_kwargs(config, on_cpu=True) == {
         "model": "m",
         "enable_prefix_caching": True,
+        "logits_processors": [EPSILON_PROCESSOR],
         "dtype": "bfloat16",
         "enforce_eager": False,
         "block_size": 32,
@@ -457,6 +461,7 @@ def test_engine_kwargs_extra_passes_through_last() -> None:
     assert engine_kwargs(config, on_cpu=False) == {
         "model": "m",
         "enable_prefix_caching": True,
+        "logits_processors": [EPSILON_PROCESSOR],
         "dtype": "float16",
         "max_num_seqs": 8,
     }

@@ -181,17 +181,31 @@ async def test_choose_votes_by_prm_score_with_an_answer_regex() -> None:
     assert result.details == {
         "votes": {"1": pytest.approx(1.1), "2": 0.9},
         "answers": ["1", "2", "1", None],
+        "groups": ["1", "2", "1", None],
         "weights": [0.5, 0.9, 0.6, 0.95],
         "winner": "1",
+        "grouping": "math",
     }
 
 
-async def test_choose_weighs_an_unbounded_prm_by_softmax() -> None:
+async def test_choose_weighs_an_unbounded_prm_by_sigmoid() -> None:
     ctx, _ = context({}, prm=TablePRM({}, bounds=None))
     paths = [done("ANS 1", 0.0), done("ANS 2", math.log(3))]
     result = await choose(ctx, search(answer_regex=r"ANS (\d)"), paths, {})
-    assert result.details["weights"] == pytest.approx([0.25, 0.75])
+    assert result.details["weights"] == pytest.approx([0.5, 0.75])
     assert result.best.text == "ANS 2"
+
+
+async def test_the_prm_weighted_vote_groups_math_answers_by_value_s5() -> None:
+    # Finding S5: sal's find_answer_with_largest_sum sums scores per canonical form. Here
+    # one half gets 0.4 + 0.3 + 0.2 = 0.9 against 3's 0.8; as strings 3 won with 0.8.
+    ctx, _ = context({}, prm=TablePRM({}, bounds=(0.0, 1.0)))
+    texts = ["ANS 3", "ANS 0.5", "ANS \\frac{1}{2}", "ANS 1/2"]
+    paths = [done(t, score) for t, score in zip(texts, [0.8, 0.4, 0.3, 0.2], strict=True)]
+    result = await choose(ctx, search(answer_regex=r"ANS (.+)"), paths, {})
+    assert result.details["votes"] == {"3": 0.8, "0.5": pytest.approx(0.9)}
+    assert result.details["groups"] == ["3", "0.5", "0.5", "0.5"]
+    assert result.best.text == "ANS 0.5"
 
 
 # -- options and bounds ------------------------------------------------------------------

@@ -23,17 +23,23 @@ MAX_TOKENS = 24
 
 
 def ask(
-    client: openai.OpenAI, search: dict[str, Any], i: int = 0, shared: bool = False, **kw: Any
+    client: openai.OpenAI,
+    search: dict[str, Any],
+    i: int = 0,
+    shared: bool = False,
+    body: dict[str, Any] | None = None,
+    **kw: Any,
 ) -> Any:
     """``shared``: the candidates share generated prefixes (the step searches' beams,
-    subtrees and resampled copies), so their tokens may add up to more than were generated."""
+    subtrees and resampled copies), so their tokens may add up to more than were generated.
+    ``body``: more non-OpenAI request fields (alignserve's epsilon)."""
     r = client.chat.completions.create(
         model=MODEL,
         messages=question(i),
         max_tokens=MAX_TOKENS,
         temperature=0.8,
         seed=1234,
-        extra_body={"search": {**search, "return_candidates": True}},
+        extra_body={**(body or {}), "search": {**search, "return_candidates": True}},
         **kw,
     )
     report = r.model_extra["search"]
@@ -88,6 +94,16 @@ def test_mbr_never_calls_the_reward_model(client: openai.OpenAI) -> None:
     assert report["chosen_index"] == argmax(report["details"]["mbr_scores"])
 
 
+def test_mbr_logprob_weights_use_the_engines_logprobs(client: openai.OpenAI) -> None:
+    # The papers' setting: epsilon sampling, the model-based expectation.
+    search = {"algorithm": "mbr", "n": 4, "weights": "logprob"}
+    _, report, _, _ = ask(client, search, 3, body={"epsilon": 0.01})
+    details = report["details"]
+    probabilities = details["probabilities"]
+    assert sum(probabilities) == pytest.approx(1.0) and all(p >= 0 for p in probabilities)
+    assert report["chosen_index"] == argmax(details["mbr_scores"])
+
+
 def test_srbon_length_and_seeded_kl(client: openai.OpenAI) -> None:
     beta = 1.0
     search = {"algorithm": "srbon", "n": 4, "variant": "length", "beta": beta}
@@ -117,7 +133,31 @@ def test_majority_reports_the_vote(client: openai.OpenAI) -> None:
         top = max(details["votes"].values())
         winner = next(a for a, v in details["votes"].items() if v == top)
         assert details["winner"] == winner
-        assert details["answers"][report["chosen_index"]] == winner
+        assert details["groups"][report["chosen_index"]] == winner
+        # The math grouping's child process ran in the server (partial if it failed).
+        assert details["grouping"] == "math"
+
+
+def test_epsilon_reaches_the_engine(client: openai.OpenAI) -> None:
+    # With epsilon 0.99 only the likeliest token can be kept at any step (no other has
+    # p >= 0.99), so sampling at temperature 1.5 is greedy decoding: the four samples are
+    # the greedy answer. An engine that ignored epsilon would sample four different texts.
+    messages = question(6)
+    greedy = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=MAX_TOKENS, temperature=0.0
+    )
+    r = client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        max_tokens=MAX_TOKENS,
+        temperature=1.5,
+        extra_body={
+            "epsilon": 0.99,
+            "search": {"algorithm": "bon", "n": 4, "return_candidates": True},
+        },
+    )
+    texts = {c["text"] for c in r.model_extra["search"]["candidates"]}
+    assert texts == {greedy.choices[0].message.content}
 
 
 def test_treebon_spends_at_most_best_of_n_tokens(client: openai.OpenAI) -> None:

@@ -50,6 +50,9 @@ def vllm_server(model_path: str, cpu_env: dict[str, str]) -> Iterator[str]:
         "--max-model-len",
         "2048",
         "--enable-prefix-caching",
+        # alignserve's epsilon sampler, as a fleet that serves epsilon loads it.
+        "--logits-processors",
+        "engines.epsilon:EpsilonLogitsProcessor",
         # A fleet's name for the model, unlike the tokenizer folder's (the folder's own
         # name stays served too, for the tests that send it).
         "--served-model-name",

@@ -38,6 +38,12 @@ async def test_greedy_and_top_k(remote, tokenizer) -> None:
     await checks.check_greedy_and_sampling_params(remote, tokenizer)
 
 
+async def test_epsilon(remote, tokenizer) -> None:
+    # The upstream loads engines.epsilon (the vllm_server fixture), and says so to the probe.
+    await checks.check_epsilon(remote, tokenizer)
+    assert remote._epsilon.supported is True
+
+
 async def test_stop(remote, tokenizer) -> None:
     await checks.check_stop(remote, tokenizer)
 

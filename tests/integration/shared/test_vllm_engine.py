@@ -23,6 +23,10 @@ async def test_greedy_and_top_k(engine, tokenizer) -> None:
     await checks.check_greedy_and_sampling_params(engine, tokenizer)
 
 
+async def test_epsilon(engine, tokenizer) -> None:
+    await checks.check_epsilon(engine, tokenizer)
+
+
 async def test_stop(engine, tokenizer) -> None:
     await checks.check_stop(engine, tokenizer)
 
