@@ -128,7 +128,7 @@ def summary(name: str, n: int, answers: list[dict[str, Any]], run_s: float) -> d
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = read_rows(args.data)
-    chosen = sample(len(rows), args.sample, args.seed)
+    chosen = sample(len(rows), args.sample, args.seed)[args.skip :][: args.first]
     limit = asyncio.Semaphore(args.concurrency)
     results: dict[str, Any] = {"indices": chosen, "configs": [], "answers": {}}
     timeout = httpx.Timeout(3600.0, connect=10.0)
@@ -174,6 +174,10 @@ def main() -> None:
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--sample", type=int, default=150)
     parser.add_argument("--seed", type=int, default=26, help="the subset's draw")
+    parser.add_argument(
+        "--first", type=int, default=None, help="only the subset's first rows (a partial run)"
+    )
+    parser.add_argument("--skip", type=int, default=0, help="skip the subset's first rows")
     parser.add_argument("--request-seed", type=int, default=0)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--temperature", type=float, default=0.7)
