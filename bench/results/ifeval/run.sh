@@ -30,3 +30,6 @@ done
 # greedy-256-results.json: lm-eval's results_*.json with its metrics, counts, versions and
 # the task's dataset and generation settings kept (the machine's description and lm-eval's
 # function sources left out)
+# the two halves as one table over the 150 rows
+.venv/bin/python bench/ifeval/subset_merge.py bench/results/ifeval/subset.json \
+    bench/results/ifeval/subset-a.json bench/results/ifeval/subset-b.json
