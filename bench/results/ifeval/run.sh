@@ -33,3 +33,12 @@ done
 # the two halves as one table over the 150 rows
 .venv/bin/python bench/ifeval/subset_merge.py bench/results/ifeval/subset.json \
     bench/results/ifeval/subset-a.json bench/results/ifeval/subset-b.json
+# judge-guided Best-of-4 on the subset's first 75 rows (time), in two pieces
+.venv/bin/python bench/ifeval/subset.py http://127.0.0.1:8731 bench/results/ifeval/subset-judge-a1.json \
+    --first 30 --sample 150 --seed 26 --max-tokens 256 --temperature 0.7 --concurrency 16 \
+    --config bo4-judge:4:judge
+.venv/bin/python bench/ifeval/subset.py http://127.0.0.1:8731 bench/results/ifeval/subset-judge-a2.json \
+    --skip 30 --first 45 --sample 150 --seed 26 --max-tokens 256 --temperature 0.7 \
+    --concurrency 16 --config bo4-judge:4:judge
+.venv/bin/python bench/ifeval/subset_merge.py bench/results/ifeval/subset-judge-a.json \
+    bench/results/ifeval/subset-judge-a1.json bench/results/ifeval/subset-judge-a2.json
