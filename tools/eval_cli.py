@@ -4,7 +4,7 @@ with a progress bar and write the report. See ``tools/evaluation.py`` for what i
 
     alignserve eval --algorithms bon,rbon_kl --budgets 4,8 --limit 20 --out results/
     alignserve eval --algorithms bon,beam_search --truth math \
-        --prompts tools/data/math_problems.jsonl --option beam_search.beam_width=2
+        --prompts ../shared/data/gsm8k_test.jsonl --sample 100 --option beam_search.beam_width=2
     alignserve eval --tail-check --tail-n 16 --tail-samples 4,8 --limit 20
 
 ``--tail-check`` instead measures how well adaptive_bon's reward-tail estimators predict
@@ -31,6 +31,7 @@ from server.settings import Settings
 from tools.eval_report import write_results
 from tools.evaluation import (
     DEFAULT_ALGORITHMS,
+    MATH_PROMPTS,
     MATH_TRUTH,
     EvalConfig,
     Prompt,
@@ -41,6 +42,7 @@ from tools.evaluation import (
     options_of,
     reward_for,
 )
+from tools.prompt_sets import HUB_SETS, MATH_DEFAULT
 from tools.tail_check import error_table, tail_check
 
 DEFAULT_OUT = Path(tempfile.gettempdir()) / "alignserve-eval"
@@ -71,11 +73,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--prompts",
-        type=Path,
         default=None,
-        help='JSONL with "turns", "prompt" or "messages" per row (default: the project\'s own '
-        "verifiable prompts, tools/data/verifiable_prompts.jsonl)",
+        help='a JSONL file with "turns", "prompt" or "messages" per row, or GSM8K\'s, '
+        "MATH-500's or IFEval's rows (tools/prompt_sets.py), or one of the hub datasets "
+        f"{', '.join(HUB_SETS)} by name (default: the project's own verifiable prompts, "
+        f"tools/data/verifiable_prompts.jsonl; with --truth math, {MATH_DEFAULT})",
     )
+    group.add_argument(
+        "--sample",
+        type=int,
+        default=None,
+        help="use this many prompts drawn at random (by --sample-seed), before --offset/--limit",
+    )
+    group.add_argument("--sample-seed", type=int, default=0, help="the --sample draw's seed")
     group.add_argument("--offset", type=int, default=0, help="skip this many prompts first")
     group.add_argument("--limit", type=int, default=None, help="use at most this many prompts")
     group.add_argument("--max-tokens", type=int, default=64)
@@ -105,7 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="score every answer also with this reward, which the search does not optimise "
         "(constraints: pass rate and mean fraction of the prompts' checks met); or math: "
-        'accuracy against each prompt\'s "answer" (tools/data/math_problems.jsonl)',
+        "accuracy against each problem's gold answer, checked with math-verify (GSM8K's or "
+        f"MATH-500's file, e.g. --prompts {MATH_PROMPTS})",
     )
     group.add_argument(
         "--best-of-1",
@@ -275,23 +286,42 @@ async def run_tail_check(
     return table
 
 
+def prompt_source(args: argparse.Namespace) -> str | None:
+    """--prompts, or with --truth math and none given GSM8K on the hub."""
+    if args.prompts is None and args.truth == MATH_TRUTH:
+        return MATH_DEFAULT
+    return None if args.prompts is None else str(args.prompts)
+
+
+def prompts_of(args: argparse.Namespace) -> list[Prompt]:
+    return load_prompts(
+        prompt_source(args),
+        offset=args.offset,
+        limit=args.limit,
+        sample=args.sample,
+        sample_seed=args.sample_seed,
+    )
+
+
 def main(settings: Settings, args: argparse.Namespace) -> int:
     if args.tail_check:
         setup_logging(settings.log_level)
-        prompts = load_prompts(args.prompts, offset=args.offset, limit=args.limit)
+        prompts = prompts_of(args)
         print(asyncio.run(run_tail_check(settings, args, prompts)), end="")
         print(f"wrote {args.out / 'tail_check.json'}", file=sys.stderr)
         return 0
     try:
         config = config_from_args(args)
         config.strategies()  # bad algorithms or options fail here, before the engine starts
-        prompts = load_prompts(args.prompts, offset=args.offset, limit=args.limit)
+        prompts = prompts_of(args)
         check_rewards(settings, config, prompts)
     except (ValueError, OSError, InvalidRequest) as exc:
         print(f"alignserve eval: error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
-    source = str(args.prompts) if args.prompts else "verifiable prompts (tools/data)"
+    source = prompt_source(args) or "verifiable prompts (tools/data)"
+    if args.sample is not None:
+        source += f", {args.sample} drawn with seed {args.sample_seed}"
     table = asyncio.run(run_eval(settings, config, prompts, args.out, source=source))
     print(table, end="")
     print(f"wrote {args.out / 'eval.json'}, eval.md and eval.png", file=sys.stderr)

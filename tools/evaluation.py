@@ -41,13 +41,17 @@ from search.registry import parse_strategy
 from search.strategy import SearchStrategy
 from search.types import Message, SamplingConfig
 from server.runtime import Runtime
+from tools.prompt_sets import fields_of, read_rows
+from tools.prompt_sets import sample as sample_rows
 
 DEFAULT_ALGORITHMS = ("bon", "rbon_wd", "treebon", "darwin", "spec_rejection")
 # The project's own prompts (bench/make_verifiable_prompts.py), the default prompt set.
 DEFAULT_PROMPTS = "verifiable_prompts.jsonl"
 # --truth math: the answer checked against the prompt's gold answer, not a reward.
 MATH_TRUTH = "math"
-MATH_PROMPTS = "tools/data/math_problems.jsonl"
+# What to pass offline: GSM8K's test file (or MATH-500's, math500_test.jsonl), kept outside
+# the repository; with no --prompts, --truth math reads GSM8K from the hub.
+MATH_PROMPTS = "../shared/data/gsm8k_test.jsonl"
 
 
 @dataclass(frozen=True)
@@ -159,48 +163,42 @@ def options_of(texts: Sequence[str]) -> dict[str, dict[str, Any]]:
     return options
 
 
-def conversation_of(row: Mapping[str, Any]) -> list[Message]:
-    if "turns" in row:
-        return [{"role": "user", "content": str(row["turns"][0])}]
-    if "prompt" in row:
-        return [{"role": "user", "content": str(row["prompt"])}]
-    if "messages" in row:
-        return [{"role": str(m["role"]), "content": str(m["content"])} for m in row["messages"]]
-    raise ValueError("a prompt row needs 'turns', 'prompt' or 'messages'")
-
-
 def load_prompts(
-    path: Path | None = None, *, offset: int = 0, limit: int | None = None
+    path: Path | str | None = None,
+    *,
+    offset: int = 0,
+    limit: int | None = None,
+    sample: int | None = None,
+    sample_seed: int = 0,
 ) -> list[Prompt]:
-    """Prompts from a JSONL file (default: the project's own verifiable prompts in
-    tools/data; MT-Bench's questions work too, as FastChat ships them). A row gives "turns"
-    (the first is used), "prompt" (a string) or "messages" (a chat list); its id is
-    "question_id" or "id" when present, else its 0-based line number among the rows."""
+    """Prompts from a JSONL file or a hub dataset's name (tools/prompt_sets.py: the row
+    forms, GSM8K's, MATH-500's and IFEval's included), by default the project's own
+    verifiable prompts in tools/data. A row's id is its own ("question_id", "id",
+    "unique_id", "key") when it has one, else its 0-based line number among the rows.
+    ``sample``: that many rows drawn by ``sample_seed`` (in file order) before ``offset``
+    and ``limit`` slice them."""
     if offset < 0 or (limit is not None and limit < 1):
         raise ValueError("--offset must be at least 0 and --limit at least 1")
     if path is None:
         data = resources.files("tools").joinpath("data", DEFAULT_PROMPTS)
-        text, source = data.read_text(encoding="utf-8"), f"tools/data/{DEFAULT_PROMPTS}"
+        source = f"tools/data/{DEFAULT_PROMPTS}"
+        text = data.read_text(encoding="utf-8")
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     else:
-        text, source = path.read_text(encoding="utf-8"), str(path)
+        source = str(path)
+        rows = read_rows(path)
     prompts = []
-    for index, line in enumerate(ln for ln in text.splitlines() if ln.strip()):
+    for index, row in enumerate(rows):
         try:
-            row = json.loads(line)
-            conversation = conversation_of(row)
+            fields = fields_of(row)
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise ValueError(f"{source}: prompt {index}: {exc}") from None
-        prompt_id = row.get("question_id", row.get("id", index))
-        answer = row.get("answer")
+        prompt_id = str(index) if fields.id is None else fields.id
         prompts.append(
-            Prompt(
-                index,
-                str(prompt_id),
-                conversation,
-                row.get("constraints"),
-                None if answer is None else str(answer),
-            )
+            Prompt(index, prompt_id, fields.conversation, fields.constraints, fields.answer)
         )
+    if sample is not None:
+        prompts = [prompts[i] for i in sample_rows(len(prompts), sample, sample_seed)]
     chosen = prompts[offset:] if limit is None else prompts[offset : offset + limit]
     if not chosen:
         raise ValueError(f"{source}: no prompts left after offset {offset} and limit {limit}")

@@ -358,13 +358,16 @@ async def test_truth_math_refuses_prompts_without_answers(
     config = EvalConfig(algorithms=("bon",), budgets=(2,), truth="math")
     with pytest.raises(ValueError, match=r"--truth math needs prompts with an 'answer'.*q0"):
         await evaluate(fake_runtime(), PROMPTS, config)
-    # From the command line: refused before any engine starts, the default prompts have no
-    # answers.
-    args = build_parser().parse_args(["eval", "--truth", "math", "--limit", "2"])
+    # From the command line: refused before any engine starts, the verifiable prompts have
+    # no answers (with no --prompts, --truth math reads GSM8K: tests/unit/test_prompt_sets).
+    verifiable = str(ROOT / "tools" / "data" / "verifiable_prompts.jsonl")
+    args = build_parser().parse_args(
+        ["eval", "--truth", "math", "--limit", "2", "--prompts", verifiable]
+    )
     assert eval_cli.main(settings_from_args(args), args) == 2
     err = capsys.readouterr().err
     assert "--truth math needs prompts with an 'answer'; prompt alignserve_001 has none" in err
-    assert "tools/data/math_problems.jsonl" in err
+    assert "../shared/data/gsm8k_test.jsonl" in err
     # A file where one row lacks its answer names that row.
     path = tmp_path / "math.jsonl"
     path.write_text('{"prompt": "1+1?", "answer": 2}\n{"prompt": "2+2?", "id": "no-gold"}\n')
