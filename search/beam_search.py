@@ -9,7 +9,10 @@ Rule: N = ``n`` beams, M = ``beam_width`` (must divide N). Round 0 samples N fir
 (N / M requests of M from the prompt). Every round, the PRM scores each new step (one call
 for the round); the beams that finished (end-of-sequence, a client stop string,
 max_tokens) are set aside as completed, in order; of the live ones the N / M with the best
-aggregated score are kept (ties to the earlier) and the N slots are shared among them as
+aggregated score are kept (ties to the earlier: search-and-learn's
+``np.argsort(scores)[-(n // m):]`` leaves them to numpy's default sort, which is not stable;
+ties are common with ``min`` and ``prod``, where siblings share their parent's worst step)
+and the N slots are shared among them as
 search-and-learn's copies are: M each, or, when fewer than N / M are live, N spread over
 them round-robin (the earlier ones an extra). A kept beam's copies are sampled together,
 at most M per request. The search stops when N beams have completed, when none is live,
