@@ -19,7 +19,8 @@ replacement in proportion to softmax(log-weight / ``resample_temperature``) (its
 ``random.choices(particles, weights=softmax(log_weights), k=N)``), seeded by the request's
 seed. Copies of a finished particle stay finished. Rounds go on until every particle has
 finished or for ``max_steps`` rounds, the last continuing every live particle to its end;
-the resampling follows every round, the last included. The answer is the final particles'
+the resampling follows every round, the last included. The candidates are the final N
+particles (copies included: a particle drawn twice votes twice); the answer is their
 best score (its_hub's ``argmax`` of the final log-weights, ties to the first) or, with
 ``answer_regex``, the PRM-weighted majority (search.steps.choose).
 
@@ -54,13 +55,26 @@ PRM is Qwen2.5-Math-PRM-7B and it introduces the model-based aggregation used by
 here; this server's default PRM is the judge (rewards/judge_prm.py, rating the response
 so far on [0, 1]): give ``--prm`` a Qwen PRM for the paper's setting.
 
+Streaming: after each resampling the common prefix of the N particles is committed: every
+answer descends from one of them.
+
+Report: ``details.rounds``, per round (before its resampling): ``live``, ``finished``,
+``scores`` (each particle's newest score), ``ends`` (why each particle's new step ended:
+``delimiter``, ``eos``, ``stop``, ``max_tokens`` or ``cap``; None for a finished particle,
+not continued), ``lineage`` (the first particle each descends from), ``weights`` (the
+resampling probabilities), ``resampled`` (the particle index each new slot copies) and
+``counts`` (copies of each particle).
+
 Deadline and budget: every scored particle is kept for the fallback (search.steps), so a
 search cut short answers with its best particle so far, streamed or not.
 
 Budget: phases ``generate`` and ``score_steps``; per round at most N engine calls of one
 sample and one PRM call of at most N prefixes (more in the last round with ``min``,
-``prod`` or ``mean``); at most min(max_steps, max_tokens) rounds. ``details.rounds`` is
-described in docs/algorithms.md.
+``prod`` or ``mean``); at most min(max_steps, max_tokens) rounds.
+
+Bounds: N by the server's ``--max-live-candidates`` (``peak_candidates`` is N);
+``resample_temperature`` in [0.01, 100] (it multiplies no work; the bounds keep the
+weights finite); ``max_steps`` and ``max_step_tokens`` by search.steps.
 """
 
 from __future__ import annotations
