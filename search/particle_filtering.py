@@ -41,7 +41,8 @@ Where this differs from its_hub, and why:
 - A step ends at the delimiter, kept in the text (its_hub's ``step_token`` "\\n\\n";
   it strips the token and joins the steps with it again, the same text); one request of a
   step also stops at ``max_step_tokens``, a safety bound: a step cut there is not scored
-  (the particle keeps its score for that round's resampling) and goes on next round.
+  (the particle keeps its score for that round's resampling, the neutral log-weight 0
+  before its first) and goes on next round.
   its_hub allows either a step token or ``tokens_per_step``, never both.
 - The draws come from a ``random.Random`` seeded with the request's seed (its_hub uses the
   process-wide ``random``): a seeded search resamples the same way every time.
@@ -152,8 +153,12 @@ class ParticleFiltering(StepSearch):
     def weights(
         self, particles: Sequence[StepPath], bounds: tuple[float, float] | None
     ) -> list[float]:
-        """Resampling probabilities: softmax of the log-weights over the temperature."""
-        logs = [log_weight(p.score(self.aggregation), bounds) for p in particles]
+        """Resampling probabilities: softmax of the log-weights over the temperature. A
+        particle with no score yet (its first step cut at the safety cap, still open) has
+        the neutral log-weight 0, where a score of 0 would all but rule it out."""
+        logs = [
+            log_weight(p.score(self.aggregation), bounds) if p.scores else 0.0 for p in particles
+        ]
         return softmax([w / self.resample_temperature for w in logs])
 
     async def run(self, ctx: SearchContext) -> SearchResult:

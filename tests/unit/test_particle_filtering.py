@@ -147,6 +147,13 @@ def test_the_temperature_divides_the_log_weights() -> None:
     assert hot == pytest.approx([1 / 6.5, 2 / 6.5, 3 / 6.5, 0.5 / 6.5])
 
 
+def test_a_particle_not_scored_yet_has_the_neutral_weight() -> None:
+    # Its first step cut at the safety cap: no score, log-weight 0 (odds 1), not logit(0).
+    particles = [StepPath(steps=("x",), open=True), StepPath(steps=("y",), scores=(0.8,))]
+    weights = ParticleFiltering(n=2).weights(particles, (0.0, 1.0))
+    assert weights == pytest.approx([1 / 5, 4 / 5])
+
+
 class Scripted(random.Random):
     def __init__(self, draws: list[float]) -> None:
         super().__init__(0)
