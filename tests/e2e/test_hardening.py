@@ -646,17 +646,19 @@ ESSAY = "Write a very long essay, at least 3000 words, about the history of the 
 
 
 def test_n2_a_long_step_search_answers_at_its_deadline_with_text(hardened: Server) -> None:
-    # A 1024-token essay, a paragraph a round, each round an engine call and a judge PRM
+    # A 1024-token essay, a sentence a round, each round an engine call and a judge PRM
     # call, cannot finish in 20 s: it held its slot to the deadline and answered 504 with
     # nothing. (Its steps once were single tokens, max_step_tokens 1; since issue 27 a step
-    # cut at that safety cap is no step and is never scored, so the essay's paragraphs are
-    # the steps.) The long essay keeps the beams from ending early.
+    # cut at that safety cap is no step and is never scored, so short steps are sentences,
+    # each scored within seconds even on a loaded machine.) The long essay keeps the beams
+    # from ending early.
     wait_idle(hardened.url)
     search = {
         "algorithm": "beam_search",
         "n": 2,
         "beam_width": 2,
         "max_steps": 256,
+        "step_delimiter": ".",
         "timeout_s": 20,
     }
     start = time.perf_counter()
