@@ -227,17 +227,21 @@ ENDS = {"delimiter", "eos", "stop", "max_tokens"}
 def test_beam_search_keeps_n_over_m_beams_and_answers_the_best_aggregated_score(
     client: openai.OpenAI,
 ) -> None:
-    search = {"algorithm": "beam_search", "n": 4, "beam_width": 2, **STEPS}
+    # A 12-token safety cap on 24-token answers: at least two rounds, and segments cut at
+    # the cap are no steps: neither scored nor given to the PRM until their step ends.
+    search = {"algorithm": "beam_search", "n": 4, "beam_width": 2, **STEPS, "max_step_tokens": 12}
     _, report, cands, _ = ask(client, search, 7, shared=True)
     rounds = report["details"]["rounds"]
     assert len(rounds) >= 2 and len(cands) == 4
     for r in rounds:
         assert len(r["scores"]) == r["live"] + r["finished"] and len(r["kept"]) <= 2
-        assert all(0.0 <= s <= 1.0 for s in r["scores"])
-        assert set(r["ends"]) <= ENDS and len(r["ends"]) == len(r["scores"])
-    # One PRM call per round and nothing else scored: the candidates' rewards are their
-    # aggregated (last) step scores.
-    assert report["reward_calls"] == len(rounds)
+        assert all(s is None or 0.0 <= s <= 1.0 for s in r["scores"])
+        assert set(r["ends"]) <= ENDS | {"cap"} and len(r["ends"]) == len(r["scores"])
+    first = rounds[0]
+    assert [s is None for s in first["scores"]] == [e == "cap" for e in first["ends"]]
+    # One PRM call per round in which a step closed, nothing else scored: the candidates'
+    # rewards are their aggregated (last) step scores.
+    assert report["reward_calls"] == sum(set(r["ends"]) != {"cap"} for r in rounds)
     assert report["chosen_index"] == argmax([c["reward"] for c in cands])
     assert report["generated_tokens"] <= 4 * MAX_TOKENS * len(rounds)
 
