@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from rewards.wrapper import ForwardingWrapper
 from search.errors import RewardUnavailable
@@ -39,6 +39,8 @@ from search.protocols import AsyncClosable, RewardModel
 from search.types import Message
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class BatchableReward(RewardModel, ItemScorer, Protocol):
     """A reward model that also scores mixed items: what MicroBatcher wraps."""
 
 
-async def gather_or_cancel(coros: Sequence[Coroutine[Any, Any, float]]) -> list[float]:
+async def gather_or_cancel(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
     """``asyncio.gather``, except that the first failure cancels the others: their replies
     could no longer be used, and the model should not keep working for nothing."""
     tasks = [asyncio.ensure_future(c) for c in coros]

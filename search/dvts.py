@@ -17,7 +17,8 @@ outputs) that are complete responses; the answer is the best aggregated score or
 ``answer_regex``, the PRM-weighted majority over them (search.steps.choose).
 
 Defaults: ``beam_width`` 4 (search-and-learn's config), the step options of search.steps
-(delimiter "\\n\\n", ``max_steps`` 40, aggregation ``last``).
+(delimiter "\\n\\n", ``max_steps`` 40, aggregation ``last``, ``max_step_tokens`` 256 as a
+safety bound only).
 
 Where this differs from search-and-learn, and why:
 
@@ -25,13 +26,16 @@ Where this differs from search-and-learn, and why:
   returns all M, but a subtree that ends before the last round has siblings that stopped
   at a step delimiter: cut-off responses a server must not answer with. The one a subtree
   keeps is always complete, so every subtree has at least one candidate.
-- No look-ahead: search-and-learn's default ``lookahead`` 1 scores each sample after one
-  more greedy (temperature 0) step. That is one more sequential engine round and N more
-  scored steps per round, for a rule its blog does not describe; left out.
+- No look-ahead: search-and-learn's ``lookahead`` (0 by default since its PR #55; with 1,
+  each sample is scored after one more greedy step) is not implemented. Its default run
+  is this one.
 - A subtree is not ended when its text contains "boxed{" (search-and-learn's math-only
   rule): a server's answers need not be boxed; ``answer_regex`` is the way to name one.
-- Steps are cut at ``max_step_tokens`` too (a cut step is not an end); search-and-learn
-  caps a step only by max_tokens. A step is an engine request, so the cap bounds a round.
+- One request of a step stops at ``max_step_tokens`` (256 by default), a safety bound on
+  a round's latency; search-and-learn bounds a step only by its max_tokens (2048). A step
+  cut there is not a step: it is not scored (the sample keeps its parent's score in its
+  subtree's choice) and the next round continues it (``ends``: ``cap``). A step also
+  stops at the request's remaining max_tokens.
 - No fixed system prompt or chat template: the client's conversation as sent.
 
 Streaming: after each round the common prefix of every live subtree's kept response and
@@ -39,11 +43,16 @@ every ended subtree's candidates is committed; subtrees differ from their first 
 it is usually empty unless N / M is 1.
 
 Report: ``details.rounds``, per round: ``subtrees`` (the live ones, by index), ``scores``
-(per live subtree its M new steps' PRM scores), ``kept`` (per live subtree the index of the
-sample it kept), ``finished`` (subtrees ended so far).
+(per live subtree its M new steps' PRM scores), ``ends`` (per live subtree why each of
+its M new steps ended: ``delimiter``, ``eos``, ``stop``, ``max_tokens`` or ``cap``),
+``kept`` (per live subtree the index of the sample it kept), ``finished`` (subtrees ended so far).
+
+Deadline and budget: every scored sample is kept for the fallback (search.steps), so a
+search cut short answers with its best response so far, streamed or not.
 
 Budget: phases ``generate`` and ``score_steps``. Per round at most N / M engine calls
-of M samples and one PRM call of at most N steps. ``worst_case``: at most
+of M samples and one PRM call of at most N prefixes (more in the last round with
+``min``/``prod``/``mean``). ``worst_case``: at most
 min(max_steps, max_tokens) rounds, the last one's steps up to max_tokens.
 
 Bounds: ``beam_width`` divides N (so at most N); N itself is bounded by the server's
@@ -59,11 +68,12 @@ from typing import Any
 from search.budget import Work
 from search.context import SearchContext
 from search.partial import top_indices
+from search.step_path import StepPath
 from search.steps import (
-    StepPath,
     WidthSearch,
     choose,
     expand,
+    reward_items_bound,
     rounds_bound,
     score_new_steps,
     tokens_bound,
@@ -93,7 +103,7 @@ class DiverseVerifierTreeSearch(WidthSearch):
         return Work(
             tokens=tokens_bound(self, max_tokens, self.n),
             engine_calls=rounds * self.subtrees(),
-            reward_items=rounds * self.n,
+            reward_items=reward_items_bound(self, max_tokens, self.n),
         )
 
     async def run(self, ctx: SearchContext) -> SearchResult:
@@ -117,14 +127,24 @@ class DiverseVerifierTreeSearch(WidthSearch):
                 )
             choices: list[int] = []
             scores: list[list[float | None]] = []
+            ends: list[list[str | None]] = []
             for k, j in enumerate(live):
                 samples = scored[k * width : (k + 1) * width]
                 best = top_indices([s.score(self.aggregation) for s in samples], 1)[0]
                 kept[j], last_round[j] = samples[best], samples
                 choices.append(best)
-                scores.append([s.scores[-1] for s in samples])
+                scores.append([s.scores[-1] if s.scores else None for s in samples])
+                ends.append([s.end for s in samples])
             ended = sum(path.finished for path in kept)
-            report.append({"subtrees": live, "scores": scores, "kept": choices, "finished": ended})
+            report.append(
+                {
+                    "subtrees": live,
+                    "scores": scores,
+                    "ends": ends,
+                    "kept": choices,
+                    "finished": ended,
+                }
+            )
             ctx.commit_common_prefix(possible_answers(kept, last_round))
         candidates = [s for samples in last_round for s in samples if s.finished]
         return await choose(ctx, self, candidates, {"rounds": report})

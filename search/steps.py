@@ -1,26 +1,40 @@
 """Responses built one reasoning step at a time, for the step-level searches (beam_search,
 dvts, particle_filtering) and their process reward model (PRM).
 
-A step ends at the delimiter (``step_delimiter``, default a blank line, as
-search-and-learn's and Qwen2.5-Math-PRM's step format) or after ``max_step_tokens``.
-Each step is one engine request on prompt ids + the response's ids so far, so the prefix
-cache serves everything already computed and no re-tokenisation moves a token boundary.
-The request stops at the delimiter or any of the client's stop strings, and keeps the
-matched string in its text (vLLM's ``include_stop_str_in_output``), so the steps' texts
-join into the response exactly. A client stop string ends the response and is cut off, as
-in any completion; so does the end-of-sequence token, and ``max_tokens`` in all.
+A step ends as search-and-learn and its_hub end one (search.step_path): at the delimiter
+(``step_delimiter``, default a blank line, as search-and-learn's and Qwen2.5-Math-PRM's
+step format), the end-of-sequence token, a client stop string or ``max_tokens``.
+``max_step_tokens`` (default 256) is only a safety bound on one engine request: a segment
+cut there is no step; it is neither scored nor selected on as one, and the next round
+continues it (search.step_path). Each segment is one engine request on prompt ids + the
+response's ids so far, so the prefix cache serves everything already computed and no
+re-tokenisation moves a token boundary. The request stops at the delimiter or any of the
+client's stop strings, and keeps the matched string in its text (vLLM's
+``include_stop_str_in_output``), so the steps' texts join into the response exactly. A
+client stop string ends the response and is cut off, as in any completion; so does the
+end-of-sequence token, and ``max_tokens`` in all.
 
 One imprecision, left alone: vLLM matches stop strings on text, so a delimiter that ends
 inside a token (a token "\\n\\n\\n" for the delimiter "\\n\\n") cuts the text there while
 the ids keep the whole token; the response text then lacks the token's last characters.
 
-Scores: each step gets the PRM's score of it when it is added (the PRM is causal, see
-search.protocols.ProcessRewardModel), and a response's score aggregates its steps'
-(``aggregation``): ``last`` (search-and-learn's default), ``min``, ``prod`` or ``mean``.
+Scores: the PRM scores a response's steps when they close (the PRM is causal, see
+search.protocols.ProcessRewardModel), and a response's score aggregates them
+(``aggregation``): ``last`` (search-and-learn's default: the newest step's score),
+``min``, ``prod``, ``mean`` (every step scored), or ``model`` (reward_hub's, its_hub's
+benchmark default: the whole response so far given to the PRM as one step, scored once a
+round; the newest counts). A step's inner scores are only asked for when the aggregation
+reads them (``min``, ``prod``, ``mean``): ``last`` scores one prefix per response a round.
 
 The last round (``expand(..., to_end=True)``) continues each response to its end: no
 delimiter, the rest of max_tokens, as search-and-learn's last iteration "generates to EOS",
-so every response a search answers with is complete.
+so every response a search answers with is complete. Its text is split into its steps
+before it is scored (search-and-learn scores ``text.replace("\\n\\n", <sep>)``), so the
+PRM never sees a separator inside a step nor several steps as one. A prefix that ends
+inside a segment is sent with its ids re-encoded from its text (the judge PRM reads ids).
+
+Every response scored is also kept for the deadline and budget fallback
+(search.deadline): finished ones as complete, live ones as partial.
 
 The answer (``choose``): the best aggregated score, or with ``answer_regex`` the
 PRM-weighted majority vote of search-and-learn's weighted best-of-N: each response's answer
@@ -29,16 +43,18 @@ PRM-weighted majority vote of search-and-learn's weighted best-of-N: each respon
 its score as the weight (search.majority's ``vote_weights``: a bounded PRM's score mapped
 to [0, 1], an unbounded one's sigmoid), the answer with the largest sum wins and the reply
 is its best-scored response.
+
+Report: each round says why each of its new segments ended (``ends``: ``delimiter``,
+``eos``, ``stop``, ``max_tokens``, ``cap`` or ``abort``; None for a response not continued
+that round).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -53,105 +69,19 @@ from search.majority import (
 )
 from search.regex_check import MAX_REGEX_CHARS, check_answer_regex
 from search.select import finish
+from search.step_path import Aggregation, StepPath
 from search.strategy import SearchStrategy
-from search.types import Candidate, Completion, FinishReason, SearchResult
+from search.types import Candidate, SearchResult
 
-Aggregation = Literal["last", "min", "prod", "mean"]
 # Most steps a response may take (search-and-learn's num_iterations is 40): each step is a
 # sequential round of engine calls and a PRM call.
 MAX_STEPS = 256
 MAX_DELIMITER_CHARS = 32
-
-
-def aggregate(scores: Sequence[float], how: Aggregation) -> float:
-    """One response's score from its steps' scores; 0.0 for a response with no step."""
-    if not scores:
-        return 0.0
-    if how == "last":
-        return scores[-1]
-    if how == "min":
-        return min(scores)
-    if how == "prod":
-        return math.prod(scores)
-    return math.fsum(scores) / len(scores)
-
-
-@dataclass(frozen=True)
-class StepPath:
-    """One response so far: its generated ids, its steps' texts and their PRM scores."""
-
-    token_ids: tuple[int, ...] = ()
-    steps: tuple[str, ...] = ()
-    # The engine's per-token logprobs and top alternatives, step by step, when the request
-    # asked for them (what the answer's logprobs show).
-    logprobs: tuple[float, ...] = ()
-    top_logprobs: tuple[dict[int, float], ...] = ()
-    # One per step scored so far (a new step is unscored until the search's next PRM call).
-    scores: tuple[float, ...] = ()
-    # None while the response can still be continued.
-    finish_reason: FinishReason | None = None
-    # Where it descends from (a root index, a subtree): its lineage in reports.
-    lineage: int = 0
-
-    @property
-    def text(self) -> str:
-        return "".join(self.steps)
-
-    @property
-    def finished(self) -> bool:
-        return self.finish_reason is not None
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.token_ids)
-
-    def extend(
-        self, out: Completion, max_tokens: int, delimiter: str, client_stops: Sequence[str]
-    ) -> StepPath:
-        """This response followed by the step ``out`` (generated with stop strings kept)."""
-        text = out.text
-        finish: FinishReason | None = None
-        if out.finish_reason == "stop":
-            reason = out.stop_reason
-            if reason is not None and reason in client_stops:
-                # The client's stop string ends the response and is not part of it.
-                text = text.removesuffix(reason)
-                finish = "stop"
-            elif reason is None or reason != delimiter:
-                finish = "stop"  # the end-of-sequence token
-        elif out.finish_reason == "abort":
-            finish = "abort"
-        token_ids = self.token_ids + out.token_ids
-        if finish is None and len(token_ids) >= max_tokens:
-            finish = "length"
-        return dataclasses.replace(
-            self,
-            token_ids=token_ids,
-            steps=(*self.steps, text),
-            logprobs=self.logprobs + (out.logprobs or ()),
-            top_logprobs=self.top_logprobs + (out.top_logprobs or ()),
-            finish_reason=finish,
-        )
-
-    def scored(self, score: float) -> StepPath:
-        """With its last step's score (each step is scored once, when it is added)."""
-        return dataclasses.replace(self, scores=(*self.scores, score))
-
-    def score(self, how: Aggregation) -> float:
-        return aggregate(self.scores, how)
-
-    def completion(self) -> Completion:
-        has_logprobs = len(self.logprobs) == len(self.token_ids)
-        return Completion(
-            token_ids=self.token_ids,
-            text=self.text,
-            finish_reason=self.finish_reason or "length",
-            cumulative_logprob=math.fsum(self.logprobs) if has_logprobs else None,
-            logprobs=self.logprobs if has_logprobs else None,
-            top_logprobs=(
-                self.top_logprobs if len(self.top_logprobs) == len(self.token_ids) else None
-            ),
-        )
+# The per-step token cap's default: a safety bound on one engine request, several times a
+# normal step (GSM8K's steps run to tens of tokens, MATH's in search-and-learn's format to
+# one or two hundred). Not higher: the worst case of N paths x max_steps rounds of capped
+# steps must fit the default --max-search-tokens at n 64 and max_tokens 4096.
+DEFAULT_MAX_STEP_TOKENS = 256
 
 
 class StepSearch(SearchStrategy):
@@ -165,7 +95,11 @@ class StepSearch(SearchStrategy):
         description="text that ends a step",
     )
     max_step_tokens: int = Field(
-        default=64, ge=1, le=4096, strict=True, description="a step is cut after this many"
+        default=DEFAULT_MAX_STEP_TOKENS,
+        ge=1,
+        le=4096,
+        strict=True,
+        description="safety bound: one request of a step stops after this many tokens",
     )
     max_steps: int = Field(
         default=40, ge=1, le=MAX_STEPS, strict=True, description="rounds of expansion at most"
@@ -186,6 +120,10 @@ class StepSearch(SearchStrategy):
     async def preflight(self) -> None:
         await check_answer_regex(self.answer_regex)
 
+    def parallel_samples(self) -> int:
+        # Every path starts from the same prompt: greedy decoding would make N copies.
+        return self.n
+
     def step_tokens(self, max_tokens: int) -> int:
         return min(self.max_step_tokens, max_tokens)
 
@@ -201,6 +139,15 @@ def tokens_bound(search: StepSearch, max_tokens: int, per_round: int) -> int:
     round's run to the end (``expand(..., to_end=True)``), up to max_tokens."""
     rounds = rounds_bound(search, max_tokens)
     return per_round * ((rounds - 1) * search.step_tokens(max_tokens) + max_tokens)
+
+
+def reward_items_bound(search: StepSearch, max_tokens: int, per_round: int) -> int:
+    """Prefixes scored for ``per_round`` new segments a round: one each, but an aggregation
+    that reads every step scores each step of the last round's run to the end, at most one
+    per token."""
+    rounds = rounds_bound(search, max_tokens)
+    every_step = search.aggregation in ("min", "prod", "mean")
+    return per_round * (rounds + (max_tokens - 1 if every_step else 0))
 
 
 class WidthSearch(StepSearch):
@@ -236,10 +183,10 @@ async def expand(
     *,
     to_end: bool = False,
 ) -> list[list[StepPath]]:
-    """``counts[i]`` sampled next steps of each ``parents[i]``, one engine request per parent,
-    all at once (the engine batches them; the prefix cache serves each parent). Parents
-    with a count of 0 get no request. ``to_end``: the search's last round, each step runs
-    to the response's end (no delimiter, the rest of max_tokens)."""
+    """``counts[i]`` sampled next segments of each ``parents[i]``, one engine request per
+    parent, all at once (the engine batches them; the prefix cache serves each parent).
+    Parents with a count of 0 get no request. ``to_end``: the search's last round, each
+    segment runs to the response's end (no delimiter, the rest of max_tokens)."""
     max_tokens = ctx.sampling.max_tokens
     client_stops = ctx.sampling.stop
     stops = client_stops if to_end else (*client_stops, search.step_delimiter)
@@ -256,34 +203,58 @@ async def expand(
         if count > 0
     ]
     outs = iter(await gather_all(jobs))
+    delimiter = search.step_delimiter
     return [
         [
-            parent.extend(out, max_tokens, search.step_delimiter, client_stops)
+            parent.extend(out, max_tokens, delimiter, client_stops, delimited=not to_end)
             for out in (next(outs) if count > 0 else [])
         ]
         for parent, count in zip(parents, counts, strict=True)
     ]
 
 
+def prefixes_to_score(path: StepPath, how: Aggregation) -> list[int]:
+    """The step counts of ``path``'s prefixes the PRM scores now: none while no step
+    closed since its last scoring; the newest closed step for ``last`` and ``model``;
+    every newly closed step for the aggregations that read them all."""
+    closed = path.closed_steps
+    if closed <= path.scored_steps:
+        return []
+    if how in ("last", "model"):
+        return [closed]
+    return list(range(path.scored_steps + 1, closed + 1))
+
+
 async def score_new_steps(
     ctx: SearchContext, paths: Sequence[StepPath], how: Aggregation = "last"
 ) -> list[StepPath]:
-    """``paths`` with their newest step scored, in one PRM call for those that need it.
+    """``paths`` with their newly closed steps scored (``prefixes_to_score``), in one PRM
+    call for all of them. With ``model`` each prefix goes to the PRM as one step.
 
     Each newly scored response is kept (``ctx.keep_scored``, with its ``how`` aggregate:
-    the score the search would choose it by) for the deadline fallback: without them a
-    step search cut by its deadline had scored nothing the server could answer with, so
-    a search of tiny steps held its slot to the deadline and then answered 504 with
-    nothing (finding N2). Finished responses are kept as complete, live ones as partial,
-    so a complete one is preferred."""
-    todo = [i for i, p in enumerate(paths) if len(p.scores) < len(p.steps)]
-    scores = await ctx.score_last_steps(
-        [paths[i].steps for i in todo], [paths[i].token_ids for i in todo]
-    )
+    the score the search would choose it by) for the deadline and budget fallback:
+    without them a step search cut by its deadline had scored nothing the server could
+    answer with (finding N2). Finished responses are kept as complete, live ones as
+    partial, so a complete one is preferred."""
+    items: list[tuple[int, int]] = []  # (path, prefix step count)
+    for i, path in enumerate(paths):
+        items += [(i, k) for k in prefixes_to_score(path, how)]
+    steps: list[tuple[str, ...]] = []
+    ids: list[tuple[int, ...]] = []
+    for i, k in items:
+        path = paths[i]
+        prefix = path.steps[:k]
+        steps.append(("".join(prefix),) if how == "model" else prefix)
+        whole = k == len(path.steps)
+        ids.append(path.token_ids if whole else tuple(ctx.tokenizer.encode("".join(prefix))))
+    scores = await ctx.score_last_steps(steps, ids)
+    new: dict[int, list[float]] = {}
+    for (i, _), score in zip(items, scores, strict=True):
+        new.setdefault(i, []).append(score)
     done = list(paths)
-    for i, score in zip(todo, scores, strict=True):
-        done[i] = paths[i].scored(score)
-    ctx.keep_scored([(done[i].text, done[i].score(how), not done[i].finished) for i in todo])
+    for i, got in new.items():
+        done[i] = paths[i].scored(got, paths[i].closed_steps)
+    ctx.keep_scored([(done[i].text, done[i].score(how), not done[i].finished) for i in new])
     return done
 
 
@@ -292,12 +263,18 @@ def as_candidates(paths: Sequence[StepPath], how: Aggregation) -> list[Candidate
     return [Candidate(p.completion(), p.score(how)) for p in paths]
 
 
-def step_report(paths: Sequence[StepPath]) -> dict[str, object]:
-    """A round's state for ``details``: live and finished counts and the step scores."""
+def step_report(
+    paths: Sequence[StepPath], extended: Sequence[bool] | None = None
+) -> dict[str, object]:
+    """A round's state for ``details``: live and finished counts, the newest step scores,
+    and why each new segment ended (None for a path ``extended`` says was not continued
+    this round)."""
+    grown = [True] * len(paths) if extended is None else extended
     return {
         "live": sum(not p.finished for p in paths),
         "finished": sum(p.finished for p in paths),
         "scores": [p.scores[-1] if p.scores else None for p in paths],
+        "ends": [p.end if new else None for p, new in zip(paths, grown, strict=True)],
         "lineage": [p.lineage for p in paths],
     }
 

@@ -58,6 +58,13 @@ class SearchStrategy(BaseModel):
         Greedy decoding (temperature 0) has one answer, so above 1 it is refused up front."""
         return self.n
 
+    def parallel_samples(self) -> int:
+        """The most responses it draws from one same context: above 1, greedy decoding
+        (temperature 0) makes them identical, so the server refuses it up front. The
+        samples of one call by default; the step searches start N paths from the prompt
+        (one request each for particle_filtering), so N."""
+        return self.samples_per_call()
+
     def worst_case(self, max_tokens: int) -> Work:
         """The most this search can spend at ``max_tokens`` (search.budget): an upper
         bound, checked against the server's limits before it runs. An option out of bounds

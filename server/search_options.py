@@ -71,13 +71,14 @@ def search_options(
             f"the server allows at most {settings.max_live_candidates}",
             param="search",
         )
-    if request.temperature == 0 and strategy.samples_per_call() > 1:
+    if request.temperature == 0 and strategy.parallel_samples() > 1:
         # Greedy decoding has one answer; vLLM rejects n > 1 with it rather than repeat
-        # it. Checked against what the search samples at once (speculative rejection
-        # starts n_initial responses), so it never fails mid-search.
+        # it. Checked against what the search samples from one context (speculative
+        # rejection starts n_initial responses, a step search N paths from the prompt), so
+        # it never fails mid-search nor runs N identical paths.
         raise InvalidRequest(
             f"temperature 0 (greedy) yields a single candidate, but this search samples "
-            f"{strategy.samples_per_call()} at once: use search.n = 1 "
+            f"{strategy.parallel_samples()} from the same text: use search.n = 1 "
             "or a temperature above 0",
             param="temperature",
         )

@@ -652,22 +652,24 @@ def engine_core(pid: int) -> psutil.Process:
 ESSAY = "Write a very long essay, at least 3000 words, about the history of the sea."
 
 
-def test_n2_a_one_token_step_search_answers_at_its_deadline_with_text(hardened: Server) -> None:
-    # 256 rounds of one-token steps, each an engine call and a judge PRM call, cannot
-    # finish in 20 s: it held its slot to the deadline and answered 504 with nothing. (A
-    # round takes about a second here, but 13 s at a load average of 45.) The long essay
-    # keeps the beams from ending early (a short answer ended in 11 s on a quiet machine).
+def test_n2_a_long_step_search_answers_at_its_deadline_with_text(hardened: Server) -> None:
+    # A 1024-token essay, a sentence a round, each round an engine call and a judge PRM
+    # call, cannot finish in 20 s: it held its slot to the deadline and answered 504 with
+    # nothing. (Its steps once were single tokens, max_step_tokens 1; since issue 27 a step
+    # cut at that safety cap is no step and is never scored, so short steps are sentences,
+    # each scored within seconds even on a loaded machine.) The long essay keeps the beams
+    # from ending early.
     wait_idle(hardened.url)
     search = {
         "algorithm": "beam_search",
         "n": 2,
         "beam_width": 2,
         "max_steps": 256,
-        "max_step_tokens": 1,
+        "step_delimiter": ".",
         "timeout_s": 20,
     }
     start = time.perf_counter()
-    reply = post(hardened.url, chat_body(ESSAY, max_tokens=512, search=search))
+    reply = post(hardened.url, chat_body(ESSAY, max_tokens=1024, search=search))
     took = time.perf_counter() - start
     print(f"{reply.status_code} after {took:.1f} s: {reply.text[:200]}")
     assert reply.status_code == 200, reply.text[:300]

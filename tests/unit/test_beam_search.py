@@ -14,14 +14,15 @@ from search.context import SearchContext
 from search.errors import InvalidRequest
 from search.fakes import StepTableGenerator, TablePRM, TableReward, fake_context
 from search.registry import STRATEGIES, parse_strategy
-from search.steps import StepPath
+from search.step_path import StepPath
 from search.types import SamplingConfig
 
 P = "<user>hi<assistant>"
 
 # N = 4, M = 2. Round 0: A, B, C live, D finished. Keep the top 2 live (B .9, C .6), two
-# copies each. Round 1: B1 live, B2 done, C1 done, C2 live: keep both, two copies each.
-# Round 2: E, F, G done, H live: 6 completed >= 4, stop; the first 4 are the candidates.
+# copies each, in search-and-learn's order (B, C, B, C). Round 1: B1 live, C1 done, B2
+# done, C2 live: keep both, two copies each. Round 2: E, G, F done, H live: 6 completed
+# >= 4, stop; the first 4 are the candidates.
 TREE = {
     "": ["A\n\n", "B\n\n", "C\n\n", "D"],
     "B\n\n": ["B1\n\n", "B2"],
@@ -58,8 +59,8 @@ async def test_beam_search_keeps_the_best_n_over_m_and_expands_each_by_m() -> No
     ctx, gen = context(TREE, prm)
     result = await BeamSearch(n=4, beam_width=2).run(ctx)
 
-    assert [c.text for c in result.candidates] == ["D", "B\n\nB2", "C\n\nC1", "B\n\nB1\n\nE"]
-    assert [c.reward for c in result.candidates] == [0.5, 0.8, 0.4, 0.99]
+    assert [c.text for c in result.candidates] == ["D", "C\n\nC1", "B\n\nB2", "B\n\nB1\n\nE"]
+    assert [c.reward for c in result.candidates] == [0.5, 0.4, 0.8, 0.99]
     assert result.best.text == "B\n\nB1\n\nE"
     # Round 0 is N / M requests of M from the prompt; then M per kept beam.
     assert [(key, n) for key, _, _, n in gen.calls] == [
@@ -73,8 +74,8 @@ async def test_beam_search_keeps_the_best_n_over_m_and_expands_each_by_m() -> No
     assert [len(call) for call in prm.calls] == [4, 4, 4]
     assert prm.calls[1] == [
         ("B\n\n", "B1\n\n"),
-        ("B\n\n", "B2"),
         ("C\n\n", "C1"),
+        ("B\n\n", "B2"),
         ("C\n\n", "C2\n\n"),
     ]
     budget = result.budget
@@ -87,6 +88,7 @@ async def test_beam_search_keeps_the_best_n_over_m_and_expands_each_by_m() -> No
                 "live": 3,
                 "finished": 1,
                 "scores": [0.3, 0.9, 0.6, 0.5],
+                "ends": ["delimiter", "delimiter", "delimiter", "eos"],
                 "lineage": [0, 1, 2, 3],
                 "kept": [1, 2],
                 "completed": 1,
@@ -94,16 +96,18 @@ async def test_beam_search_keeps_the_best_n_over_m_and_expands_each_by_m() -> No
             {
                 "live": 2,
                 "finished": 2,
-                "scores": [0.7, 0.8, 0.4, 0.95],
-                "lineage": [1, 1, 2, 2],
+                "scores": [0.7, 0.4, 0.8, 0.95],
+                "ends": ["delimiter", "eos", "eos", "delimiter"],
+                "lineage": [1, 2, 1, 2],
                 "kept": [0, 3],
                 "completed": 3,
             },
             {
                 "live": 1,
                 "finished": 3,
-                "scores": [0.99, 0.2, 1.0, 0.1],
-                "lineage": [1, 1, 2, 2],
+                "scores": [0.99, 1.0, 0.2, 0.1],
+                "ends": ["eos", "eos", "eos", "delimiter"],
+                "lineage": [1, 2, 1, 2],
                 "kept": [],
                 "completed": 6,
             },
@@ -113,11 +117,11 @@ async def test_beam_search_keeps_the_best_n_over_m_and_expands_each_by_m() -> No
 
 
 async def test_beam_search_ranks_by_the_aggregation() -> None:
-    # min over the steps: D .5, B-B2 .8, C-C1 .4, B-B1-E .7.
+    # min over the steps: D .5, C-C1 .4, B-B2 .8, B-B1-E .7.
     ctx, _ = context(TREE, TablePRM(SCORES))
     result = await BeamSearch(n=4, beam_width=2, aggregation="min").run(ctx)
     assert result.best.text == "B\n\nB2"
-    assert [c.reward for c in result.candidates] == [0.5, 0.8, 0.4, 0.7]
+    assert [c.reward for c in result.candidates] == [0.5, 0.4, 0.8, 0.7]
 
 
 async def test_beam_search_votes_with_an_answer_regex() -> None:

@@ -72,11 +72,30 @@ async def test_each_subtree_keeps_its_own_best_step() -> None:
     assert (budget.engine_calls, budget.reward_calls, budget.scored_responses) == (5, 3, 10)
     assert budget.generated_tokens == 4 * 3 + (2 + 4 + 4 + 4) + (1 + 1)
     assert set(budget.phase_seconds) == {"generate", "score_steps"}
+    d, e = "delimiter", "eos"
     assert result.details == {
         "rounds": [
-            {"subtrees": [0, 1], "scores": [[0.2, 0.7], [0.9, 0.8]], "kept": [1, 0], "finished": 0},
-            {"subtrees": [0, 1], "scores": [[0.6, 0.5], [0.3, 0.4]], "kept": [0, 1], "finished": 1},
-            {"subtrees": [1], "scores": [[0.1, 0.95]], "kept": [1], "finished": 2},
+            {
+                "subtrees": [0, 1],
+                "scores": [[0.2, 0.7], [0.9, 0.8]],
+                "ends": [[d, d], [d, d]],
+                "kept": [1, 0],
+                "finished": 0,
+            },
+            {
+                "subtrees": [0, 1],
+                "scores": [[0.6, 0.5], [0.3, 0.4]],
+                "ends": [[e, d], [d, d]],
+                "kept": [0, 1],
+                "finished": 1,
+            },
+            {
+                "subtrees": [1],
+                "scores": [[0.1, 0.95]],
+                "ends": [[e, e]],
+                "kept": [1],
+                "finished": 2,
+            },
         ]
     }
     assert Work.spent(budget).within(DiverseVerifierTreeSearch(n=4, beam_width=2).worst_case(100))

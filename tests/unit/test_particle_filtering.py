@@ -3,8 +3,10 @@ resampler, against hand-computed draws.
 
 Fakes as in test_steps.py: the generator's table reads "after this response so far, the
 model writes ..." (cut at "\\n\\n"), each call taking the next texts of its key; TablePRM
-scores each step by its text, on [0, 1]. A [0, 1] score s has the log-weight logit(s), so
-with temperature 1 the resampling probabilities are the odds s / (1 - s), normalised."""
+scores a response by its whole text, on [0, 1] (the default aggregation, ``model``, gives
+the PRM the response as one step, as its_hub's benchmark does). A [0, 1] score s has the
+log-weight logit(s), so with temperature 1 the resampling probabilities are the odds
+s / (1 - s), normalised."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from search.errors import InvalidRequest
 from search.fakes import StepTableGenerator, TablePRM, TableReward, fake_context
 from search.particle_filtering import ParticleFiltering, log_weight, resample
 from search.registry import STRATEGIES, parse_strategy
-from search.steps import StepPath
+from search.step_path import StepPath
 from search.types import SamplingConfig
 
 P = "<user>hi<assistant>"
@@ -31,8 +33,8 @@ TREE = {
     "b\n\nb1\n\n": ["e"],
 }
 # Odds: a 1, b 4, c 9, d 1/4; b1 1, b2 3, b3 1/4; e 1.
-SCORES = {"a\n\n": 0.5, "b\n\n": 0.8, "c": 0.9, "d\n\n": 0.2, "b1\n\n": 0.5, "b2": 0.75}
-SCORES |= {"b3\n\n": 0.2, "e": 0.5}
+SCORES = {"a\n\n": 0.5, "b\n\n": 0.8, "c": 0.9, "d\n\n": 0.2, "b\n\nb1\n\n": 0.5}
+SCORES |= {"b\n\nb2": 0.75, "b\n\nb3\n\n": 0.2, "b\n\nb1\n\ne": 0.5}
 
 
 def context(
@@ -81,11 +83,17 @@ async def test_particles_are_resampled_in_proportion_to_their_weights() -> None:
     assert [c.text for c in result.candidates] == ["c"] * 4
     assert result.best.text == "c" and result.best.reward == 0.9
 
-    # One request of one sample per live particle; only the new steps are scored.
+    # One request of one sample per live particle; only the grown ones are scored, each
+    # whole as one step.
     assert [(key, n) for key, _, _, n in gen.calls] == [("", 1)] * 4 + [("b\n\n", 1)] * 3 + [
         ("b\n\nb1\n\n", 1)
     ]
-    assert prm.calls[1] == [("b\n\n", "b1\n\n"), ("b\n\n", "b2"), ("b\n\n", "b3\n\n")]
+    assert prm.calls[1] == [("b\n\nb1\n\n",), ("b\n\nb2",), ("b\n\nb3\n\n",)]
+    assert [r["ends"] for r in rounds] == [
+        ["delimiter", "delimiter", "eos", "delimiter"],
+        ["delimiter", "eos", None, "delimiter"],
+        [None, None, "eos", None],
+    ]
     budget = result.budget
     assert (budget.engine_calls, budget.reward_calls, budget.scored_responses) == (8, 3, 8)
     assert budget.generated_tokens == (3 + 3 + 1 + 3) + (4 + 2 + 4) + 1
@@ -139,6 +147,13 @@ def test_the_temperature_divides_the_log_weights() -> None:
     assert hot == pytest.approx([1 / 6.5, 2 / 6.5, 3 / 6.5, 0.5 / 6.5])
 
 
+def test_a_particle_not_scored_yet_has_the_neutral_weight() -> None:
+    # Its first step cut at the safety cap: no score, log-weight 0 (odds 1), not logit(0).
+    particles = [StepPath(steps=("x",), open=True), StepPath(steps=("y",), scores=(0.8,))]
+    weights = ParticleFiltering(n=2).weights(particles, (0.0, 1.0))
+    assert weights == pytest.approx([1 / 5, 4 / 5])
+
+
 class Scripted(random.Random):
     def __init__(self, draws: list[float]) -> None:
         super().__init__(0)
@@ -159,6 +174,9 @@ def test_worst_case_and_samples_per_call() -> None:
     assert search.worst_case(100) == Work(
         tokens=4 * (2 * 8 + 100), engine_calls=3 * 4, reward_items=3 * 4
     )
+    # Scoring every step: the last round's run to the end may hold one step per token.
+    every = ParticleFiltering(n=4, max_steps=3, aggregation="min").worst_case(100)
+    assert every.reward_items == 4 * (3 + 99)
     assert search.samples_per_call() == 1 and search.peak_candidates() == 4
 
 
@@ -182,4 +200,4 @@ def test_registered_with_its_hubs_defaults() -> None:
     search = parse_strategy({"algorithm": "particle_filtering", "resample_temperature": 1})
     assert STRATEGIES["particle_filtering"] is ParticleFiltering
     assert isinstance(search, ParticleFiltering)
-    assert (search.resample_temperature, search.aggregation) == (1.0, "last")
+    assert (search.resample_temperature, search.aggregation) == (1.0, "model")

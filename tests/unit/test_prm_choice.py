@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from rewards.guard import TimedPRM
-from rewards.judge_prm import STEP_CRITERIA, JudgePRM
+from rewards.judge_prm import STEP_CRITERIA, WHOLE_CRITERIA, JudgePRM
 from rewards.prm_spec import PRMSpec, parse_prm_specs
 from search.errors import RewardTimeout
 from server.metrics import ServerMetrics
@@ -72,17 +72,25 @@ async def test_judge_prm_rates_the_joined_steps_by_the_step_criterion() -> None:
     prm = JudgePRM(judge)
     scores = await prm.score_last_steps(
         [{"role": "user", "content": "q"}],
-        [["a\n\n", "b"], ["c"]],
-        token_ids=[[1, 2, 3], [1, 4]],
+        [["a\n\n", "b"], ["c"], ["d\n\n", "e"]],
+        token_ids=[[1, 2, 3], [1, 4], [1, 5]],
     )
-    assert scores == [0.25, 0.5]
+    # A response of several steps: its last step; one given as one step (a first step,
+    # or aggregation "model"): the whole of it.
+    assert scores == [0.25, 0.25, 0.5]
     assert judge.calls == [
         {
-            "responses": ["a\n\nb", "c"],
+            "responses": ["a\n\nb", "d\n\ne"],
             "partial": False,
             "rubric": STEP_CRITERIA,
-            "token_ids": [[1, 2, 3], [1, 4]],
-        }
+            "token_ids": [[1, 2, 3], [1, 5]],
+        },
+        {
+            "responses": ["c"],
+            "partial": False,
+            "rubric": WHOLE_CRITERIA,
+            "token_ids": [[1, 4]],
+        },
     ]
 
 

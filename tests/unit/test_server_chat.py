@@ -364,6 +364,28 @@ async def test_temperature_0_without_search_is_one_greedy_answer(
 
 
 @pytest.mark.parametrize(
+    "search",
+    [
+        {"algorithm": "particle_filtering", "n": 4},
+        {"algorithm": "beam_search", "n": 4, "beam_width": 1},
+        {"algorithm": "dvts", "n": 2, "beam_width": 1},
+    ],
+)
+async def test_s8_greedy_step_searches_of_n_identical_paths_are_refused(
+    serve_app: Any, runtime_of: Any, script: Any, search: dict[str, Any]
+) -> None:
+    # S8: particle_filtering samples one step per request and beam_width 1 one per beam, so
+    # the per-call guard let temperature 0 through: N identical greedy paths at N x cost.
+    gen = script()
+    async with serve_app(runtime_of(gen)) as client:
+        r = await client.post(URL, json=body(temperature=0, search=search))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "temperature"
+    assert f"samples {search['n']} from the same text" in r.json()["error"]["message"]
+    assert gen.calls == []  # refused before the search ran
+
+
+@pytest.mark.parametrize(
     "fields, named",
     [
         ({"temperature": 0, "n": 2}, ("n is 2", "temperature")),

@@ -16,9 +16,8 @@ from search.context import SearchContext
 from search.errors import EngineUnavailable, InvalidRequest
 from search.fakes import StepTableGenerator, TablePRM, TableReward, fake_context, stepped
 from search.registry import parse_strategy
+from search.step_path import StepPath, aggregate, split_steps
 from search.steps import (
-    StepPath,
-    aggregate,
     choose,
     expand,
     rounds_bound,
@@ -26,7 +25,7 @@ from search.steps import (
     step_report,
     tokens_bound,
 )
-from search.types import SamplingConfig
+from search.types import Completion, SamplingConfig
 
 P = "<user>hi<assistant>"
 
@@ -65,22 +64,24 @@ def test_fake_cuts_at_the_stop_string_that_ends_first_within_max_tokens() -> Non
 async def test_a_step_ends_at_the_delimiter_which_stays_in_its_text() -> None:
     ctx, gen = context({"": ["One.\n\nTwo."], "One.\n\n": ["Two."]})
     [[first]] = await expand(ctx, search(), [StepPath()], [1])
-    assert first.steps == ("One.\n\n",) and not first.finished
+    assert first.steps == ("One.\n\n",) and not first.finished and first.end == "delimiter"
     assert first.token_ids == tuple(ord(c) for c in "One.\n\n")
     [[second]] = await expand(ctx, search(), [first], [1])
     # No delimiter before the end: the end-of-sequence token finishes the response.
     assert second.steps == ("One.\n\n", "Two.") and second.finish_reason == "stop"
+    assert second.end == "eos"
     assert second.text == "One.\n\nTwo." and second.completion().text == second.text
-    # Each step continues prompt + the ids so far, stopping at the delimiter, kept.
-    assert gen.calls == [("", 64, ("\n\n",), 1), ("One.\n\n", 64, ("\n\n",), 1)]
+    # Each step continues prompt + the ids so far, stopping at the delimiter, kept; its
+    # only cap is what max_tokens leaves (the safety cap, 256, is above it).
+    assert gen.calls == [("", 100, ("\n\n",), 1), ("One.\n\n", 94, ("\n\n",), 1)]
 
 
 async def test_a_client_stop_string_ends_the_response_and_is_cut_off() -> None:
     ctx, gen = context({"": ["Yes. END more\n\n"]}, stop=("END",))
     [[path]] = await expand(ctx, search(), [StepPath()], [1])
-    assert path.steps == ("Yes. ",) and path.finish_reason == "stop"
+    assert path.steps == ("Yes. ",) and path.finish_reason == "stop" and path.end == "stop"
     # The client's stops come first, then the delimiter.
-    assert gen.calls == [("", 64, ("END", "\n\n"), 1)]
+    assert gen.calls == [("", 100, ("END", "\n\n"), 1)]
 
 
 async def test_a_custom_delimiter_splits_the_steps() -> None:
@@ -89,23 +90,57 @@ async def test_a_custom_delimiter_splits_the_steps() -> None:
     assert path.steps == ("a;",) and not path.finished
 
 
-async def test_max_step_tokens_cuts_a_step_without_ending_the_response() -> None:
-    ctx, gen = context({"": ["abcdefg"], "abc": ["defg"]}, max_tokens=5)
-    options = search(max_step_tokens=3)
+async def test_a_step_cut_at_the_safety_cap_stays_open_until_its_delimiter() -> None:
+    ctx, gen = context({"": ["abcdefg"], "abcd": ["e\n\nfg"], "abcde\n\n": ["fghij"]}, max_tokens=9)
+    options = search(max_step_tokens=4)
     [[path]] = await expand(ctx, options, [StepPath()], [1])
-    assert path.steps == ("abc",) and not path.finished
-    # The next step may take only what max_tokens leaves: 2, and then the response ends.
+    assert path.steps == ("abcd",) and path.open and path.end == "cap" and not path.finished
+    # The next segment continues the same step (no step boundary at the cap) ...
     [[path]] = await expand(ctx, options, [path], [1])
-    assert path.steps == ("abc", "de") and path.finish_reason == "length"
-    assert path.num_tokens == 5
-    assert [(key, cap) for key, cap, _, _ in gen.calls] == [("", 3), ("abc", 2)]
+    assert path.steps == ("abcde\n\n",) and not path.open and path.end == "delimiter"
+    # ... and the response ends at max_tokens, whatever the cap.
+    [[path]] = await expand(ctx, options, [path], [1])
+    assert path.steps == ("abcde\n\n", "fg") and path.finish_reason == "length"
+    assert path.end == "max_tokens" and path.num_tokens == 9
+    assert [(key, cap) for key, cap, _, _ in gen.calls] == [("", 4), ("abcd", 4), ("abcde\n\n", 2)]
+
+
+async def test_an_open_step_is_not_scored_and_is_scored_whole_once_it_closes() -> None:
+    prm = TablePRM({"abcd": 0.9, "abcde\n\n": 0.3})
+    ctx, _ = context({"": ["abcdefg"], "abcd": ["e\n\nfg"]}, prm=prm)
+    options = search(max_step_tokens=4)
+    [[path]] = await expand(ctx, options, [StepPath()], [1])
+    [path] = await score_new_steps(ctx, [path])
+    assert path.scores == () and prm.calls == [] and ctx.scored == []
+    [[path]] = await expand(ctx, options, [path], [1])
+    [path] = await score_new_steps(ctx, [path])
+    # The PRM sees the whole step, never the fragment "abcd" before a separator.
+    assert path.scores == (0.3,) and prm.calls == [[("abcde\n\n",)]]
+
+
+def test_split_steps_cuts_after_every_delimiter() -> None:
+    assert split_steps("a\n\nb\n\nc", "\n\n") == ["a\n\n", "b\n\n", "c"]
+    assert split_steps("a\n\n", "\n\n") == ["a\n\n"]
+    assert split_steps("", "\n\n") == [] and split_steps("abc", ";") == ["abc"]
+
+
+def test_an_engine_without_stop_reasons_still_ends_steps_at_the_delimiter() -> None:
+    # S10: a remote server that reports no stop_reason; the text ends with the delimiter.
+    out = Completion((1, 2, 3), "a\n\n", "stop", stop_reason=None)
+    path = StepPath().extend(out, 100, "\n\n", ())
+    assert path.end == "delimiter" and not path.finished
+    # In the last round the delimiter is no stop string: the same reply is the end.
+    path = StepPath().extend(out, 100, "\n\n", (), delimited=False)
+    assert path.end == "eos" and path.finished
 
 
 async def test_the_last_round_runs_to_the_end_without_the_delimiter() -> None:
     ctx, gen = context({"ab\n\n": ["cd\n\nef END x"]}, max_tokens=40, stop=("END",))
     parent = StepPath(token_ids=tuple(ord(c) for c in "ab\n\n"), steps=("ab\n\n",))
     [[path]] = await expand(ctx, search(max_step_tokens=3), [parent], [1], to_end=True)
-    assert path.steps == ("ab\n\n", "cd\n\nef ") and path.finish_reason == "stop"
+    # Its text is split into its steps (search-and-learn's PRM sees every "\n\n").
+    assert path.steps == ("ab\n\n", "cd\n\n", "ef ") and path.finish_reason == "stop"
+    assert path.end == "stop"
     # The client's stop strings only, and all of max_tokens that is left.
     assert gen.calls == [("ab\n\n", 36, ("END",), 1)]
 
@@ -128,7 +163,8 @@ def test_aggregations_of_step_scores() -> None:
     assert aggregate(scores, "min") == 0.2
     assert aggregate(scores, "prod") == pytest.approx(0.08)
     assert aggregate(scores, "mean") == pytest.approx(0.5)
-    assert all(aggregate([], how) == 0.0 for how in ("last", "min", "prod", "mean"))
+    assert aggregate(scores, "model") == 0.8
+    assert all(aggregate([], how) == 0.0 for how in ("last", "min", "prod", "mean", "model"))
     path = StepPath(steps=("a", "b", "c"), scores=(0.5, 0.2, 0.8))
     assert path.score("min") == 0.2 and path.score("last") == 0.8
 
@@ -136,19 +172,47 @@ def test_aggregations_of_step_scores() -> None:
 async def test_only_the_newest_unscored_steps_are_scored_in_one_call() -> None:
     prm = TablePRM({"b": 0.7, "x": 0.1})
     ctx, _ = context({}, prm=prm)
-    done = StepPath(steps=("a",), scores=(0.4,))
-    fresh = StepPath(steps=("a", "b"), scores=(0.4,))
-    root = StepPath(steps=("x",))
+    done = StepPath(steps=("a",), scores=(0.4,), scored_steps=1)
+    fresh = StepPath(steps=("a", "b"), scores=(0.4,), scored_steps=1)
+    root = StepPath(steps=("x",), end="delimiter")
     scored = await score_new_steps(ctx, [done, fresh, root])
     assert [p.scores for p in scored] == [(0.4,), (0.4, 0.7), (0.1,)]
     assert prm.calls == [[("a", "b"), ("x",)]]
     assert (ctx.budget.reward_calls, ctx.budget.scored_responses) == (1, 2)
-    assert step_report(scored) == {
+    # Kept for the deadline fallback: the newly scored ones, live ones as partial.
+    assert ctx.scored == [("ab", 0.7, True), ("x", 0.1, True)]
+    assert step_report(scored, [False, True, True]) == {
         "live": 3,
         "finished": 0,
         "scores": [0.4, 0.7, 0.1],
+        "ends": [None, None, "delimiter"],
         "lineage": [0, 0, 0],
     }
+
+
+async def test_the_last_rounds_steps_are_scored_as_the_aggregation_needs() -> None:
+    # S2: a response whose last round added three steps. ``last`` scores the last step
+    # after all three separators; ``min``, ``prod`` and ``mean`` every new step; ``model``
+    # the whole response as one step.
+    steps = ("a\n\n", "b\n\n", "c\n\n", "d")
+    path = StepPath(
+        token_ids=tuple(ord(c) for c in "".join(steps)),
+        steps=steps,
+        scores=(0.9,),
+        scored_steps=1,
+        finish_reason="stop",
+    )
+    table = {"a\n\nb\n\n": 0.5, "a\n\nb\n\nc\n\n": 0.2, "a\n\nb\n\nc\n\nd": 0.6}
+    for how, calls, scores in [
+        ("last", [steps], (0.9, 0.6)),
+        ("min", [steps[:2], steps[:3], steps], (0.9, 0.5, 0.2, 0.6)),
+        ("model", [("a\n\nb\n\nc\n\nd",)], (0.9, 0.6)),
+    ]:
+        prm = TablePRM(table)
+        ctx, _ = context({}, prm=prm)
+        [done] = await score_new_steps(ctx, [path], how)  # type: ignore[arg-type]
+        assert prm.calls == [list(calls)] and done.scores == scores, how
+    assert done.score("model") == 0.6 and aggregate((0.9, 0.5, 0.2, 0.6), "min") == 0.2
 
 
 async def test_a_step_search_without_a_prm_is_a_server_fault() -> None:

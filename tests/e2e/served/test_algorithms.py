@@ -267,22 +267,30 @@ def test_adaptive_bon_reports_its_rounds_and_why_it_stopped(client: openai.OpenA
 
 
 # -- step searches: the judge rates each step (the default --prm) ---------------------------
-STEPS = {"max_step_tokens": 12}  # 24-token answers: two or more steps each
+# 24-token answers: a step a sentence, so most take two or more. A step ends at its
+# delimiter, the end of the answer or max_tokens, never at the per-step safety cap (256).
+STEPS = {"step_delimiter": "."}
+ENDS = {"delimiter", "eos", "stop", "max_tokens"}
 
 
 def test_beam_search_keeps_n_over_m_beams_and_answers_the_best_aggregated_score(
     client: openai.OpenAI,
 ) -> None:
-    search = {"algorithm": "beam_search", "n": 4, "beam_width": 2, **STEPS}
+    # A 12-token safety cap on 24-token answers: at least two rounds, and segments cut at
+    # the cap are no steps: neither scored nor given to the PRM until their step ends.
+    search = {"algorithm": "beam_search", "n": 4, "beam_width": 2, **STEPS, "max_step_tokens": 12}
     _, report, cands, _ = ask(client, search, 7, shared=True)
     rounds = report["details"]["rounds"]
     assert len(rounds) >= 2 and len(cands) == 4
     for r in rounds:
         assert len(r["scores"]) == r["live"] + r["finished"] and len(r["kept"]) <= 2
-        assert all(0.0 <= s <= 1.0 for s in r["scores"])
-    # One PRM call per round and nothing else scored: the candidates' rewards are their
-    # aggregated (last) step scores.
-    assert report["reward_calls"] == len(rounds)
+        assert all(s is None or 0.0 <= s <= 1.0 for s in r["scores"])
+        assert set(r["ends"]) <= ENDS | {"cap"} and len(r["ends"]) == len(r["scores"])
+    first = rounds[0]
+    assert [s is None for s in first["scores"]] == [e == "cap" for e in first["ends"]]
+    # One PRM call per round in which a step closed, nothing else scored: the candidates'
+    # rewards are their aggregated (last) step scores.
+    assert report["reward_calls"] == sum(set(r["ends"]) != {"cap"} for r in rounds)
     assert report["chosen_index"] == argmax([c["reward"] for c in cands])
     assert report["generated_tokens"] <= 4 * MAX_TOKENS * len(rounds)
 
@@ -296,6 +304,7 @@ def test_dvts_grows_independent_subtrees(client: openai.OpenAI) -> None:
     for r in rounds:
         assert len(r["scores"]) == len(r["subtrees"]) == len(r["kept"])
         assert all(len(s) <= 2 for s in r["scores"])
+        assert all(set(e) <= ENDS for e in r["ends"])
     assert report["reward_calls"] == len(rounds)
     assert report["chosen_index"] == argmax([c["reward"] for c in cands])
 
@@ -312,6 +321,7 @@ def test_particle_filtering_resamples_in_proportion_to_the_weights(
         assert len(r["resampled"]) == 4
         # A particle of weight 0 is never drawn.
         assert all(r["weights"][i] > 0 for i in r["resampled"])
+        assert set(r["ends"]) <= ENDS | {None}  # None: a finished particle not continued
     assert report["reward_calls"] == len(rounds)
     assert report["chosen_index"] == argmax([c["reward"] for c in cands])
 
@@ -344,6 +354,46 @@ def test_temperature_0_without_search_is_one_greedy_answer(client: openai.OpenAI
             extra_body={"search": {"n": 4}},
         )
     assert info.value.response.json()["error"]["param"] == "temperature"
+
+
+ESSAY = "Write a very long essay, at least 3000 words, about the history of the sea."
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_s4_beam_search_cut_by_its_deadline_answers_with_its_best_so_far(
+    client: openai.OpenAI, stream: bool
+) -> None:
+    """S4 (review 2026-12-07): a step search at ``timeout_s`` with ``on_timeout: "best"``
+    answers 200 with its best scored response so far, streamed or not, and says so. A
+    1024-token essay cannot end in 3 s; its sentences (the steps here) are scored within it."""
+    search = {
+        "algorithm": "beam_search",
+        "n": 4,
+        "beam_width": 2,
+        "step_delimiter": ".",
+        "timeout_s": 3,
+        "on_timeout": "best",
+    }
+    kw: dict[str, Any] = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": ESSAY}],
+        "max_tokens": 1024,
+        "extra_body": {"search": search},
+    }
+    if stream:
+        text, report = "", None
+        for chunk in client.chat.completions.create(stream=True, **kw):
+            if chunk.choices and chunk.choices[0].delta.content:
+                text += chunk.choices[0].delta.content
+            if chunk.model_extra and "search" in chunk.model_extra:
+                report = chunk.model_extra["search"]
+        assert report is not None
+    else:
+        reply = client.chat.completions.create(**kw)
+        text, report = reply.choices[0].message.content or "", reply.model_extra["search"]
+    print(f"stream={stream}: {len(text)} chars, details {report['details']}")
+    assert report["details"]["deadline_hit"] is True
+    assert text.strip()
 
 
 def test_step_search_with_an_unknown_prm_is_a_400(client: openai.OpenAI) -> None:
