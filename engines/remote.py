@@ -157,7 +157,7 @@ class RemoteGenerator(HealthChecked, AsyncClosable, PromptScorer, SearchRouted):
 
     ``affinity_header`` (``--upstream-affinity-header``): the header that carries the
     running search's key (transport.affinity) on every completions call, so a router's
-    header policy keeps one search on one replica (see docs/fleet.md); None sends none."""
+    header policy keeps one search on one replica (docs/deployment.md); None sends none."""
 
     def __init__(
         self,
