@@ -71,29 +71,38 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def started(cmd: list[str], env: dict[str, str], url: str, path: str, log: Path) -> Iterator[None]:
-    """``cmd`` in a session of its own until ``url + path`` answers 200; the whole group
-    stopped at the end."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out, start_new_session=True)
+def started(
+    servers: list[tuple[list[str], dict[str, str], str, Path]], path: str
+) -> Iterator[None]:
+    """Each ``(cmd, env, url, log)`` in a session of its own, all at once, until every
+    ``url + path`` answers 200; every process group stopped at the end."""
+    procs = []
     try:
+        for cmd, env, _, log in servers:
+            with log.open("wb") as out:
+                procs.append(
+                    subprocess.Popen(cmd, env=env, stdout=out, stderr=out, start_new_session=True)
+                )
         deadline = time.time() + 900
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{cmd[0]} exited during start-up; see {log}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + path, timeout=2).status_code == 200:
-                    break
-            if time.time() > deadline:
-                raise RuntimeError(f"{cmd[0]} not ready; see {log}")
-            time.sleep(1)
+        for proc, (cmd, _, url, log) in zip(procs, servers, strict=True):
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{cmd[0]} exited during start-up; see {log}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(url + path, timeout=2).status_code == 200:
+                        break
+                if time.time() > deadline:
+                    raise RuntimeError(f"{cmd[0]} not ready; see {log}")
+                time.sleep(1)
         yield
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def vllm_cmd(model: str, port: int, args: argparse.Namespace) -> list[str]:
@@ -118,6 +127,21 @@ def vllm_cmd(model: str, port: int, args: argparse.Namespace) -> list[str]:
         "--block-size",
         str(args.block_size),
         "--enable-prompt-tokens-details",
+    ]
+
+
+POLICIES = ("round_robin", "consistent_hash")
+
+
+def router_cmd(binary: str, policy: str, url: str, replicas: list[str]) -> list[str]:
+    return [
+        binary,
+        "--host=127.0.0.1",
+        f"--port={url.rsplit(':', 1)[1]}",
+        f"--policy={policy}",
+        f"--prometheus-port={free_port()}",
+        "--worker-urls",
+        *replicas,
     ]
 
 
@@ -310,33 +334,32 @@ async def main(args: argparse.Namespace) -> None:
     ports = [free_port(), free_port()]
     replicas = [f"http://127.0.0.1:{p}" for p in ports]
     with contextlib.ExitStack() as stack:
-        for i, port in enumerate(ports):
+        engines = [
             # One core each (two devices); with one core on the machine, both share it.
-            bound = {**env, "VLLM_CPU_OMP_THREADS_BIND": str(i % cores)}
-            stack.enter_context(
-                started(
-                    vllm_cmd(model, port, args),
-                    bound,
-                    replicas[i],
-                    "/health",
-                    logs / f"vllm{i}.log",
-                )
+            (
+                vllm_cmd(model, port, args),
+                {**env, "VLLM_CPU_OMP_THREADS_BIND": str(i % cores)},
+                replicas[i],
+                logs / f"vllm{i}.log",
             )
-        routers = {}
-        for policy in ("round_robin", "consistent_hash"):
-            port = free_port()
-            cmd = [
-                args.router_bin,
-                "--host=127.0.0.1",
-                f"--port={port}",
-                f"--policy={policy}",
-                f"--prometheus-port={free_port()}",
-                "--worker-urls",
-                *replicas,
-            ]
-            url = f"http://127.0.0.1:{port}"
-            stack.enter_context(started(cmd, env, url, "/readiness", logs / f"router-{policy}.log"))
-            routers[policy] = url
+            for i, port in enumerate(ports)
+        ]
+        stack.enter_context(started(engines, "/health"))
+        routers = {policy: f"http://127.0.0.1:{free_port()}" for policy in POLICIES}
+        stack.enter_context(
+            started(
+                [
+                    (
+                        router_cmd(args.router_bin, policy, url, replicas),
+                        env,
+                        url,
+                        logs / f"router-{policy}.log",
+                    )
+                    for policy, url in routers.items()
+                ],
+                "/readiness",
+            )
+        )
         half = max(args.clients // 2, 1)
         arms = [
             Arm("round_robin", routers["round_robin"], None, args.clients, questions),
