@@ -366,12 +366,19 @@ async def main(args: argparse.Namespace) -> None:
             Arm("affinity", routers["consistent_hash"], HEADER, args.clients, questions),
             Arm("one_replica", replicas[0], None, half, questions[: max(len(questions) // 2, 1)]),
         ]
+        done: list[str] = []
         for algorithm in args.algorithms:
             for arm in arms:
                 print(f"{algorithm} {arm.name} ...", flush=True)
                 await run_arm(arm, algorithm, model, replicas, args)
-    report = "\n".join([table(arms, args.algorithms, replicas), "", *ratios(arms, args.algorithms)])
-    print(report)
+            done.append(algorithm)
+            # Written after each algorithm: a run cut short keeps what it measured.
+            write(arms, done, replicas, args)
+
+
+def write(arms: list[Arm], algorithms: list[str], replicas: list[str], args: Any) -> None:
+    report = "\n".join([table(arms, algorithms, replicas), "", *ratios(arms, algorithms)])
+    print(report, flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(report + "\n")
