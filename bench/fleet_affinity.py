@@ -157,12 +157,17 @@ def counters(url: str) -> dict[str, float]:
 
 @dataclass
 class JudgeUsage:
-    """The judge requests' usage (max_tokens 1): prompt tokens of the last prompt and
-    how many of them the prefix cache served."""
+    """The judge requests' usage (max_tokens 1), for the last prompt of each (vLLM reports
+    the cached tokens of a list's last prompt): its tokens, the cached ones, and the same
+    past the generation prompt (``prompts``: each question's rendered prompt), i.e. of
+    the response and the question: what only the generating replica's cache holds."""
 
+    prompts: list[list[int]] = field(default_factory=list)
     cached: int = 0
     prompt: int = 0
     requests: int = 0
+    past_prompt_cached: int = 0
+    past_prompt: int = 0
 
     async def hook(self, response: httpx.Response) -> None:
         request = response.request
@@ -175,9 +180,20 @@ class JudgeUsage:
         details = (response.json().get("usage") or {}).get("prompt_tokens_details") or {}
         prompts = body["prompt"]
         last = prompts[-1] if prompts and isinstance(prompts[0], list) else prompts
-        self.cached += int(details.get("cached_tokens") or 0)
+        cached = int(details.get("cached_tokens") or 0)
+        self.cached += cached
         self.prompt += len(last)
         self.requests += 1
+        start = next((len(p) for p in self.prompts if last[: len(p)] == p), None)
+        if start is not None:  # the continuation layout (the separate one re-renders)
+            self.past_prompt_cached += max(0, cached - start)
+            self.past_prompt += len(last) - start
+
+    def rate(self) -> float:
+        return self.cached / self.prompt if self.prompt else float("nan")
+
+    def past_prompt_rate(self) -> float:
+        return self.past_prompt_cached / self.past_prompt if self.past_prompt else float("nan")
 
 
 @dataclass
@@ -208,7 +224,10 @@ async def run_arm(arm: Arm, algorithm: str, model: str, replicas: list[str], arg
         for url in replicas:
             (await http.post(f"{url}/reset_prefix_cache")).raise_for_status()
     before = {url: counters(url) for url in replicas}
-    usage = JudgeUsage()
+    tokenizer = HFChatTokenizer.load(model)
+    usage = JudgeUsage(
+        [tokenizer.render_chat([{"role": "user", "content": q}]) for q in arm.questions]
+    )
     # As server.runtime builds a remote engine, with a response hook that reads the usage.
     client = httpx.AsyncClient(
         base_url=arm.upstream,
@@ -218,7 +237,6 @@ async def run_arm(arm: Arm, algorithm: str, model: str, replicas: list[str], arg
     generator = RemoteGenerator(
         arm.upstream, None, fallback_model=model, client=client, affinity_header=arm.header
     )
-    tokenizer = HFChatTokenizer.load(model)
     judge = JudgeReward(generator, tokenizer, max_model_len=2048)
     runtime = Runtime(generator, tokenizer, judge, "smollm2", 2048)
     port = free_port()
@@ -271,46 +289,51 @@ async def run_arm(arm: Arm, algorithm: str, model: str, replicas: list[str], arg
 
 def table(arms: list[Arm], algorithms: list[str], replicas: list[str]) -> str:
     rows = [
-        "| algorithm | arm | clients | replica | searches' engine requests | prefix-cache hit "
-        "rate | prompt tokens computed / search | judge hit rate (last prompt) | median "
-        "latency s | throughput req/s |",
-        "|---|---|--:|---|--:|--:|--:|--:|--:|--:|",
+        "| algorithm | arm | clients | replica | engine requests | prefix-cache hit rate | "
+        "prompt tokens computed / search |",
+        "|---|---|--:|---|--:|--:|--:|",
+    ]
+    summary = [
+        "| algorithm | arm | clients | searches | prompt tokens computed / search (all "
+        "replicas) | judge hit rate | judge hit rate past the prompt | median latency s | "
+        "throughput req/s |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for algorithm in algorithms:
         for arm in arms:
-            lat = statistics.median(arm.latencies[algorithm])
-            rps = len(arm.latencies[algorithm]) / arm.wall_s[algorithm]
-            judge = arm.judge[algorithm]
-            judge_rate = judge.cached / judge.prompt if judge.prompt else float("nan")
-            for i, url in enumerate(replicas):
-                d = arm.replicas[algorithm][url]
-                if arm.name == "one_replica" and i > 0:
-                    continue
+            searches = len(arm.questions)
+            used = replicas[:1] if arm.name == "one_replica" else replicas
+            deltas = [arm.replicas[algorithm][url] for url in used]
+            for i, d in enumerate(deltas):
                 rate = d[COUNTERS[1]] / d[COUNTERS[0]] if d[COUNTERS[0]] else float("nan")
-                computed = (d[COUNTERS[0]] - d[COUNTERS[1]]) / len(arm.questions)
                 rows.append(
                     f"| {algorithm} | {arm.name} | {arm.clients} | {i} | "
-                    f"{d[COUNTERS[3]]:.0f} | {rate:.3f} | {computed:.0f} | "
-                    f"{judge_rate:.3f} | {lat:.2f} | {rps:.3f} |"
+                    f"{d[COUNTERS[3]]:.0f} | {rate:.3f} | "
+                    f"{(d[COUNTERS[0]] - d[COUNTERS[1]]) / searches:.0f} |"
                 )
-    return "\n".join(rows)
+            computed = sum(d[COUNTERS[0]] - d[COUNTERS[1]] for d in deltas) / searches
+            judge = arm.judge[algorithm]
+            summary.append(
+                f"| {algorithm} | {arm.name} | {arm.clients} | {searches} | {computed:.0f} | "
+                f"{judge.rate():.3f} | {judge.past_prompt_rate():.3f} | "
+                f"{statistics.median(arm.latencies[algorithm]):.2f} | "
+                f"{searches / arm.wall_s[algorithm]:.3f} |"
+            )
+    return "\n".join([*summary, "", *rows])
 
 
 def ratios(arms: list[Arm], algorithms: list[str]) -> list[str]:
     by = {a.name: a for a in arms}
     out = []
     for algorithm in algorithms:
-        judge = {
-            name: (a.judge[algorithm].cached / a.judge[algorithm].prompt)
-            if a.judge[algorithm].prompt
-            else float("nan")
-            for name, a in by.items()
-        }
+        judge = {n: a.judge[algorithm] for n, a in by.items()}
         med = {n: statistics.median(a.latencies[algorithm]) for n, a in by.items()}
         rps = {n: len(a.latencies[algorithm]) / a.wall_s[algorithm] for n, a in by.items()}
-        gain = judge["affinity"] / judge["round_robin"] if judge["round_robin"] else float("inf")
         out.append(
-            f"{algorithm}: judge hit rate affinity / round_robin = {gain:.2f}; "
+            f"{algorithm}: judge hit rate affinity / round_robin = "
+            f"{judge['affinity'].rate() / judge['round_robin'].rate():.2f} "
+            f"(past the prompt: {judge['affinity'].past_prompt_rate():.3f} / "
+            f"{judge['round_robin'].past_prompt_rate():.3f}); "
             f"median latency affinity / round_robin = {med['affinity'] / med['round_robin']:.2f}, "
             f"affinity / one_replica = {med['affinity'] / med['one_replica']:.2f}; "
             f"throughput affinity / round_robin = {rps['affinity'] / rps['round_robin']:.2f}"
@@ -389,7 +412,9 @@ def write(arms: list[Arm], algorithms: list[str], replicas: list[str], args: Any
             "latencies": a.latencies,
             "wall_s": a.wall_s,
             "replicas": a.replicas,
-            "judge": {k: vars(v) for k, v in a.judge.items()},
+            "judge": {
+                k: {n: x for n, x in vars(v).items() if n != "prompts"} for k, v in a.judge.items()
+            },
         }
         for a in arms
     }
