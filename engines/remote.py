@@ -21,6 +21,9 @@ Four calls, one request each:
 would ignore ε silently, so the first request with ε asks it once
 (engines.remote_epsilon), and ε is a 400 on an upstream that does not have it.
 
+Behind a router, ``affinity_header`` sends the running search's key (transport.affinity)
+with every one of the four calls, so the router's header policy keeps a search on one replica.
+
 What the upstream says goes to the log, not to clients: its bodies and exception texts can
 carry internal URLs and HTML pages. A 400 keeps only the JSON error message, sanitized
 (vLLM's own validation text helps the client fix its request). Health checks use a client
@@ -42,8 +45,9 @@ import httpx
 from engines.remote_epsilon import EpsilonProbe
 from engines.remote_stream import ChoiceStream, StreamError
 from search.errors import EngineUnavailable, InvalidRequest
-from search.protocols import AsyncClosable, HealthChecked, PromptScorer
+from search.protocols import AsyncClosable, HealthChecked, PromptScorer, SearchRouted
 from search.types import Completion, FinishReason, PromptLogprobs, SamplingConfig
+from transport import affinity
 from transport.retry import RetryBudget, post_with_retries, retry_after_s
 
 logger = logging.getLogger(__name__)
@@ -151,14 +155,18 @@ def choose_model(served: Sequence[str], fallback: str | None) -> str:
     )
 
 
-class RemoteGenerator(HealthChecked, AsyncClosable, PromptScorer):
+class RemoteGenerator(HealthChecked, AsyncClosable, PromptScorer, SearchRouted):
     """``model``: the name sent upstream (``--remote-model-name``); None asks the
     upstream's ``/v1/models`` on first use: its single model, else ``fallback_model``
     (``--model``) when it is among several. The answer is kept once found; an upstream
     that cannot say yet (still loading) is asked again by the next request.
 
     ``client`` / ``health_client``: ready ``httpx.AsyncClient`` objects (tests); an
-    injected ``client`` also serves the health checks unless ``health_client`` is given."""
+    injected ``client`` also serves the health checks unless ``health_client`` is given.
+
+    ``affinity_header`` (``--upstream-affinity-header``): the header that carries the
+    running search's key (transport.affinity) on every completions call, so a router's
+    header policy keeps one search on one replica (docs/deployment.md); None sends none."""
 
     def __init__(
         self,
@@ -171,7 +179,9 @@ class RemoteGenerator(HealthChecked, AsyncClosable, PromptScorer):
         health_timeout_s: float = 5.0,
         client: httpx.AsyncClient | None = None,
         health_client: httpx.AsyncClient | None = None,
+        affinity_header: str | None = None,
     ) -> None:
+        self.affinity_header = affinity_header
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         base_url = base_url.rstrip("/")
         self.model = model
@@ -286,7 +296,11 @@ class RemoteGenerator(HealthChecked, AsyncClosable, PromptScorer):
         """One non-streamed completions request (retried), its errors mapped to ours."""
         try:
             response = await post_with_retries(
-                self._client, "/v1/completions", body, budget=self._budget
+                self._client,
+                "/v1/completions",
+                body,
+                budget=self._budget,
+                headers=self.routing_headers(),
             )
         except httpx.HTTPError as exc:
             logger.warning("remote engine unreachable: %r", exc)
@@ -307,9 +321,23 @@ class RemoteGenerator(HealthChecked, AsyncClosable, PromptScorer):
             logger.warning("remote engine sent a malformed reply: %r", exc)
             raise EngineUnavailable("the remote engine sent a malformed reply") from exc
 
+    @property
+    def routes_by_search(self) -> bool:
+        """search.protocols.SearchRouted: true while the affinity header is sent."""
+        return self.affinity_header is not None
+
+    def routing_headers(self) -> dict[str, str]:
+        """The running search's affinity header; empty when off or outside a search."""
+        key = affinity.current()
+        if self.affinity_header is None or key is None:
+            return {}
+        return {self.affinity_header: key}
+
     async def _open_stream(self, body: dict[str, Any]) -> httpx.Response:
         for attempt in range(CONNECT_ATTEMPTS):
-            request = self._client.build_request("POST", "/v1/completions", json=body)
+            request = self._client.build_request(
+                "POST", "/v1/completions", json=body, headers=self.routing_headers()
+            )
             try:
                 response = await self._client.send(request, stream=True)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:

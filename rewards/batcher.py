@@ -27,6 +27,7 @@ an engine-backed judge aborts its requests rather than finish work nobody will r
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -37,6 +38,7 @@ from rewards.wrapper import ForwardingWrapper
 from search.errors import RewardUnavailable
 from search.protocols import AsyncClosable, RewardModel
 from search.types import Message
+from transport import affinity
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,10 @@ class ScoreItem:
     # The generation prompt's token ids then the response's, when the caller has them (the
     # judge's continuation layout reads them; other models ignore them).
     ids: tuple[int, ...] | None = None
+    # The search's routing key (transport.affinity), taken when the item is queued: the
+    # batch is sent from the batcher's own task, outside the search's context. The judge
+    # on a routed engine sends each search's items under its own key.
+    affinity: str | None = None
 
 
 @runtime_checkable
@@ -123,9 +129,12 @@ class MicroBatcher(ForwardingWrapper, AsyncClosable):
         loop = asyncio.get_running_loop()
         self._callers += 1
         ids = [None] * len(responses) if token_ids is None else [tuple(t) for t in token_ids]
+        key = affinity.current()
         pending = [
             _Pending(
-                ScoreItem(conversation, r, partial, rubric, i), loop.create_future(), self._callers
+                ScoreItem(conversation, r, partial, rubric, i, key),
+                loop.create_future(),
+                self._callers,
             )
             for r, i in zip(responses, ids, strict=True)
         ]
@@ -141,7 +150,11 @@ class MicroBatcher(ForwardingWrapper, AsyncClosable):
 
     def _ensure_worker(self) -> None:
         if self._worker is None or self._worker.done():
-            self._worker = asyncio.get_running_loop().create_task(self._collect())
+            # A context of its own: the first caller's (its search key, its request id)
+            # must not ride along with every later batch.
+            self._worker = asyncio.get_running_loop().create_task(
+                self._collect(), context=contextvars.Context()
+            )
 
     async def _collect(self) -> None:
         while True:

@@ -28,6 +28,11 @@ Two prompt layouts (``layout``):
   the last KV block are computed. It needs the judge to run on the policy's engine with the
   policy's tokenizer, which is the only way this kind is built (rewards.spec). A prompt
   that would not fit the context, or a call without ``token_ids``, uses the separate layout.
+  Behind a router over several replicas only the replica that generated holds that prefix:
+  on a routed engine (``search.protocols.SearchRouted``, ``--upstream-affinity-header``)
+  each search's items go out as a request of their own under that search's key
+  (transport.affinity), which the router maps to the same replica; a micro-batch that
+  mixes searches is then one request per search, sent together.
 - ``separate``: a prompt of the judge's own, the rubric as system message and a re-render of
   the conversation and the response as text (rendered afresh, so nothing is cached but the
   rubric). It can see a shortened conversation; see below.
@@ -49,10 +54,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from rewards.batcher import ScoreItem
 from rewards.fit import Shortened, fit, render_turn
-from search.context import generate_each
+from search.context import gather_all, generate_each
 from search.errors import InvalidRequest, RewardUnavailable
-from search.protocols import Generator, JudgeTokenizer
+from search.protocols import Generator, JudgeTokenizer, SearchRouted
 from search.types import Message, SamplingConfig
+from transport import affinity
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +201,9 @@ class JudgeReward:
         )
         self._score_prefix = tokenizer.encode(SCORE_PREFIX)
         self._warned_layout = False
+        # A routed engine (search.protocols.SearchRouted): each search's items go to the
+        # replica that generated them, whose prefix cache holds the continuation's context.
+        self._per_search = isinstance(generator, SearchRouted) and generator.routes_by_search
 
     async def score(
         self,
@@ -207,8 +216,9 @@ class JudgeReward:
     ) -> list[float]:
         """``token_ids``: per response, the generation prompt's ids then the response's."""
         ids = [None] * len(responses) if token_ids is None else [tuple(t) for t in token_ids]
+        key = affinity.current()
         items = [
-            ScoreItem(conversation, r, partial, rubric, i)
+            ScoreItem(conversation, r, partial, rubric, i, key)
             for r, i in zip(responses, ids, strict=True)
         ]
         return await self.score_items(items)
@@ -227,8 +237,26 @@ class JudgeReward:
         prompts = await asyncio.get_running_loop().run_in_executor(
             self._render_pool, lambda: [self.prompt(it, count) for it in items]
         )
-        # Submitted together (one request to a remote engine), so the engine batches them.
-        return await self._judge(prompts)
+        # Submitted together (one request to a remote engine), so the engine batches them;
+        # on a routed engine, one request per search, each to its search's replica.
+        if not self._per_search:
+            return await self._judge(prompts)
+        groups: dict[str | None, list[int]] = {}
+        for index, item in enumerate(items):
+            groups.setdefault(item.affinity, []).append(index)
+        scored = await gather_all(
+            [self._judge_as(key, [prompts[i] for i in group]) for key, group in groups.items()]
+        )
+        rewards = [0.0] * len(items)
+        for group, values in zip(groups.values(), scored, strict=True):
+            for index, value in zip(group, values, strict=True):
+                rewards[index] = value
+        return rewards
+
+    async def _judge_as(self, key: str | None, prompts: list[list[int]]) -> list[float]:
+        """``_judge`` under the search key ``key`` (a task of its own: gather_all's)."""
+        with affinity.scope(key):
+            return await self._judge(prompts)
 
     def prompt(self, item: ScoreItem, count: Callable[[str], int] | None = None) -> list[int]:
         """The judge prompt's token ids for ``item``: the continuation layout when it

@@ -58,6 +58,17 @@ class PromptScorer(Protocol):
 
 
 @runtime_checkable
+class SearchRouted(Protocol):
+    """An engine behind a router that sends the running search's key with each call
+    (transport.affinity; ``routes_by_search`` while the key is sent): calls that need the
+    prefix cache of their search's replica go out under their own search's key, never
+    batched into one request with other searches' calls."""
+
+    @property
+    def routes_by_search(self) -> bool: ...
+
+
+@runtime_checkable
 class ContextSized(Protocol):
     """An engine that knows its context length (an in-process engine does)."""
 

@@ -122,6 +122,7 @@ async def _build_runtime(settings: Settings, closers: list[Callable[[], Any]]) -
             fallback_model=settings.model or model,
             api_key=settings.remote_api_key,
             health_timeout_s=settings.health_timeout_s,
+            affinity_header=settings.upstream_affinity_header,
         )
         closers.append(generator.aclose)
         max_model_len = settings.max_model_len or context_length(model)

@@ -48,6 +48,7 @@ from server.search_record import finish_reason, index_of, request_rubric, search
 from server.settings import Settings
 from server.structured import OutputRules, check_strategy, output_rules, rank_valid
 from server.tool_calls import parse_tools, with_tools_prompt
+from transport import affinity
 
 logger = logging.getLogger(__name__)
 RECORD_WAIT_S = 1.0
@@ -261,13 +262,16 @@ class SearchService:
         # What is left of the deadline, counted from the request's arrival (L1).
         timeout_s = max(self.remaining_s(prepared), 0.001)
         try:
-            result = await run_with_deadline(
-                prepared.strategy,
-                prepared.context,
-                timeout_s,
-                prepared.serving.on_timeout,
-                shown_s=self.timeout_s(prepared),
-            )
+            # Every engine call of this search, in whichever task, carries one key
+            # (transport.affinity): a router can keep the search on one replica.
+            with affinity.scope(affinity.new_key()):
+                result = await run_with_deadline(
+                    prepared.strategy,
+                    prepared.context,
+                    timeout_s,
+                    prepared.serving.on_timeout,
+                    shown_s=self.timeout_s(prepared),
+                )
         except DeadlineExceeded:
             self.metrics.deadline_hits.labels("error").inc()
             raise

@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     # The model name sent upstream (vLLM's --served-model-name there). Unset: the remote's
     # single model from its /v1/models, else --model when it is among several.
     remote_model_name: str | None = None
+    # Search affinity (transport/affinity.py): every completions call of one search sends
+    # its random key in this header, so a router's header policy (vLLM Router's
+    # consistent_hash reads X-Session-ID) keeps the search on one replica and its prefix
+    # cache. Unset (the default, right for a single upstream server): no header.
+    upstream_affinity_header: str | None = Field(
+        default=None, pattern="^[A-Za-z0-9][A-Za-z0-9-]{0,63}$"
+    )
 
     # Named rewards, [NAME=]SPEC each (see rewards/spec.py); a request picks one by name
     # with search.reward. The default is default_reward, else the first.
@@ -213,6 +220,22 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _affinity_header_is_remote(self) -> Settings:
+        header = self.upstream_affinity_header
+        if header is None:
+            return self
+        if self.remote_engine_url is None:
+            raise ValueError(
+                "--upstream-affinity-header routes the calls to --remote-engine-url: "
+                "set both, or neither"
+            )
+        if header.lower() in RESERVED_HEADERS:
+            raise ValueError(
+                f"--upstream-affinity-header {header} is a header the client sets itself"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _dpo_roles_differ(self) -> Settings:
         error = dpo_roles_error(
             self.model,
@@ -240,6 +263,10 @@ def read_key_file(path: str) -> list[str]:
 
 
 POLICY = "policy"
+# Headers the remote engine's HTTP client sets itself: an affinity key must not replace them.
+RESERVED_HEADERS = frozenset(
+    {"authorization", "content-type", "content-length", "host", "connection", "accept"}
+)
 
 
 def scorer_identity(name: str, model: str | None) -> str:

@@ -50,12 +50,14 @@ async def post_with_retries(
     attempts: int = 3,
     backoff_s: float = 0.2,
     budget: RetryBudget | None = None,
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
     """The first non-retryable response, or the last one; re-raises the last transport
-    error when every attempt failed to get a response (or the budget forbade a retry)."""
+    error when every attempt failed to get a response (or the budget forbade a retry).
+    ``headers``: added to the client's own on every attempt."""
     for attempt in range(attempts):
         try:
-            response = await client.post(path, json=body)
+            response = await client.post(path, json=body, headers=headers)
         except httpx.TransportError:
             if budget is not None:
                 budget.failed()

@@ -132,8 +132,15 @@ def test_chart_lints_clean_with_helm() -> None:
 
 @pytest.mark.parametrize(
     "values",
-    [None, "values-remote.yaml", EVERYTHING_ON, {"autoscaling": {"enabled": True}}],
-    ids=["defaults", "remote", "everything-on", "hpa"],
+    [
+        None,
+        "values-remote.yaml",
+        "values-fleet.yaml",
+        EVERYTHING_ON,
+        {**EVERYTHING_ON, "model": "m", "fleet": {"enabled": True, "router": {"replicas": 2}}},
+        {"autoscaling": {"enabled": True}},
+    ],
+    ids=["defaults", "remote", "fleet", "everything-on", "everything-and-fleet", "hpa"],
 )
 def test_rendered_manifests_validate_against_kubernetes_schemas(values: Any) -> None:
     if isinstance(values, str):
@@ -175,6 +182,31 @@ def test_compose_restarts_a_server_that_exits_on_a_fatal_error() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     healthcheck = dockerfile[dockerfile.index("HEALTHCHECK") :].split("\n", 2)[:2]
     assert "/health" in "".join(healthcheck) and "/ready" not in "".join(healthcheck)
+
+
+def test_the_fleet_compose_puts_the_router_before_two_generators() -> None:
+    """compose.fleet.yaml overrides compose.remote.yaml (``-f remote -f fleet``): merged
+    here as compose merges services (the override's keys win, maps merge)."""
+    remote = yaml.safe_load((DEPLOY / "compose.remote.yaml").read_text())["services"]
+    fleet = yaml.safe_load((DEPLOY / "compose.fleet.yaml").read_text())["services"]
+    services = {**remote, **{k: v for k, v in fleet.items() if k not in remote}}
+    router = fleet["vllm-router"]
+    args = router["command"]
+    workers = args[args.index("--worker-urls") + 1 :]
+    assert workers == ["http://vllm-generator:8000", "http://vllm-generator-2:8000"]
+    assert {w.split("/")[2].split(":")[0] for w in workers} <= set(services)
+    assert "--policy=${ROUTER_POLICY:-consistent_hash}" in args
+    assert "vllm-router==0.1.17" in router["build"]["dockerfile_inline"]
+    # The second replica is the first one's twin: same image, same model, same cache.
+    first, second = remote["vllm-generator"], fleet["vllm-generator-2"]
+    assert (second["image"], second["command"]) == (first["image"], first["command"])
+    env = {**remote["alignserve"]["environment"], **fleet["alignserve"]["environment"]}
+    assert env["ALIGNSERVE_REMOTE_ENGINE_URL"] == "http://vllm-router:8000"
+    # The header the router's consistent_hash reads first.
+    assert env["ALIGNSERVE_UPSTREAM_AFFINITY_HEADER"] == "X-Session-ID"
+    scraped = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yaml").read_text())
+    vllm_job = next(j for j in scraped["scrape_configs"] if j["job_name"] == "vllm")
+    assert "vllm-generator-2" in vllm_job["dns_sd_configs"][0]["names"]
 
 
 def test_remote_mode_needs_no_gpu() -> None:
@@ -224,6 +256,109 @@ def test_monitoring_resources_carry_the_shared_files() -> None:
     ],
 )
 def test_values_schema_rejects_bad_values(values: dict[str, Any]) -> None:
+    chart = helm_python.Chart.load(CHART)
+    with pytest.raises(helm_python.HelmError):
+        chart.validate_schema(chart.merge_values(values))
+
+
+# -- the fleet: vLLM replicas behind the vLLM Router -------------------------------------
+
+
+def named(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
+
+
+def fleet_values(**fleet: Any) -> dict[str, Any]:
+    values = yaml.safe_load((CHART / "values-fleet.yaml").read_text())
+    for part, overrides in fleet.items():
+        values["fleet"].setdefault(part, {}).update(overrides)
+    return values
+
+
+def alignserve_env(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = named(docs, "Deployment", "alignserve")["spec"]["template"]["spec"]
+    return {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+
+
+def test_no_fleet_by_default() -> None:
+    docs = render()
+    assert not [d for d in docs if d["kind"] == "StatefulSet"]
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"] == ["alignserve"]
+    assert "ALIGNSERVE_UPSTREAM_AFFINITY_HEADER" not in env_of(docs)
+
+
+def test_the_router_lists_every_replica_and_alignserve_calls_it_with_affinity() -> None:
+    docs = render(fleet_values(vllm={"replicas": 3}))
+    replicas = named(docs, "StatefulSet", "alignserve-vllm")
+    assert replicas["spec"]["replicas"] == 3
+    assert replicas["spec"]["serviceName"] == "alignserve-vllm"
+    headless = named(docs, "Service", "alignserve-vllm")["spec"]
+    assert headless["clusterIP"] == "None"
+    vllm = replicas["spec"]["template"]["spec"]["containers"][0]
+    assert vllm["args"][0] == "Qwen/Qwen2.5-7B-Instruct"  # `model`, as `vllm serve MODEL`
+    assert vllm["resources"]["limits"]["nvidia.com/gpu"] == 1
+    router = named(docs, "Deployment", "alignserve-router")["spec"]["template"]["spec"]
+    args = router["containers"][0]["args"]
+    assert "--policy=consistent_hash" in args
+    workers = args[args.index("--worker-urls") + 1 :]
+    assert workers == [f"http://alignserve-vllm-{i}.alignserve-vllm.llm.svc:8000" for i in range(3)]
+    env = alignserve_env(docs)
+    port = named(docs, "Service", "alignserve-router")["spec"]["ports"][0]["port"]
+    assert env["ALIGNSERVE_REMOTE_ENGINE_URL"] == f"http://alignserve-router:{port}"
+    assert env["ALIGNSERVE_UPSTREAM_AFFINITY_HEADER"] == "X-Session-ID"
+    assert env["ALIGNSERVE_REWARD"] == "judge"  # the judge runs on the replicas too
+    pod = named(docs, "Deployment", "alignserve")["spec"]["template"]["spec"]
+    assert "nvidia.com/gpu" not in pod["containers"][0]["resources"].get("limits", {})
+
+
+def test_the_fleet_pods_are_not_alignserve_pods() -> None:
+    """alignserve's Service, PDB and NetworkPolicy select its own pods only."""
+    docs = render({**fleet_values(), "networkPolicy": {"enabled": True}})
+    selectors = [
+        named(docs, "Service", "alignserve")["spec"]["selector"],
+        named(docs, "PodDisruptionBudget", "alignserve")["spec"]["selector"]["matchLabels"],
+        named(docs, "NetworkPolicy", "alignserve")["spec"]["podSelector"]["matchLabels"],
+    ]
+    for kind, name in [("StatefulSet", "alignserve-vllm"), ("Deployment", "alignserve-router")]:
+        labels = named(docs, kind, name)["spec"]["template"]["metadata"]["labels"]
+        for selector in selectors:
+            assert not selector.items() <= labels.items(), (name, selector)
+        own = named(docs, kind, name)["spec"]["selector"]["matchLabels"]
+        assert own.items() <= labels.items()
+
+
+def test_round_robin_and_no_header_are_values() -> None:
+    docs = render(fleet_values(router={"policy": "round_robin", "affinityHeader": ""}))
+    args = named(docs, "Deployment", "alignserve-router")["spec"]["template"]["spec"]
+    assert "--policy=round_robin" in args["containers"][0]["args"]
+    assert "ALIGNSERVE_UPSTREAM_AFFINITY_HEADER" not in alignserve_env(docs)
+
+
+def test_a_router_of_your_own_takes_the_header_from_remote() -> None:
+    values = yaml.safe_load((CHART / "values-remote.yaml").read_text())
+    values["remote"]["affinityHeader"] = "X-Session-ID"
+    env = env_of(render(values))
+    assert env["ALIGNSERVE_UPSTREAM_AFFINITY_HEADER"] == "X-Session-ID"
+    assert env["ALIGNSERVE_REMOTE_ENGINE_URL"] == values["remote"]["engineUrl"]
+
+
+def test_the_fleet_needs_a_model() -> None:
+    with pytest.raises(helm_python.HelmError, match=r"fleet\.vllm\.model or model"):
+        render({"fleet": {"enabled": True}})
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"fleet": {"router": {"policy": "least_loaded"}}},
+        {"fleet": {"router": {"affinityHeader": "X Session"}}},
+        {"fleet": {"vllm": {"replicas": 0}}},
+        {"fleet": {"replica": 2}},
+        {"remote": {"affinityHeader": "x:y"}},
+    ],
+)
+def test_values_schema_rejects_bad_fleet_values(values: dict[str, Any]) -> None:
     chart = helm_python.Chart.load(CHART)
     with pytest.raises(helm_python.HelmError):
         chart.validate_schema(chart.merge_values(values))
