@@ -365,13 +365,16 @@ def test_s4_beam_search_cut_by_its_deadline_answers_with_its_best_so_far(
 ) -> None:
     """S4 (review 2026-12-07): a step search at ``timeout_s`` with ``on_timeout: "best"``
     answers 200 with its best scored response so far, streamed or not, and says so. A
-    1024-token essay cannot end in 3 s; its sentences (the steps here) are scored within it."""
+    1024-token essay cannot end in 10 s; its first sentences (the steps here) are scored
+    within it. (At 3 s, the issue's figure, it answered 200 on a quiet machine, and 504
+    "scored no response yet" in a CI run whose other worker ran the eval command: the
+    first round had not been scored.)"""
     search = {
         "algorithm": "beam_search",
         "n": 4,
         "beam_width": 2,
         "step_delimiter": ".",
-        "timeout_s": 3,
+        "timeout_s": 10,
         "on_timeout": "best",
     }
     kw: dict[str, Any] = {
