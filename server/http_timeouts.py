@@ -103,6 +103,9 @@ def guarded_protocol(
         _uploading: str | None = None
         # Bytes of the current request's head fed to the parser; None once it is in.
         _head_bytes: int | None = 0
+        # The head as parsed (URL and headers): a head that arrives in one read is whole
+        # before data_received can count it, so the limit is checked here too.
+        _head_size = 0
         _header_count = 0
         _refused = False  # too many headers: the request is never handed to the app
 
@@ -119,8 +122,13 @@ def guarded_protocol(
             if (over or self._refused) and not self.transport.is_closing():
                 self._headers_too_large()
 
+        def on_url(self, url: bytes) -> None:
+            self._head_size += len(url)
+            super().on_url(url)
+
         def on_header(self, name: bytes, value: bytes) -> None:
             self._header_count += 1
+            self._head_size += len(name) + len(value) + 4  # ": " and CRLF
             if self._header_count <= max_header_count:
                 super().on_header(name, value)
 
@@ -132,7 +140,7 @@ def guarded_protocol(
 
         def on_headers_complete(self) -> None:
             self._cancel("_header_timer")
-            if self._header_count > max_header_count:
+            if self._header_count > max_header_count or self._head_size > max_header_bytes:
                 self._refused = True  # data_received cuts the connection: no app call
                 return
             self._head_bytes = None
@@ -159,7 +167,7 @@ def guarded_protocol(
             if self._refused:
                 return
             self._upload_done()
-            self._head_bytes, self._header_count = 0, 0  # the next request's head
+            self._head_bytes, self._head_size, self._header_count = 0, 0, 0  # the next head
             super().on_message_complete()
 
         def pause_writing(self) -> None:
